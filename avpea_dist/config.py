@@ -1,0 +1,386 @@
+"""Typed, nested run configuration.
+
+Defaults live here; a YAML file in ``configs/`` overrides them; dotted CLI overrides
+(``model.bottleneck=64``) apply on top. Every user error is a ``ValueError`` (or its subclass
+``ConfigError``) that names the key and what is allowed. YAML is read with ``yaml.safe_load`` only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration the user wrote is wrong; the message says which key and how to fix it."""
+
+
+def _choice(name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not allowed; choose one of {', '.join(map(repr, allowed))}")
+
+
+def _positive(name: str, value: float, zero_ok: bool = False) -> None:
+    if value < 0 or (value == 0 and not zero_ok):
+        raise ConfigError(f"{name}={value!r} must be {'>= 0' if zero_ok else '> 0'}")
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "vit_large_patch16_224.augreg_in21k"
+    """timm model name of the frozen ViT shared by both streams (any timm VisionTransformer with a CLS token)."""
+    pretrained: str = "timm"
+    """Backbone weights: 'none' (random init, warned loudly), 'timm' (hub download) or a local file path
+    (.safetensors, or a torch file read with weights_only=True)."""
+    img_size: int = 224
+    """Side of the square video frame fed to the ViT, in pixels (a multiple of the patch size)."""
+    mel_bins: int = 128
+    """Mel bins of the audio log-mel "image" (its height)."""
+    audio_frames: int = 102
+    """Fbank frames per one-second segment (its width); LAVisH uses 102."""
+    num_segments: int = 10
+    """One-second segments per clip."""
+    num_classes: int = 29
+    """Classes per segment; AVE has 28 events + background. Must match the shards' manifest."""
+    head_hidden: int = 512
+    """Hidden width of the AVEL head: concat(audio CLS, visual CLS) -> hidden -> classes."""
+    adapters: bool = True
+    """False trains the head alone on frozen features (linear-probe ablation)."""
+    modalities: str = "av"
+    """Streams that enter the model: 'av' (both, fused by AV-PEA), 'audio' or 'visual' (ablations)."""
+    bottleneck: int = 0
+    """Adapter bottleneck width r; 0 means D/8 (128 for ViT-L)."""
+    adapter_placement: str = "mlp"
+    """Where the adapter branch sits in each block: parallel to the 'mlp', to the 'attn', or 'both'
+    (two adapters per block per stream, doubling the parameters)."""
+    adapter_activation: str = "gelu"
+    """Bottleneck non-linearity: 'gelu', 'relu' or 'silu'."""
+    adapter_gate: str = "scalar"
+    """How the adapter joins the residual stream at init-zero: 'scalar' (one learned gate, 0 at init),
+    'vector' (a per-channel gate, 0 at init) or 'zero_up' (no gate; up-projection initialised to 0)."""
+    adapter_norm: bool = True
+    """A trainable LayerNorm on the adapter's inputs (both streams' tokens) before the down-projection."""
+    adapter_heads: int = 1
+    """Heads of the CLS cross-attention inside the bottleneck (must divide the bottleneck width)."""
+    backbone_dtype: str = "auto"
+    """Storage dtype of the frozen backbone: 'auto' (bf16 when training in bf16, else fp32), 'fp32', 'bf16'."""
+    fuse_streams: bool = True
+    """Run both streams through each frozen block in one call (audio padded to the visual token count)."""
+    compile: bool = False
+    """torch.compile the model (GPU speed; off on CPU by default)."""
+
+    def __post_init__(self) -> None:
+        _choice("model.modalities", self.modalities, ("av", "audio", "visual"))
+        _choice("model.adapter_placement", self.adapter_placement, ("mlp", "attn", "both"))
+        _choice("model.adapter_activation", self.adapter_activation, ("gelu", "relu", "silu"))
+        _choice("model.adapter_gate", self.adapter_gate, ("scalar", "vector", "zero_up"))
+        _choice("model.backbone_dtype", self.backbone_dtype, ("auto", "fp32", "bf16"))
+        _positive("model.bottleneck", self.bottleneck, zero_ok=True)
+        for name in ("img_size", "mel_bins", "audio_frames", "num_segments", "num_classes", "head_hidden",
+                     "adapter_heads"):
+            _positive(f"model.{name}", getattr(self, name))
+        if self.num_classes < 2:
+            raise ConfigError(f"model.num_classes={self.num_classes} must be >= 2")
+        if self.bottleneck and self.bottleneck % self.adapter_heads:
+            raise ConfigError(f"model.adapter_heads={self.adapter_heads} must divide "
+                              f"model.bottleneck={self.bottleneck}")
+        if not self.backbone:
+            raise ConfigError("model.backbone is empty; give a timm ViT name such as 'vit_tiny_patch16_224'")
+
+
+@dataclass
+class DataConfig:
+    shards: str = "shards/ave"
+    """Folder holding manifest.json and the split shards written by `avpea shards build`."""
+    batch_size: int = 8
+    """Clips per rank per micro-step (each clip is num_segments segments)."""
+    num_workers: int = 4
+    """Loader worker processes per rank (0 decodes in the training process)."""
+    shuffle_buffer: int = 500
+    """Raw (undecoded) samples held for shuffling per worker."""
+    epoch_batches: int = 0
+    """Batches per rank per virtual epoch; 0 derives it from the train split size and the world size."""
+    max_bad_fraction: float = 0.01
+    """Share of corrupt samples a rank may skip before the run stops with an error."""
+
+    def __post_init__(self) -> None:
+        _positive("data.batch_size", self.batch_size)
+        _positive("data.num_workers", self.num_workers, zero_ok=True)
+        _positive("data.shuffle_buffer", self.shuffle_buffer)
+        _positive("data.epoch_batches", self.epoch_batches, zero_ok=True)
+        if not 0 <= self.max_bad_fraction <= 1:
+            raise ConfigError(f"data.max_bad_fraction={self.max_bad_fraction} must lie in [0, 1]")
+
+
+@dataclass
+class OptimConfig:
+    lr_adapter: float = 5e-4
+    """Peak AdamW learning rate of the adapters."""
+    lr_head: float = 5e-4
+    """Peak AdamW learning rate of the task head (the peers use a separate rate for it)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay on matrices (never on biases, norms or gates)."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """AdamW betas."""
+    eps: float = 1e-8
+    """AdamW epsilon."""
+    warmup_steps: int = 100
+    """Linear warm-up optimizer steps before cosine decay."""
+    min_lr_ratio: float = 0.01
+    """Final learning rate as a fraction of the peak."""
+    grad_clip: float = 1.0
+    """Global gradient-norm clip; 0 disables clipping."""
+    grad_accum: int = 1
+    """Micro-batches accumulated per optimizer step."""
+
+    def __post_init__(self) -> None:
+        _positive("optim.lr_adapter", self.lr_adapter, zero_ok=True)
+        _positive("optim.lr_head", self.lr_head, zero_ok=True)
+        _positive("optim.weight_decay", self.weight_decay, zero_ok=True)
+        _positive("optim.eps", self.eps)
+        _positive("optim.warmup_steps", self.warmup_steps, zero_ok=True)
+        _positive("optim.grad_clip", self.grad_clip, zero_ok=True)
+        _positive("optim.grad_accum", self.grad_accum)
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"optim.betas={self.betas} must be two numbers in [0, 1)")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError(f"optim.min_lr_ratio={self.min_lr_ratio} must lie in [0, 1]")
+
+
+@dataclass
+class TrainConfig:
+    out: str = "runs/avel"
+    """Run folder: config, metrics, TensorBoard events and checkpoints land here."""
+    steps: int = 5000
+    """Optimizer steps in the whole run."""
+    eval_every: int = 500
+    """Evaluate on val (and keep the best model) every this many steps."""
+    log_every: int = 10
+    """Write a metrics line every this many steps."""
+    ckpt_every: int = 500
+    """Save a resumable checkpoint every this many steps (also at every evaluation)."""
+    keep_checkpoints: int = 2
+    """Newest complete checkpoints kept (the best one is kept besides)."""
+    resume: str = "latest"
+    """'latest' continues from the newest complete checkpoint in the run folder, 'none' starts afresh
+    (refusing a folder that has checkpoints), or a checkpoint folder path."""
+    seed: int = 0
+    """Seed of initialisation, data order and augmentation."""
+    deterministic: bool = False
+    """Deterministic kernels (bit-exact resume on CPU)."""
+    max_skipped_steps: int = 5
+    """Consecutive steps with a non-finite loss or gradient tolerated before the run stops."""
+    progress: bool = True
+    """Show a progress bar on rank 0."""
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "eval_every", "log_every", "ckpt_every", "keep_checkpoints", "max_skipped_steps"):
+            _positive(f"train.{name}", getattr(self, name))
+        if not self.out:
+            raise ConfigError("train.out is empty; give a run folder path")
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 16
+    """Clips per rank per evaluation batch."""
+    final_split: str = "test"
+    """Split evaluated once, with the best-on-val checkpoint, at the end of training."""
+
+    def __post_init__(self) -> None:
+        _positive("eval.batch_size", self.batch_size)
+        _choice("eval.final_split", self.final_split, ("test", "val", "none"))
+
+
+@dataclass
+class DistConfig:
+    backend: str = "auto"
+    """Process-group backend: 'auto' (nccl with CUDA, gloo otherwise), 'nccl' or 'gloo'."""
+    zero_stage: int = 2
+    """DeepSpeed ZeRO stage (0, 1 or 2) for the trainable parameters."""
+    precision: str = "auto"
+    """'auto' (bf16 on GPU, fp32 on CPU), 'bf16' or 'fp32'."""
+    timeout_s: int = 600
+    """Collective timeout: a dead rank is detected within this many seconds."""
+
+    def __post_init__(self) -> None:
+        _choice("dist.backend", self.backend, ("auto", "nccl", "gloo"))
+        _choice("dist.zero_stage", self.zero_stage, (0, 1, 2))
+        _choice("dist.precision", self.precision, ("auto", "bf16", "fp32"))
+        _positive("dist.timeout_s", self.timeout_s)
+
+
+@dataclass
+class Config:
+    task: str = "avel"
+    """Task trained: 'avel' (audio-visual event localisation, per-segment classification)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The frozen backbone, the AV-PEA adapters and the head."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Shards and the streaming loader."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimizer and schedule."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """The step loop, the run folder and checkpoints."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Evaluation and model selection."""
+    dist: DistConfig = field(default_factory=DistConfig)
+    """Distributed engine settings."""
+
+    def __post_init__(self) -> None:
+        _choice("task", self.task, ("avel",))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading: defaults <- YAML <- dotted overrides, with type checks and close-match suggestions.
+
+
+def _valid_keys(cls: type, prefix: str = "") -> list[str]:
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        name = prefix + f.name
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys += _valid_keys(hints[f.name], name + ".")
+        else:
+            keys.append(name)
+    return keys
+
+
+def _unknown_key(key: str, valid: list[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    if not close:  # a right leaf under a wrong section (optim.lr_head written as train.lr_head)
+        leaf = key.rsplit(".", 1)[-1]
+        close = [k for k in valid if k.rsplit(".", 1)[-1] == leaf][:1]
+    hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(valid)}"
+    return ConfigError(f"unknown config key '{key}' in {where}{hint}")
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Check ``value`` against a field's type; ints are accepted where floats are expected."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            if arg is type(None) and value is None:
+                return None
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _coerce(key, value, args[0])
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return [_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif annotation is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise ConfigError(f"{key} must be of type {getattr(annotation, '__name__', annotation)}, got {value!r} "
+                      f"({type(value).__name__})")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str, valid: list[str], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        full = prefix + str(key)
+        if key not in names:
+            raise _unknown_key(full, valid, where)
+        annotation = hints[key]
+        if dataclasses.is_dataclass(annotation):
+            if not isinstance(value, dict):
+                raise ConfigError(f"'{full}' is a section; write it as a mapping of keys, got {value!r}")
+            kwargs[key] = _build(annotation, value, full + ".", valid, where)
+        else:
+            kwargs[key] = _coerce(full, value, annotation)
+    return cls(**kwargs)
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``'model.bottleneck=64'`` -> ``('model.bottleneck', 64)``; the value is read as YAML (safe)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like section.key=value (e.g. model.bottleneck=64)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{text}' has no key before '='")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override '{text}': value is not valid YAML ({e})") from None
+    return key, value
+
+
+def _nest(key: str, value: Any, valid: list[str]) -> dict:
+    parts = key.split(".")
+    if key not in valid:
+        raise _unknown_key(key, valid, "the command-line overrides")
+    out: dict = {parts[-1]: value}
+    for p in reversed(parts[:-1]):
+        out = {p: out}
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist; pass a YAML file such as configs/avel_tiny.yaml")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file '{path}' is not valid YAML (only plain YAML is read, "
+                          f"no python tags): {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the YAML file at ``path`` (if any), then dotted ``overrides``."""
+    valid = _valid_keys(Config)
+    data: dict[str, Any] = {}
+    where = "the defaults"
+    if path is not None:
+        where = f"config file '{path}'"
+        data = read_yaml(path)
+        _build(Config, data, "", valid, where)  # report YAML mistakes against the file's name
+    for text in overrides:
+        key, value = parse_override(text)
+        data = _deep_merge(data, _nest(key, value, valid))
+    return _build(Config, data, "", valid, where if not overrides else f"{where} with overrides")
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a Config saved with ``to_dict`` (a run folder's config.yaml)."""
+    return _build(Config, data, "", _valid_keys(Config), "a saved config")
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
