@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as e:  # an area not installed in this checkout
-            if e.name != name:
+            if not (e.name == name or name.startswith(f"{e.name}.")):
                 raise
             continue
         module.register(sub)

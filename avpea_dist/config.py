@@ -338,6 +338,8 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def _nest(key: str, value: Any, valid: list[str]) -> dict:
     parts = key.split(".")
+    if any(k.startswith(key + ".") for k in valid):
+        raise ConfigError(f"'{key}' is a section; override one of its keys, e.g. '{key}.<key>=value'")
     if key not in valid:
         raise _unknown_key(key, valid, "the command-line overrides")
     out: dict = {parts[-1]: value}

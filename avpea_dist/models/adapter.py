@@ -41,14 +41,23 @@ class AVPEAAdapter(nn.Module):
         self.act = _ACTIVATIONS[activation]()
         self.up = nn.Linear(bottleneck, dim)
         self.gate_form = gate
-        if gate == "scalar":
-            self.gate = nn.Parameter(torch.zeros(1))
-        elif gate == "vector":
-            self.gate = nn.Parameter(torch.zeros(dim))
-        else:  # 'zero_up': the up-projection itself starts at zero (LoRA-style), no gate
+        if gate == "zero_up":  # the up-projection itself starts at zero (LoRA-style), no gate
             self.register_parameter("gate", None)
+        else:
+            self.gate = nn.Parameter(torch.zeros(1 if gate == "scalar" else dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Zero-init that makes step 0 the frozen model. Called again after timm's ViT-wide weight init,
+        which would otherwise overwrite every Linear it finds, ours included."""
+        self.down.reset_parameters()
+        self.up.reset_parameters()
+        nn.init.zeros_(self.down.bias)
+        if self.gate is None:
             nn.init.zeros_(self.up.weight)
             nn.init.zeros_(self.up.bias)
+        else:
+            nn.init.zeros_(self.gate)
 
     def forward(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
         h = self.down(self.norm(x))  # (B, N, r)

@@ -14,6 +14,7 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from .adapter import AVPEAAdapter
 from .block import AdapterSpec, AVPEABlock
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,9 @@ def create_vit(name: str, img_size: int, adapter: AdapterSpec | None) -> VisionT
         raise
     if not isinstance(vit, VisionTransformer) or vit.cls_token is None:
         raise ValueError(f"model.backbone='{name}' must be a timm VisionTransformer with a CLS token")
+    for module in vit.modules():
+        if isinstance(module, AVPEAAdapter):
+            module.reset_parameters()
     return vit
 
 

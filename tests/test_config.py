@@ -1,0 +1,88 @@
+"""Config: defaults, YAML, dotted overrides, and the documented errors for every kind of mistake."""
+
+import pytest
+
+from avpea_dist.config import Config, ConfigError, config_from_dict, dump_yaml, load_config, read_yaml
+
+import yaml
+
+
+def test_defaults_are_the_paper_configuration():
+    cfg = Config()
+    assert cfg.model.backbone.startswith("vit_large_patch16_224")
+    assert (cfg.model.mel_bins, cfg.model.audio_frames, cfg.model.num_segments) == (128, 102, 10)
+
+
+def test_yaml_then_overrides_apply_in_order():
+    cfg = load_config("configs/avel_tiny.yaml", ["model.bottleneck=64", "optim.betas=[0.8, 0.9]",
+                                                 "train.deterministic=true", "optim.lr_head=1"])
+    assert cfg.model.backbone == "vit_tiny_patch16_224"  # from the file
+    assert cfg.model.bottleneck == 64 and cfg.optim.betas == [0.8, 0.9]
+    assert cfg.train.deterministic is True
+    assert cfg.optim.lr_head == 1.0 and isinstance(cfg.optim.lr_head, float)  # ints widen to float
+
+
+def test_both_shipped_configs_load():
+    assert load_config("configs/avel_vitl.yaml").model.bottleneck == 128
+    assert load_config("configs/avel_tiny.yaml").model.num_classes == 9
+
+
+def test_unknown_override_key_suggests_the_closest():
+    with pytest.raises(ConfigError, match=r"unknown config key 'model.botleneck'.*did you mean 'model.bottleneck'"):
+        load_config(None, ["model.botleneck=3"])
+
+
+def test_key_in_the_wrong_section_suggests_the_right_one():
+    with pytest.raises(ConfigError, match=r"did you mean 'optim.lr_head'"):
+        load_config(None, ["train.lr_head=0.1"])
+
+
+def test_unknown_yaml_key_names_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  bottlenek: 3\n")
+    with pytest.raises(ConfigError, match=r"'model.bottlenek' in config file '.*c.yaml'.*'model.bottleneck'"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.bottleneck=abc", r"model.bottleneck must be of type int"),
+    ("model.adapters=3", r"model.adapters must be of type bool"),
+    ("optim.betas=0.9", r"optim.betas must be a list"),
+    ("model.modalities=audiovisual", r"model.modalities='audiovisual' is not allowed; choose one of 'av', 'audio', 'visual'"),
+    ("dist.zero_stage=3", r"dist.zero_stage=3 is not allowed; choose one of 0, 1, 2"),
+    ("optim.grad_accum=0", r"optim.grad_accum=0 must be > 0"),
+    ("model.adapter_heads=5", r"model.adapter_heads=5 must divide model.bottleneck"),
+    ("model=3", r"'model' is a section"),
+    ("bottleneck", r"must look like section.key=value"),
+])
+def test_bad_values_give_the_documented_error(override, message):
+    extra = ["model.bottleneck=64"] if "adapter_heads" in override else []
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, extra + [override])
+
+
+def test_config_error_is_a_value_error():
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_python_tags_in_yaml_are_refused_and_never_run(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.yaml"
+    path.write_text(f"model: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+    assert not marker.exists()
+
+
+def test_missing_file_and_non_mapping_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        read_yaml(tmp_path / "nope.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        read_yaml(tmp_path / "list.yaml")
+
+
+def test_round_trip_through_yaml():
+    cfg = load_config("configs/avel_tiny.yaml", ["model.bottleneck=32"])
+    again = config_from_dict(yaml.safe_load(dump_yaml(cfg)))
+    assert again == cfg
