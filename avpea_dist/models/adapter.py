@@ -60,11 +60,14 @@ class AVPEAAdapter(nn.Module):
             nn.init.zeros_(self.gate)
 
     def forward(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-        h = self.down(self.norm(x))  # (B, N, r)
-        kv = self.down(self.norm(other))  # (B, M, r): the other stream in the same bottleneck space
+        # The adapter may keep fp32 weights beside a bf16 frozen backbone: compute in its own dtype.
+        dtype = self.down.weight.dtype
+        h = self.down(self.norm(x.to(dtype)))  # (B, N, r)
+        kv = self.down(self.norm(other.to(dtype)))  # (B, M, r): the other stream in the same bottleneck space
         cue = self._cls_attend(h[:, :1], kv)  # (B, 1, r): what this stream's CLS gathered
         out = self.up(self.act(h + cue))  # the cue reaches every token through the broadcast: O(N + M)
-        return out if self.gate is None else out * self.gate
+        out = out if self.gate is None else out * self.gate
+        return out.to(x.dtype)
 
     def _cls_attend(self, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
         B, M, r = kv.shape

@@ -67,8 +67,15 @@ class AVPEAModel(nn.Module):
         B, T = ref.shape[:2]
         feats = self.features(frames.flatten(0, 1) if frames is not None and "v" in self.streams else None,
                               audio.flatten(0, 1) if audio is not None and "a" in self.streams else None)
-        x = torch.cat([feats[s] for s in self.streams], dim=-1).float()
-        return self.head(x).view(B, T, -1)
+        x = torch.cat([feats[s] for s in self.streams], dim=-1).to(self.head.fc1.weight.dtype)
+        return self.head(x).float().view(B, T, -1)  # the loss is always taken in fp32
+
+    def set_backbone_dtype(self, dtype: torch.dtype) -> None:
+        """Store the frozen weights in ``dtype`` once (bf16 on GPU), so no step pays for casting them;
+        the trainable adapters and head keep their own dtype."""
+        for name, p in self.vit.named_parameters():
+            if not is_adapter_key(name):
+                p.data = p.data.to(dtype)
 
 
 def build_model(cfg: ModelConfig, load_weights: bool = True) -> AVPEAModel:
