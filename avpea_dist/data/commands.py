@@ -1,0 +1,105 @@
+"""`avpea shards build ave | synth | verify | inspect`; heavy imports happen inside the handlers."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("shards", help="build, verify and inspect WebDataset shards (AVE or synthetic)")
+    ss = p.add_subparsers(dest="shards_command", metavar="SUBCOMMAND", required=True)
+
+    b = ss.add_parser("build", help="build shards from a dataset")
+    bs = b.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    a = bs.add_parser("ave", help="from the AVE release layout: Annotations.txt, {train,val,test}Set.txt, AVE/*.mp4")
+    a.add_argument("--root", required=True, help="folder of the AVE release (or of `shards synth` output)")
+    a.add_argument("--out", required=True, help="shard folder to write (a rerun resumes it)")
+    a.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes (default: all cores)")
+    a.add_argument("--shard-size", type=int, default=128, help="clips per shard (default 128, ~40-60 MB)")
+    a.add_argument("--no-audio", choices=("skip", "silence"), default="skip",
+                   help="clips without an audio stream: skip them (default) or keep them with silence")
+    a.add_argument("--min-seconds", type=float, default=8.0, help="refuse videos shorter than this (truncated)")
+    a.add_argument("--strict", action="store_true", help="exit 1 if any clip was skipped")
+    a.set_defaults(func=build_ave_cmd)
+
+    s = ss.add_parser("synth", help="write a synthetic AV-event dataset in the AVE layout (mp4 + annotations)")
+    s.add_argument("--out", required=True, help="dataset folder to write (then: shards build ave --root OUT)")
+    s.add_argument("--clips", type=int, default=480, help="number of clips (default 480)")
+    s.add_argument("--seed", type=int, default=0, help="everything follows from this seed")
+    s.add_argument("--classes", type=int, default=8, help="event classes (2-8; background is added)")
+    s.add_argument("--size", type=int, default=128, help="video side in pixels (default 128)")
+    s.add_argument("--fps", type=int, default=4, help="video frame rate (default 4)")
+    s.add_argument("--sample-rate", type=int, default=16000, help="audio sample rate (default 16000)")
+    s.add_argument("--channels", type=int, choices=(1, 2), default=1, help="audio channels")
+    s.set_defaults(func=synth_cmd)
+
+    v = ss.add_parser("verify", help="re-hash every shard and recount its samples against the manifest")
+    v.add_argument("dir", help="shard folder holding manifest.json")
+    v.add_argument("--decode", action="store_true", help="also decode every sample as the loaders do")
+    v.set_defaults(func=verify_cmd)
+
+    i = ss.add_parser("inspect", help="print the sample schema, counts per split and the class histogram")
+    i.add_argument("dir", help="shard folder holding manifest.json")
+    i.add_argument("--json", action="store_true", help="print the manifest (without build records) as JSON")
+    i.set_defaults(func=inspect_cmd)
+
+
+def build_ave_cmd(args: argparse.Namespace) -> int:
+    from .build import BuildOptions, build_ave
+    from .verify import summary
+
+    opts = BuildOptions(workers=args.workers, shard_size=args.shard_size, no_audio=args.no_audio,
+                        min_seconds=args.min_seconds)
+    m = build_ave(args.root, args.out, opts, progress=sys.stderr.isatty())
+    st = m["stats"]
+    print(f"shards in {args.out}: {summary(m)}; this run decoded {st['clips_processed']} clips in "
+          f"{st['seconds']:.1f} s, reused {st['reused_shards']} finished shards")
+    skipped = [(split, e) for split, s in m["splits"].items() for e in s["skipped"]]
+    if skipped:
+        print(f"skipped {len(skipped)} clips (listed in manifest.json under splits.*.skipped):")
+        for split, e in skipped:
+            print(f"  {split:<5} {e['id']}: {e['reason']}")
+    if not any(s["samples"] for s in m["splits"].values()):
+        print("error: no clip could be written; check the --root folder and the reasons above", file=sys.stderr)
+        return 1
+    return 1 if skipped and args.strict else 0
+
+
+def synth_cmd(args: argparse.Namespace) -> int:
+    from .synth import SynthSpec, make_dataset
+
+    spec = SynthSpec(size=args.size, fps=args.fps, sample_rate=args.sample_rate, channels=args.channels)
+    counts = make_dataset(args.out, args.clips, seed=args.seed, num_classes=args.classes, spec=spec,
+                          progress=sys.stderr.isatty())
+    print(f"synthetic AVE-layout dataset in {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+          + f"; next: avpea shards build ave --root {args.out} --out SHARDS_DIR")
+    return 0
+
+
+def verify_cmd(args: argparse.Namespace) -> int:
+    from .verify import verify
+
+    faults, notes = verify(args.dir, decode=args.decode)
+    for n in notes:
+        print(f"note: {n}")
+    for f in faults:
+        print(f"FAULT: {f}")
+    print(f"{args.dir}: {'OK' if not faults else f'{len(faults)} faults'}")
+    return 1 if faults else 0
+
+
+def inspect_cmd(args: argparse.Namespace) -> int:
+    import json
+
+    from .manifest import read_manifest
+    from .verify import describe
+
+    if args.json:
+        m = read_manifest(args.dir)
+        m.pop("build", None)
+        print(json.dumps(m, indent=2))
+    else:
+        print(describe(args.dir))
+    return 0

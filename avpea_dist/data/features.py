@@ -1,0 +1,60 @@
+"""Per-segment features as LAVisH computes them, and the compact forms they are stored in.
+
+Audio: Kaldi fbank (Hanning window, 25 ms, 10 ms shift, 128 mel bins) per one-second segment of the
+mean-removed waveform, zero-padded from 98 to 102 frames, stored (segments, 128, 102) float16 (log-mel values
+lie within about [-16, 10]; float16 keeps ~3 significant digits, far below the fbank's own noise).
+Frames: JPEG at quality 90 (a 224x224 frame is ~10-25 kB instead of 150 kB raw).
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from .manifest import FBANK_FRAMES, MEL_BINS
+
+AUDIO_MEAN = -4.1426  # LAVisH/AST AudioSet statistics: x -> (x - mean) / (2 * std)
+AUDIO_STD = 3.2001
+
+
+def fbank_segments(audio: np.ndarray, segments: int, sample_rate: int = 16000) -> np.ndarray:
+    """mono float32 (segments * sample_rate,) -> float16 (segments, MEL_BINS, FBANK_FRAMES)."""
+    import torch  # build workers only: the loaders never import torchaudio
+    import torchaudio.compliance.kaldi as kaldi
+
+    wave = torch.from_numpy(np.ascontiguousarray(audio, np.float32)).view(segments, sample_rate)
+    out = np.empty((segments, MEL_BINS, FBANK_FRAMES), np.float16)
+    for i in range(segments):
+        seg = wave[i:i + 1] - wave[i].mean()
+        fb = kaldi.fbank(seg, htk_compat=True, sample_frequency=sample_rate, use_energy=False,
+                         window_type="hanning", num_mel_bins=MEL_BINS, dither=0.0, frame_shift=10,
+                         frame_length=25)
+        fb = torch.nn.functional.pad(fb[:FBANK_FRAMES], (0, 0, 0, FBANK_FRAMES - min(len(fb), FBANK_FRAMES)))
+        out[i] = fb.T.numpy()  # (mel, time): the model reads the mel axis as the image height
+    return out
+
+
+def normalise_fbank(fbank: np.ndarray) -> np.ndarray:
+    """Stored float16 log-mel -> float32 model input, (x - mean) / (2 std) as LAVisH."""
+    out = fbank.astype(np.float32)
+    out -= AUDIO_MEAN
+    out *= 1.0 / (2 * AUDIO_STD)
+    return out
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def load_npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def jpeg_bytes(frame: np.ndarray, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()

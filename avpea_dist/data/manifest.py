@@ -1,0 +1,84 @@
+"""The shard format: member names, constants and the validated ``manifest.json`` (no heavy imports).
+
+``manifest.json`` at the shard root: ``format``, ``version``, ``complete``, ``source``, ``preprocessing``,
+``members`` (the sample schema), ``classes`` (background last; ``labels`` index into it), ``shard_size``,
+``splits.<split>`` = ``{samples, shards: [{file, sha256, bytes, samples}], skipped: [{id, reason}],
+segment_histogram}``, and ``build`` (the resume records).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .ave import BACKGROUND, NUM_SEGMENTS
+
+FORMAT = "avpea-shards"
+VERSION = 1
+MANIFEST = "manifest.json"
+MEL_BINS = 128
+FBANK_FRAMES = 102
+FRAME_MEMBERS = tuple(f"f{i}.jpg" for i in range(NUM_SEGMENTS))
+MEMBERS = (*FRAME_MEMBERS, "fbank.npy", "json")
+FIX = "rebuild them with `avpea shards build ave --root AVE_ROOT --out DIR` (or `avpea shards synth`)"
+
+
+def member_names() -> dict[str, str]:
+    names = {m: f"frame of segment {i}, JPEG RGB frame_size x frame_size" for i, m in enumerate(FRAME_MEMBERS)}
+    names["fbank.npy"] = "float16 (segments, mel_bins, fbank_frames) log-mel, numpy .npy (no pickle)"
+    names["json"] = "{id, category, labels[segments], split, start, end, quality, source}"
+    return names
+
+
+def read_manifest(shards_dir: str | Path) -> dict[str, Any]:
+    """The validated ``manifest.json`` of a shard folder; errors name the file and the fix."""
+    path = Path(shards_dir) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: '{shards_dir}' holds no built shards; {FIX}")
+    try:
+        m = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); {FIX}") from None
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an avpea shard manifest (no \"format\": \"{FORMAT}\"); {FIX}")
+    if m.get("version") != VERSION:
+        raise ValueError(f"{path} has format version {m.get('version')!r}; this code reads {VERSION}; {FIX}")
+    if not m.get("complete"):
+        raise ValueError(f"{path} describes an unfinished build; rerun the same `avpea shards build` command "
+                         f"to resume it")
+    classes = m.get("classes")
+    if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)
+            and classes[-1] == BACKGROUND):
+        raise ValueError(f"{path}: 'classes' must be a list of names ending with '{BACKGROUND}'; {FIX}")
+    if not isinstance(m.get("preprocessing"), dict) or not isinstance(m["preprocessing"].get("frame_size"), int):
+        raise ValueError(f"{path}: 'preprocessing.frame_size' is missing; {FIX}")
+    splits = m.get("splits")
+    if not isinstance(splits, dict):
+        raise ValueError(f"{path}: 'splits' is missing; {FIX}")
+    for name, s in splits.items():
+        try:
+            counts = [int(sh["samples"]) for sh in s["shards"]]
+            files = [str(sh["file"]) for sh in s["shards"]]
+            total = int(s["samples"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{path}: split '{name}' needs 'samples' and 'shards' entries with 'file' and "
+                             f"'samples'; {FIX}") from None
+        if sum(counts) != total or any(c < 1 for c in counts) or any("/" in f or f.startswith(".") for f in files):
+            raise ValueError(f"{path}: split '{name}' has inconsistent sample counts or file names; {FIX}")
+    return m
+
+
+def split_entry(manifest: dict[str, Any], split: str, where: str | Path = MANIFEST) -> dict[str, Any]:
+    s = manifest["splits"].get(split)
+    if s is None or not s["shards"]:
+        have = ", ".join(k for k, v in manifest["splits"].items() if v["shards"]) or "none"
+        raise ValueError(f"{where}: split '{split}' has no shards (splits with shards: {have})")
+    return s
+
+
+def default_epoch_batches(manifest: dict[str, Any], split: str, batch_size: int, world_size: int) -> int:
+    """Batches per rank in one virtual epoch: one pass over the split's samples across all ranks."""
+    if batch_size < 1 or world_size < 1:
+        raise ValueError(f"batch_size={batch_size} and world_size={world_size} must be >= 1")
+    return max(1, split_entry(manifest, split)["samples"] // (batch_size * world_size))

@@ -1,0 +1,92 @@
+"""``shards verify`` (re-hash and recount every shard against the manifest) and ``shards inspect``.
+
+Reading a tar alone cannot notice a shard cut exactly at a member boundary: it just ends early. The
+manifest's sha256, byte size and sample count per shard catch that and every other change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..io import sha256_file
+from .manifest import read_manifest
+from .tario import iter_raw_samples
+
+
+def verify(shards_dir: str | Path, decode: bool = False) -> tuple[list[str], list[str]]:
+    """-> (faults, notes). A fault is anything that differs from the manifest; ``decode`` also decodes
+    every sample (JPEG, npy, labels) as the loaders do."""
+    root = Path(shards_dir)
+    m = read_manifest(root)
+    faults: list[str] = []
+    notes: list[str] = []
+    listed = set()
+    frame_size = int(m["preprocessing"]["frame_size"])
+    for split, s in m["splits"].items():
+        keys: set[str] = set()
+        for sh in s["shards"]:
+            path = root / sh["file"]
+            listed.add(sh["file"])
+            if not path.is_file():
+                faults.append(f"{path}: missing")
+                continue
+            size = path.stat().st_size
+            if size != sh["bytes"]:
+                faults.append(f"{path}: {size} bytes, manifest says {sh['bytes']}")
+            if sha256_file(path) != sh["sha256"]:
+                faults.append(f"{path}: sha256 differs from the manifest (changed or truncated)")
+            good = 0
+            for raw in iter_raw_samples(path):
+                if raw.error:
+                    faults.append(f"{path}: {raw.error}")
+                    continue
+                if raw.key in keys:
+                    faults.append(f"{path}: duplicate key '{raw.key}' in split '{split}'")
+                keys.add(raw.key)
+                if decode:
+                    from .stream import SampleError, decode_sample
+
+                    try:
+                        decode_sample(raw, num_classes=len(m["classes"]), frame_size=frame_size, img_size=frame_size)
+                    except SampleError as e:
+                        faults.append(f"{path}: {e}")
+                        continue
+                good += 1
+            if good != sh["samples"]:
+                faults.append(f"{path}: {good} readable samples, manifest says {sh['samples']}")
+    for extra in sorted(p.name for p in root.glob("*.tar") if p.name not in listed):
+        notes.append(f"{root / extra}: not in the manifest (ignored by the loaders)")
+    for tmp in sorted(p.name for p in root.glob(".*.tmp")):
+        notes.append(f"{root / tmp}: leftover of an interrupted write (safe to delete)")
+    return faults, notes
+
+
+def describe(shards_dir: str | Path) -> str:
+    """Human-readable schema, counts per split and class histogram."""
+    m = read_manifest(shards_dir)
+    pre = m["preprocessing"]
+    lines = [f"shards   {Path(shards_dir)}  (format {m['format']} v{m['version']}, source {m['source']})",
+             "sample schema (one tar member per row, key = video id):"]
+    members = dict(m["members"])
+    frames = [k for k in members if k.endswith(".jpg")]
+    if len(frames) > 2:  # f0.jpg .. f9.jpg share one description
+        members = {f"{frames[0]}..{frames[-1]}": members[frames[0]].replace(" 0,", " i,").replace(" 0 ", " i ")}
+        members.update({k: v for k, v in m["members"].items() if k not in frames})
+    lines += [f"  {name:<16} {what}" for name, what in members.items()]
+    lines.append("preprocessing: " + ", ".join(f"{k}={v}" for k, v in pre.items() if k != "fbank_layout"))
+    lines.append(f"{'split':<6} {'clips':>6} {'shards':>6} {'MB':>8} {'skipped':>7}")
+    for split, s in m["splits"].items():
+        mb = sum(sh["bytes"] for sh in s["shards"]) / 1e6
+        lines.append(f"{split:<6} {s['samples']:>6} {len(s['shards']):>6} {mb:>8.1f} {len(s['skipped']):>7}")
+    lines.append("segments per class (" + " / ".join(m["splits"]) + "):")
+    width = max(len(c) for c in m["classes"])
+    for i, c in enumerate(m["classes"]):
+        counts = [s["segment_histogram"][i] for s in m["splits"].values()]
+        lines.append(f"  {i:>2} {c:<{width}} " + " ".join(f"{n:>6}" for n in counts))
+    return "\n".join(lines)
+
+
+def summary(manifest: dict[str, Any]) -> str:
+    parts = ", ".join(f"{k} {v['samples']}" for k, v in manifest["splits"].items())
+    return f"{sum(v['samples'] for v in manifest['splits'].values())} clips ({parts})"

@@ -1,0 +1,72 @@
+"""Decoding real mp4 files of many shapes, and the fbank features, with PyAV and torchaudio."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from avpea_dist.data.decode import DecodeError, decode_clip
+from avpea_dist.data.features import fbank_segments
+from avpea_dist.data.synth import SynthSpec, write_mp4
+
+
+def _clip(path: Path, seconds: float, spec: SynthSpec, height: int, width: int, audio: bool = True) -> Path:
+    """Frame brightness encodes the second it belongs to (20 * i + 10); the audio is a 1 kHz tone."""
+    n = int(round(seconds * spec.fps))
+    frames = np.stack([np.full((height, width, 3), 20 * int(j / spec.fps) + 10, np.uint8) for j in range(n)])
+    t = np.arange(int(round(seconds * spec.sample_rate))) / spec.sample_rate
+    wave = (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32) if audio else np.zeros(0, np.float32)
+    write_mp4(path, frames, wave, spec)
+    return path
+
+
+@pytest.mark.parametrize("seconds, spec, hw", [
+    (9.6, SynthSpec(fps=25, sample_rate=44100, channels=2, video_codec="mpeg4"), (120, 160)),
+    (10.4, SynthSpec(fps=4, sample_rate=16000, channels=1), (96, 128)),
+    (10.0, SynthSpec(fps=30, sample_rate=48000, channels=2), (240, 320)),
+])
+def test_any_rate_size_codec_gives_ten_segments(tmp_path: Path, seconds: float, spec: SynthSpec, hw) -> None:
+    path = _clip(tmp_path / "c.mp4", seconds, spec, *hw)
+    frames, audio = decode_clip(path)
+    assert frames.shape == (10, 224, 224, 3) and frames.dtype == np.uint8
+    assert audio.shape == (160000,) and audio.dtype == np.float32
+    # The frame of segment i comes from second i (brightness 20 i + 10, within codec error).
+    assert np.allclose(frames.reshape(10, -1).mean(1), 20 * np.arange(10) + 10, atol=4)
+    # Downmixed, resampled 1 kHz tone at amplitude 0.5 (AAC priming may delay the start a little).
+    assert 0.3 < np.abs(audio[16000:144000]).max() < 0.7
+    spectrum = np.abs(np.fft.rfft(audio[32000:48000]))
+    assert abs(int(np.argmax(spectrum)) - 1000) <= 2  # 1 Hz bins over one second
+    if seconds < 10:
+        assert np.abs(audio[155000:]).max() < 1e-3  # the missing tail is silence, not garbage
+
+
+def test_fbank_shape_padding_and_pitch_order() -> None:
+    sr = 16000
+    t = np.arange(sr) / sr
+    audio = np.concatenate([0.5 * np.sin(2 * np.pi * f * t) for f in np.geomspace(200, 6000, 10)]).astype(np.float32)
+    fb = fbank_segments(audio, 10, sr)
+    assert fb.shape == (10, 128, 102) and fb.dtype == np.float16
+    assert np.all(fb[:, :, 98:] == 0)  # 98 real frames per second, zero-padded to 102 as LAVisH does
+    peaks = fb[:, :, :98].astype(np.float32).mean(2).argmax(1)
+    assert np.all(np.diff(peaks) > 0), peaks  # higher tone -> higher mel bin, across the whole range
+    assert np.isfinite(fb.astype(np.float32)).all()
+
+
+def test_broken_inputs_are_decode_errors_with_reasons(tmp_path: Path) -> None:
+    good = _clip(tmp_path / "good.mp4", 10, SynthSpec(), 64, 64)
+    data = good.read_bytes()
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "garbage.mp4").write_bytes(b"\x00not a video at all" * 500)
+    (tmp_path / "truncated.mp4").write_bytes(data[: len(data) * 2 // 5])
+    _clip(tmp_path / "silent.mp4", 10, SynthSpec(), 64, 64, audio=False)
+    _clip(tmp_path / "short.mp4", 3, SynthSpec(), 64, 64)
+    reasons = {}
+    for name in ("missing", "empty", "garbage", "truncated", "silent", "short"):
+        with pytest.raises(DecodeError) as e:
+            decode_clip(tmp_path / f"{name}.mp4")
+        reasons[name] = str(e.value)
+    assert reasons["missing"] == "missing file" and reasons["empty"] == "empty file"
+    assert reasons["garbage"].startswith("undecodable") and reasons["truncated"].startswith("undecodable")
+    assert reasons["silent"].startswith("no audio stream") and reasons["short"].startswith("too short")
+    frames, audio = decode_clip(tmp_path / "silent.mp4", no_audio="silence")
+    assert frames.shape == (10, 224, 224, 3) and not audio.any()
