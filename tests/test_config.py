@@ -20,6 +20,7 @@ def test_yaml_then_overrides_apply_in_order():
     assert cfg.model.bottleneck == 64 and cfg.optim.betas == [0.8, 0.9]
     assert cfg.train.deterministic is True
     assert cfg.optim.lr_head == 1.0 and isinstance(cfg.optim.lr_head, float)  # ints widen to float
+    assert load_config(None, ["optim.lr_adapter=1e-3"]).optim.lr_adapter == 1e-3  # YAML reads this as a string
 
 
 def test_both_shipped_configs_load():
@@ -47,6 +48,7 @@ def test_unknown_yaml_key_names_the_file(tmp_path):
 @pytest.mark.parametrize("override, message", [
     ("model.bottleneck=abc", r"model.bottleneck must be of type int"),
     ("model.adapters=3", r"model.adapters must be of type bool"),
+    ("optim.lr_adapter=fast", r"optim.lr_adapter must be of type float"),
     ("optim.betas=0.9", r"optim.betas must be a list"),
     ("model.modalities=audiovisual", r"model.modalities='audiovisual' is not allowed; choose one of 'av', 'audio', 'visual'"),
     ("dist.zero_stage=3", r"dist.zero_stage=3 is not allowed; choose one of 0, 1, 2"),
