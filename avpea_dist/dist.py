@@ -7,9 +7,11 @@ Slurm's (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, SLURM_JOB_NODELIST). Nothing
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
+import sys
 from dataclasses import dataclass
 
 
@@ -79,3 +81,82 @@ def export_torch_env(info: WorldInfo) -> None:
     os.environ.update(RANK=str(info.rank), LOCAL_RANK=str(info.local_rank), WORLD_SIZE=str(info.world_size),
                       LOCAL_WORLD_SIZE=str(info.local_world_size), MASTER_ADDR=info.master_addr,
                       MASTER_PORT=str(info.master_port))
+
+
+# ---------------------------------------------------------------------------------------------
+# Process group lifetime. Every rank calls ``init_process_group`` once at start and ``teardown`` once
+# at exit; both are no-ops where there is nothing to do, so a single process needs no launcher.
+
+
+def resolve_backend(backend: str = "auto") -> str:
+    import torch
+
+    if backend == "auto":
+        return "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl" and not torch.cuda.is_available():
+        raise ValueError("dist.backend='nccl' needs CUDA GPUs; use dist.backend=gloo (or auto) on CPU")
+    return backend
+
+
+_OWN_PORT_VAR = "AVPEA_OWN_MASTER_PORT"
+_OWN_PORT = "unset"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_process_group(info: WorldInfo, backend: str = "auto", timeout_s: float = 600) -> str:
+    """Join the job's process group (a world of one included); returns the backend used.
+
+    The timeout bounds every collective, so the survivors of a dead rank fail within ``timeout_s``
+    instead of hanging until the scheduler kills them.
+    """
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return dist.get_backend()
+    if info.world_size == 1 and os.environ.get("MASTER_PORT", _OWN_PORT) == os.environ.get(_OWN_PORT_VAR, _OWN_PORT):
+        # A world of one without a launcher still needs a rendezvous port: a fixed default would collide
+        # with other jobs on the machine, so take a free one (and a new one at the next call). A port a
+        # launcher exported is kept: torchrun's agent may host the store there.
+        info = dataclasses.replace(info, master_addr="127.0.0.1", master_port=_free_port())
+        os.environ[_OWN_PORT_VAR] = str(info.master_port)
+    export_torch_env(info)
+    backend = resolve_backend(backend)
+    if backend == "nccl":
+        torch.cuda.set_device(info.local_rank)
+    dist.init_process_group(backend=backend, init_method=f"tcp://{info.master_addr}:{info.master_port}",
+                            rank=info.rank, world_size=info.world_size,
+                            timeout=datetime.timedelta(seconds=timeout_s))
+    return backend
+
+
+def teardown(barrier: bool = True) -> None:
+    """Barrier, then destroy the group: without both, ranks sometimes abort at exit after finishing.
+
+    After an error pass ``barrier=False``: the other ranks may be gone, and waiting for them would only
+    turn a clear error into a timeout.
+    """
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return
+    try:
+        if barrier:
+            dist.barrier()
+    finally:
+        ds_comm = sys.modules.get("deepspeed.comm.comm")
+        if ds_comm is not None and getattr(ds_comm, "cdb", None) is not None:
+            # DeepSpeed caches its groups; its own destroy drops them, so a later job in this process
+            # (a Ray Tune trial, a test) does not reach for a destroyed group.
+            ds_comm.destroy_process_group()
+        else:
+            dist.destroy_process_group()

@@ -1,0 +1,343 @@
+"""Resumable checkpoints: DeepSpeed state of the trainable parameters, hashed, complete or ignored.
+
+Layout under ``RUN/checkpoints``::
+
+    step_00000300/            one folder per checkpoint (tag)
+        mp_rank_00_model_states.pt            DeepSpeed: trainable weights, scheduler, (ZeRO-0) optimizer
+        zero_pp_rank_R_mp_rank_00_optim_states.pt   DeepSpeed ZeRO-1/2: rank R's optimizer partition
+        rank_R.json           our loop state of rank R (step, data position, skip counters)
+        rank_R_rng.safetensors                rank R's torch RNG states
+        manifest.json         written last, by rank 0, after a barrier: every file's sha256
+    latest                    the newest complete tag, replaced atomically after the manifest
+
+A folder is *complete* only once its manifest exists and every hash in it matches; resume takes the
+newest complete one, so a crash at any point of a save leaves the previous checkpoint in charge.
+Frozen backbone weights are never saved (``exclude_frozen_parameters``): they come back from
+``model.pretrained`` and the seed. Every file is written through ``avpea_dist.io.atomic_open`` and read
+with ``torch.load(weights_only=True)``: DeepSpeed's own engine would unpickle with ``weights_only=False``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from ..io import atomic_open, atomic_write_json, atomic_write_text, sha256_file
+
+log = logging.getLogger(__name__)
+
+_TAG = re.compile(r"^step_(\d{8})$")
+MANIFEST = "manifest.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written or read; the message names the folder and what to do."""
+
+
+def tag_for(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+def _safe_globals() -> list[Any]:
+    # The few non-tensor types DeepSpeed puts in its state dicts; anything else is refused.
+    allowed: list[Any] = []
+    try:
+        from deepspeed.runtime.zero.config import ZeroStageEnum
+        allowed.append(ZeroStageEnum)
+    except ImportError:
+        pass
+    try:
+        from deepspeed.utils.tensor_fragment import fragment_address
+        allowed.append(fragment_address)
+    except ImportError:
+        pass
+    return allowed
+
+
+def safe_torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
+    try:
+        with torch.serialization.safe_globals(_safe_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"checkpoint file '{path}' could not be read with weights_only=True "
+                              f"({type(e).__name__}: {e}); it is corrupt or holds pickled code") from None
+
+
+def make_checkpoint_engine(config_params: Any = None) -> Any:
+    """A DeepSpeed checkpoint engine that writes atomically, reports write errors, and loads safely."""
+    from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
+
+    class SafeCheckpointEngine(TorchCheckpointEngine):
+        def __init__(self, params: Any = None) -> None:
+            super().__init__(params)
+            self.errors: list[str] = []
+            self.codes: list[int] = []
+
+        def record(self, path: str, e: OSError) -> None:
+            self.errors.append(f"{path}: {e}")
+            if e.errno:
+                self.codes.append(e.errno)
+
+        def makedirs(self, path: str, exist_ok: bool = False) -> None:
+            try:
+                os.makedirs(path, exist_ok=exist_ok)
+            except OSError as e:
+                self.record(path, e)
+
+        def save(self, state_dict: Any, path: str) -> None:
+            # Errors are collected, not raised: DeepSpeed's save has barriers after this call, and a rank
+            # leaving early would leave the others waiting in them. ``save_checkpoint`` all-reduces them.
+            if self.errors:
+                return
+            try:
+                with atomic_open(path, "wb") as f:
+                    torch.save(state_dict, f)
+            except OSError as e:
+                self.record(path, e)
+
+        def load(self, path: str, map_location: Any = None) -> Any:
+            return safe_torch_load(path, map_location=map_location or "cpu")
+
+    return SafeCheckpointEngine(config_params)
+
+
+def install_checkpoint_engine(engine: Any) -> None:
+    engine.checkpoint_engine = make_checkpoint_engine(engine._config)
+
+
+def _any_rank(flag: bool) -> bool:
+    return _max_over_ranks(1 if flag else 0) > 0
+
+
+def _max_over_ranks(value: int) -> int:
+    if not dist.is_initialized():
+        return value
+    t = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
+def _errno_of(errors: list[str], codes: list[int]) -> int:
+    # An error without an errno still counts: -1 < 0 would lose it in a MAX, so it becomes 1 (EPERM's
+    # number, but only "something failed" is read from it when no rank has a real errno).
+    return max(codes) if codes else (1 if errors else 0)
+
+
+def _rank_world() -> tuple[int, int]:
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding checkpoints
+
+
+def list_tags(root: Path) -> list[tuple[int, Path]]:
+    if not root.is_dir():
+        return []
+    out = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _TAG.match(p.name))]
+    return sorted(out)
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    path = folder / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and isinstance(manifest.get("files"), dict) else None
+
+
+def verify(folder: Path) -> str | None:
+    """None when ``folder`` is a complete checkpoint whose files all match their hashes; else why not."""
+    manifest = read_manifest(folder)
+    if manifest is None:
+        return "no readable manifest.json (the save did not finish)"
+    for name, digest in manifest["files"].items():
+        path = folder / name
+        if not path.is_file():
+            return f"'{name}' is missing"
+        if sha256_file(path) != digest:
+            return f"'{name}' does not match its sha256 in the manifest (corrupted after the save)"
+    return None
+
+
+def find_resumable(root: Path) -> tuple[Path | None, list[str]]:
+    """The newest complete, hash-verified checkpoint under ``root`` and the reasons others were passed over."""
+    skipped = []
+    for _, folder in reversed(list_tags(root)):
+        problem = verify(folder)
+        if problem is None:
+            return folder, skipped
+        skipped.append(f"{folder.name}: {problem}")
+    return None, skipped
+
+
+def complete_tags(root: Path) -> list[tuple[int, Path]]:
+    return [(s, p) for s, p in list_tags(root) if read_manifest(p) is not None]
+
+
+# ---------------------------------------------------------------------------------------------
+# Saving
+
+
+def _rng_state() -> dict[str, torch.Tensor]:
+    state = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["torch_cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def save_checkpoint(engine: Any, root: Path, step: int, loop_state: dict[str, Any],
+                    keep: int, protect: set[str] = frozenset()) -> Path:
+    """Collective: every rank calls it at the same step. Returns the complete checkpoint folder.
+
+    On an OSError on any rank (a full disk, say) every rank raises ``CheckpointError`` naming the folder;
+    the half-written folder is removed and ``latest`` still names the previous checkpoint.
+    """
+    from safetensors.torch import save as st_save
+
+    rank, world = _rank_world()
+    tag = tag_for(step)
+    folder = root / tag
+    ce = engine.checkpoint_engine
+    ce.errors, ce.codes = [], []
+    try:
+        if rank == 0 and folder.exists():  # a leftover of a save that crashed at this very step
+            shutil.rmtree(folder)
+    except OSError as e:
+        ce.record(str(folder), e)
+    try:
+        # Every rank enters DeepSpeed's save even after an error (it then writes nothing): its barriers
+        # must stay matched across ranks, or the all-reduce below would pair with one of them.
+        engine.save_checkpoint(str(root), tag=tag, client_state={}, save_latest=False,
+                               exclude_frozen_parameters=True)
+        if not ce.errors:
+            atomic_write_json(folder / f"rank_{rank}.json", {"rank": rank, "world_size": world, **loop_state})
+            with atomic_open(folder / f"rank_{rank}_rng.safetensors", "wb") as f:
+                f.write(st_save(_rng_state()))
+    except OSError as e:
+        ce.record(str(folder), e)
+    errors = list(ce.errors)
+    code = _max_over_ranks(_errno_of(errors, ce.codes))
+    if code:
+        _discard(folder, rank)
+        raise CheckpointError(_save_failed(root, folder, errors, code))
+    if dist.is_initialized():
+        dist.barrier()  # every rank's files are on disk before rank 0 hashes them
+    manifest_error, manifest_code = "", 0
+    if rank == 0:
+        try:
+            files = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+            expected = {f"rank_{r}.json" for r in range(world)}
+            if not expected <= set(files):
+                raise OSError(f"rank files missing: {sorted(expected - set(files))} (is the folder shared?)")
+            atomic_write_json(folder / MANIFEST, {"tag": tag, "step": step, "world_size": world,
+                                                  "files": {n: sha256_file(folder / n) for n in files}})
+            atomic_write_text(root / "latest", tag + "\n")
+        except OSError as e:
+            manifest_error, manifest_code = f"{folder}: {e}", e.errno or 1
+    code = _max_over_ranks(manifest_code)
+    if code:
+        _discard(folder, rank)
+        raise CheckpointError(_save_failed(root, folder, [manifest_error] if manifest_error else [], code))
+    if rank == 0:
+        prune(root, keep, protect | {tag})
+    if dist.is_initialized():
+        dist.barrier()
+    return folder
+
+
+def _discard(folder: Path, rank: int) -> None:
+    if dist.is_initialized():
+        dist.barrier()
+    if rank == 0:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _save_failed(root: Path, folder: Path, errors: list[str], code: int) -> str:
+    latest = (root / "latest").read_text().strip() if (root / "latest").is_file() else None
+    kept = f"'latest' still names {root / latest}" if latest else "no earlier checkpoint exists"
+    # Every rank names the cause, also a rank whose own writes succeeded (the errno travelled in the MAX).
+    detail = "; ".join(errors) if errors else f"another rank failed to write its files: {os.strerror(code)}"
+    return (f"could not save checkpoint '{folder}': {detail}. Free space or fix permissions in '{root}' and "
+            f"rerun: {kept} and the run resumes from it")
+
+
+def prune(root: Path, keep: int, protect: set[str]) -> list[str]:
+    """Delete all but the newest ``keep`` complete checkpoints (and ``protect``ed ones); leftovers of
+    failed saves older than the newest complete one go too. Never deletes the only complete checkpoint."""
+    complete = complete_tags(root)
+    if not complete:
+        return []
+    newest_step = complete[-1][0]
+    keep_names = {p.name for _, p in complete[-max(1, keep):]} | set(protect)
+    removed = []
+    for step, folder in list_tags(root):
+        is_complete = read_manifest(folder) is not None
+        if folder.name in keep_names or (not is_complete and step > newest_step):
+            continue
+        # The manifest goes first: a prune cut short leaves an incomplete folder, never a "complete" one
+        # with files missing.
+        with contextlib.suppress(FileNotFoundError):
+            (folder / MANIFEST).unlink()
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder.name)
+    if removed:
+        log.info("pruned checkpoints %s", ", ".join(removed))
+    return removed
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_checkpoint(engine: Any, folder: Path) -> dict[str, Any]:
+    """Collective: restore engine state, RNG and this rank's loop state from a complete checkpoint folder."""
+    problem = verify(folder)
+    if problem is not None:
+        raise CheckpointError(f"checkpoint '{folder}' is not usable: {problem}; delete it to resume from an "
+                              f"older one, or set train.resume=none with a new train.out")
+    rank, world = _rank_world()
+    try:
+        state = _load_local(engine, folder, rank, world)
+        failure = ""
+    except CheckpointError as e:
+        state, failure = {}, str(e)
+    # One rank refusing a file must stop all of them now, not leave the others waiting in a collective.
+    if _any_rank(bool(failure)):
+        raise CheckpointError(failure or f"another rank could not load checkpoint '{folder}' (see its error); "
+                                         f"delete the folder to resume from an older one")
+    return state
+
+
+def _load_local(engine: Any, folder: Path, rank: int, world: int) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    manifest = read_manifest(folder) or {}
+    if manifest.get("world_size") != world:
+        raise CheckpointError(f"checkpoint '{folder}' was written by {manifest.get('world_size')} ranks, this job "
+                              f"has {world}: exact resume needs the same world size (data order and ZeRO "
+                              f"partitions depend on it); relaunch with {manifest.get('world_size')} ranks")
+    path, _ = engine.load_checkpoint(str(folder.parent), tag=folder.name, load_module_strict=False,
+                                     load_optimizer_states=True, load_lr_scheduler_states=True)
+    if path is None:
+        raise CheckpointError(f"DeepSpeed found no model states in '{folder}'")
+    state = json.loads((folder / f"rank_{rank}.json").read_text())
+    rng = load_file(str(folder / f"rank_{rank}_rng.safetensors"))
+    torch.set_rng_state(rng["torch_cpu"])
+    if "torch_cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["torch_cuda"])
+    return state

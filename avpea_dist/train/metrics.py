@@ -1,0 +1,104 @@
+"""What a run reports: JSON lines (the record), TensorBoard events (the plots), a progress bar (the eye).
+
+Only rank 0 writes. ``metrics.jsonl`` gets one JSON object per line, flushed and fsynced as it is
+written; on resume it is first rewritten atomically to the lines of steps the checkpoint covers, so a
+resumed run's file reads exactly like an uninterrupted run's (a line torn by a crash is dropped too).
+TensorBoard drops the same events with ``purge_step``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from ..io import atomic_write_text
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The valid JSON objects of a metrics file, in order (a torn last line is ignored)."""
+    out = []
+    path = Path(path)
+    if not path.is_file():
+        return out
+    for line in path.read_text().splitlines():
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
+    return out
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class MetricsLog:
+    def __init__(self, run_dir: Path, enabled: bool, resume_step: int | None, total_steps: int,
+                 progress: bool, clips_per_step: int) -> None:
+        self.enabled = enabled
+        self.path = run_dir / "metrics.jsonl"
+        self._tb = None
+        self._bar = None
+        self._clips_per_step = clips_per_step
+        self._t_last = time.perf_counter()
+        self._step_last = resume_step or 0
+        if not enabled:
+            return
+        kept = [r for r in read_jsonl(self.path) if resume_step is not None and r.get("step", 0) <= resume_step]
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self._tb = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step)
+        except ImportError:  # tensorboard is a dependency; a broken install still trains
+            self._tb = None
+        if progress and not os.environ.get("TQDM_DISABLE"):
+            from tqdm import tqdm
+            self._bar = tqdm(total=total_steps, initial=resume_step or 0, unit="step", dynamic_ncols=True,
+                             desc="train")
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        append_jsonl(self.path, record)
+        if self._tb is not None:
+            prefix = record.get("split", "train")
+            for k, v in record.items():
+                if k not in ("step", "split", "time") and isinstance(v, (int, float)) and v == v:
+                    self._tb.add_scalar(f"{prefix}/{k}", v, record["step"])
+
+    def train_step(self, step: int, loss: float, lrs: list[float], epoch: int, data_digest: int, log: bool) -> None:
+        """Called after every applied step; writes a metrics line when ``log``."""
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        throughput = self._clips_per_step * (step - self._step_last) / max(now - self._t_last, 1e-9)
+        if self._bar is not None:
+            self._bar.update(step - self._bar.n)
+            self._bar.set_postfix(loss=f"{loss:.4f}", clips_s=f"{throughput:.1f}", refresh=False)
+        if log:
+            self.write({"step": step, "split": "train", "loss": loss, "lr_adapter": lrs[0], "lr_head": lrs[-1],
+                        "clips_per_s": round(throughput, 3), "epoch": epoch, "data_digest": data_digest,
+                        "time": time.time()})
+            self._t_last, self._step_last = now, step
+
+    def message(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self._tb is not None:
+            self._tb.close()

@@ -1,0 +1,101 @@
+"""Small real pieces for the training tests: a tiny config, in-memory batches, a 2-rank spawner."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, Callable
+
+import torch
+import torch.multiprocessing as mp
+
+from avpea_dist.config import Config, load_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = os.path.join(REPO, "configs", "avel_tiny.yaml")
+
+
+def tiny_config(*overrides: str) -> Config:
+    """ViT-Tiny at 32x32 frames and a 32x32 spectrogram: every code path, a fraction of the cost."""
+    return load_config(TINY, ["model.img_size=32", "model.mel_bins=32", "model.audio_frames=32",
+                              "model.num_segments=2", "data.batch_size=2", "data.num_workers=0",
+                              "train.progress=false", "dist.timeout_s=60", *overrides])
+
+
+def fake_batch(cfg: Config, seed: int, nan: bool = False) -> dict[str, Any]:
+    g = torch.Generator().manual_seed(seed)
+    m, B, T = cfg.model, cfg.data.batch_size, cfg.model.num_segments
+    audio = torch.randn(B, T, m.mel_bins, m.audio_frames, generator=g)
+    if nan:
+        audio[0, 0, 0, 0] = float("nan")
+    return {"frames": torch.randint(0, 256, (B, T, 3, m.img_size, m.img_size), dtype=torch.uint8, generator=g),
+            "audio": audio, "labels": torch.randint(0, m.num_classes, (B, T), generator=g),
+            "key": [f"clip{seed}_{i}" for i in range(B)], "skipped": 0}
+
+
+class MemoryData:
+    """A DataSource of deterministic in-memory batches (position = (epoch, batch)), per rank."""
+
+    def __init__(self, cfg: Config, rank: int, epoch_batches: int = 4, eval_batches: int = 2,
+                 nan_at: set[int] = frozenset(), bad_per_batch: int = 0) -> None:
+        self.cfg, self.rank, self.epoch_batches, self.n_eval = cfg, rank, epoch_batches, eval_batches
+        self.nan_at, self.bad_per_batch = nan_at, bad_per_batch
+        self.consumed = 0
+
+    def train_batches(self, epoch: int, start_batch: int):
+        for k in range(start_batch, self.epoch_batches):
+            pos = epoch * self.epoch_batches + k
+            b = fake_batch(self.cfg, 1000 * self.rank + pos, nan=pos in self.nan_at)
+            b["skipped"] = self.bad_per_batch
+            self.consumed += 1
+            yield b
+
+    def eval_batches(self, split: str):
+        for k in range(self.n_eval):
+            yield fake_batch(self.cfg, 10_000 + 100 * self.rank + k)
+
+    def label_histogram(self, split: str):
+        return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, fn: Callable, args: tuple, queue: Any) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    try:
+        queue.put((rank, "ok", fn(rank, *args)))
+    except BaseException as e:  # report, so the test shows the rank's error instead of a bare exit code
+        queue.put((rank, "error", f"{type(e).__name__}: {e}"))
+
+
+def run_ranks(fn: Callable, *args: Any, world: int = 2, timeout: float = 240) -> dict[int, Any]:
+    """Run ``fn(rank, *args)`` on ``world`` real processes (gloo); returns {rank: result} or raises."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = free_port()
+    procs = [ctx.Process(target=_worker, args=(r, world, port, fn, args, queue)) for r in range(world)]
+    for p in procs:
+        p.start()
+    results: dict[int, Any] = {}
+    errors = []
+    try:
+        for _ in range(world):
+            rank, status, value = queue.get(timeout=timeout)
+            if status == "ok":
+                results[rank] = value
+            else:
+                errors.append(f"rank {rank}: {value}")
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    if errors:
+        raise AssertionError("; ".join(errors))
+    return results
