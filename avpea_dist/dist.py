@@ -160,3 +160,14 @@ def teardown(barrier: bool = True) -> None:
             ds_comm.destroy_process_group()
         else:
             dist.destroy_process_group()
+
+
+def comm_device():
+    """Where a small host-side value must sit for a collective: NCCL reduces CUDA tensors only, gloo CPU ones."""
+    import torch
+    import torch.distributed as tdist
+
+    if tdist.is_initialized() and tdist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+

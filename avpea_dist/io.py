@@ -15,6 +15,15 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
+
+
 def fsync_dir(path: str | Path) -> None:
     fd = os.open(str(path), os.O_RDONLY)
     try:
@@ -33,6 +42,7 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[Any]:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
+            os.fchmod(f.fileno(), _FILE_MODE)  # mkstemp makes 0600; a run folder is meant to be shared
             os.fsync(f.fileno())
         os.replace(tmp, path)
         fsync_dir(path.parent)

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ..dist import comm_device
 from ..io import atomic_open, atomic_write_json, atomic_write_text, sha256_file
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ def _any_rank(flag: bool) -> bool:
 def _max_over_ranks(value: int) -> int:
     if not dist.is_initialized():
         return value
-    t = torch.tensor([value], dtype=torch.int64)
+    t = torch.tensor([value], dtype=torch.int64, device=comm_device())
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return int(t.item())
 

@@ -87,7 +87,8 @@ def build_engine(model: nn.Module, cfg: Config) -> tuple[Any, torch.optim.lr_sch
 
     groups = param_groups(model, cfg)
     optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr_adapter, betas=tuple(cfg.optim.betas),
-                                  eps=cfg.optim.eps, foreach=False)
+                                  eps=cfg.optim.eps, foreach=False,
+                                  fused=torch.cuda.is_available())  # one kernel per group on GPU
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, WarmupCosine(cfg.optim.warmup_steps, cfg.train.steps, cfg.optim.min_lr_ratio))
     engine, _, _, scheduler = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule,

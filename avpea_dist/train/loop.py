@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from ..dist import comm_device
+
 
 class TrainingError(RuntimeError):
     """The run cannot go on (too many non-finite steps, too much corrupt data); the message says why."""
@@ -51,7 +53,10 @@ def data_position(step: int, grad_accum: int, epoch_batches: int) -> tuple[int, 
 
 def all_reduce_(t: torch.Tensor, op: Any = None) -> torch.Tensor:
     if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
+        buf = t.to(comm_device())
+        dist.all_reduce(buf, op=op or dist.ReduceOp.SUM)
+        if buf is not t:
+            t.copy_(buf)
     return t
 
 
@@ -71,7 +76,8 @@ def _local_grads_finite(engine: Any) -> bool:
             grads.append(ipg)
     else:
         grads = [p.grad for p in engine.module.parameters() if p.grad is not None]
-    return all(bool(torch.isfinite(g).all()) for g in grads if g is not None)
+    checks = [torch.isfinite(g).all() for g in grads if g is not None]
+    return bool(torch.stack(checks).all()) if checks else True  # one host sync, not one per tensor
 
 
 def _discard_gradients(engine: Any) -> None:

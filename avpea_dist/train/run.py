@@ -60,7 +60,7 @@ def git_revision() -> dict[str, Any]:
 
 
 def _broadcast_int(value: int) -> int:
-    t = torch.tensor([value], dtype=torch.int64)
+    t = torch.tensor([value], dtype=torch.int64, device=avdist.comm_device())
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.broadcast(t, src=0)
     return int(t.item())
@@ -147,8 +147,12 @@ def _run(cfg: Config, info: avdist.WorldInfo, backend: str, on_eval: OnEval | No
 
     torch.manual_seed(cfg.train.seed)  # the frozen random-init backbone must be identical across restarts
     model = build_model(cfg.model)
+    if cfg.model.backbone_dtype == "bf16":  # 'auto' follows the engine: DeepSpeed's bf16 mode casts it all
+        model.set_backbone_dtype(torch.bfloat16)
     engine, scheduler = build_engine(model, cfg)
     install_checkpoint_engine(engine)
+    if cfg.model.compile:
+        engine.compile()  # in place: the module, its state-dict names and checkpoints stay the same
     device = engine.device
     state = LoopState()
     if resume_from is not None:  # restores the RNG states too
