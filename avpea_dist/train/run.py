@@ -97,7 +97,8 @@ def _choose_resume(cfg: Config, ckpt_root: Path, rank: int) -> Path | None:
     return (ckpt_root if cfg.train.resume in ("latest", "none") else Path(cfg.train.resume).parent) / tag_for(step)
 
 
-def _write_run_files(cfg: Config, run_dir: Path, world: avdist.WorldInfo, backend: str) -> None:
+def _write_run_files(cfg: Config, run_dir: Path, world: avdist.WorldInfo, backend: str,
+                     weights: dict[str, Any]) -> None:
     old = run_dir / "config.yaml"
     text = dump_yaml(cfg)
     if old.is_file() and old.read_text() != text:
@@ -109,7 +110,8 @@ def _write_run_files(cfg: Config, run_dir: Path, world: avdist.WorldInfo, backen
     atomic_write_json(run_dir / "run.json", {
         "git": git_revision(), "world_size": world.world_size, "backend": backend,
         "precision": resolve_precision(cfg.dist.precision), "torch": torch.__version__,
-        "deepspeed": deepspeed.__version__, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        "deepspeed": deepspeed.__version__, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "backbone_weights": weights})  # carries the loud warning when the backbone is random-init
 
 
 def run_training(cfg: Config, *, on_eval: OnEval | None = None, data: DataSource | None = None) -> dict[str, Any]:
@@ -142,11 +144,10 @@ def _run(cfg: Config, info: avdist.WorldInfo, backend: str, on_eval: OnEval | No
     ckpt_root = run_dir / "checkpoints"
     data = data if data is not None else ShardData(cfg, rank, info.world_size)
     resume_from = _choose_resume(cfg, ckpt_root, rank)
-    if main:
-        _write_run_files(cfg, run_dir, info, backend)
-
     torch.manual_seed(cfg.train.seed)  # the frozen random-init backbone must be identical across restarts
     model = build_model(cfg.model)
+    if main:
+        _write_run_files(cfg, run_dir, info, backend, model.weights_report)
     if cfg.model.backbone_dtype == "bf16":  # 'auto' follows the engine: DeepSpeed's bf16 mode casts it all
         model.set_backbone_dtype(torch.bfloat16)
     engine, scheduler = build_engine(model, cfg)

@@ -34,6 +34,7 @@ def test_run_folder_preemption_and_exact_resume(tmp_path):
                  "final/adapters.safetensors", "checkpoints/latest"):
         assert (a / name).is_file(), name
     assert json.loads((a / "run.json").read_text())["git"]["commit"]
+    assert "RANDOMLY INITIALISED" in json.loads((a / "run.json").read_text())["backbone_weights"]["warning"]
     assert list((a / "tb").iterdir()), "no TensorBoard events"
 
     evals = []
