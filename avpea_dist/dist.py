@@ -133,9 +133,17 @@ def init_process_group(info: WorldInfo, backend: str = "auto", timeout_s: float 
     backend = resolve_backend(backend)
     if backend == "nccl":
         torch.cuda.set_device(info.local_rank)
+    timeout = datetime.timedelta(seconds=timeout_s)
     dist.init_process_group(backend=backend, init_method=f"tcp://{info.master_addr}:{info.master_port}",
-                            rank=info.rank, world_size=info.world_size,
-                            timeout=datetime.timedelta(seconds=timeout_s))
+                            rank=info.rank, world_size=info.world_size, timeout=timeout)
+    # Groups created later without a timeout take torch's 30-minute default, and DeepSpeed creates its
+    # gradient all-reduce group that way (a clone of the world group): a frozen rank would stall the others
+    # for 30 minutes. Make the configured timeout the default for every group of this process.
+    from torch.distributed import distributed_c10d
+
+    distributed_c10d.default_pg_timeout = timeout
+    if hasattr(distributed_c10d, "default_pg_nccl_timeout"):
+        distributed_c10d.default_pg_nccl_timeout = timeout
     return backend
 
 

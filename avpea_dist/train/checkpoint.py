@@ -61,6 +61,11 @@ def _safe_globals() -> list[Any]:
         allowed.append(fragment_address)
     except ImportError:
         pass
+    try:  # ZeRO-1/2 optimizer states hold the loss scaler (a plain object, even in fp32 and bf16)
+        from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+        allowed += [LossScaler, DynamicLossScaler]
+    except ImportError:
+        pass
     return allowed
 
 
@@ -336,8 +341,14 @@ def _load_local(engine: Any, folder: Path, rank: int, world: int) -> dict[str, A
                                      load_optimizer_states=True, load_lr_scheduler_states=True)
     if path is None:
         raise CheckpointError(f"DeepSpeed found no model states in '{folder}'")
-    state = json.loads((folder / f"rank_{rank}.json").read_text())
-    rng = load_file(str(folder / f"rank_{rank}_rng.safetensors"))
+    name = f"rank_{rank}.json"
+    try:
+        state = json.loads((folder / name).read_text())
+        name = f"rank_{rank}_rng.safetensors"
+        rng = load_file(str(folder / name))
+    except Exception as e:  # a damaged or hostile rank file (its manifest may vouch for it): every rank stops
+        raise CheckpointError(f"checkpoint '{folder}': '{name}' is unreadable ({type(e).__name__}: {e}); "
+                              f"delete the folder to resume from an older one") from None
     torch.set_rng_state(rng["torch_cpu"])
     if "torch_cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state(rng["torch_cuda"])
