@@ -360,8 +360,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file '{path}' is not valid YAML (only plain YAML is read, "
-                          f"no python tags): {e}") from None
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where else ""
+        problem = getattr(e, "problem", None) or " ".join(str(e).split())
+        raise ConfigError(f"config file '{path}' is not valid YAML{at}: {problem} (only plain YAML is read; "
+                          f"python tags such as !!python/object are refused)") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

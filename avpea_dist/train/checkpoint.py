@@ -74,8 +74,12 @@ def safe_torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
         with torch.serialization.safe_globals(_safe_globals()):
             return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"checkpoint file '{path}' could not be read with weights_only=True "
-                              f"({type(e).__name__}: {e}); it is corrupt or holds pickled code") from None
+        # torch's own text runs to many lines and suggests weights_only=False: exactly the wrong advice here.
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(f"checkpoint file '{path}' was refused by the safe loader ({type(e).__name__}: "
+                              f"{first}); it is corrupt or holds pickled objects that could run code. Do not "
+                              f"load it unsafely: resume from another checkpoint or start afresh "
+                              f"(train.resume=none with a new train.out)") from None
 
 
 def make_checkpoint_engine(config_params: Any = None) -> Any:

@@ -65,15 +65,19 @@ class WarmupCosine:
         return lr_factor(step, self.warmup, self.total, self.min_ratio)
 
 
-def deepspeed_config(cfg: Config) -> dict[str, Any]:
+def deepspeed_config(cfg: Config, trainable_params: int = 50_000_000) -> dict[str, Any]:
     precision = resolve_precision(cfg.dist.precision)
+    bucket = max(1 << 20, trainable_params)
     if precision == "bf16" and not torch.cuda.is_available():
         log.warning("dist.precision=bf16 on CPU: slow and not bit-reproducible; fp32 is the CPU default")
     return {
         "train_micro_batch_size_per_gpu": cfg.data.batch_size,
         "gradient_accumulation_steps": cfg.optim.grad_accum,
         "gradient_clipping": cfg.optim.grad_clip,
-        "zero_optimization": {"stage": cfg.dist.zero_stage},
+        # One bucket holds every trainable gradient (13.8M on ViT-L): DeepSpeed's default 500M-element
+        # buckets would be allocated, and in deterministic mode NaN-filled, every step for nothing.
+        "zero_optimization": {"stage": cfg.dist.zero_stage, "reduce_bucket_size": bucket,
+                              "allgather_bucket_size": bucket},
         "bf16": {"enabled": precision == "bf16"},
         "zero_allow_untested_optimizer": True,  # AdamW from torch is what ZeRO calls "untested"
         "steps_per_print": 1 << 30,  # our own metrics replace DeepSpeed's log lines
@@ -91,6 +95,7 @@ def build_engine(model: nn.Module, cfg: Config) -> tuple[Any, torch.optim.lr_sch
                                   fused=torch.cuda.is_available())  # one kernel per group on GPU
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, WarmupCosine(cfg.optim.warmup_steps, cfg.train.steps, cfg.optim.min_lr_ratio))
+    trainable = sum(p.numel() for g in groups for p in g["params"])
     engine, _, _, scheduler = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule,
-                                                   config=deepspeed_config(cfg), dist_init_required=False)
+                                                   config=deepspeed_config(cfg, trainable), dist_init_required=False)
     return engine, scheduler

@@ -107,5 +107,5 @@ def test_pickled_code_in_a_checkpoint_is_refused(engine, tmp_path):
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["files"][states.name] = sha256_file(states)  # a consistent manifest: only pickle safety refuses
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(CheckpointError, match="weights_only=True"):
+    with pytest.raises(CheckpointError, match="refused by the safe loader"):
         load_checkpoint(engine, folder)
