@@ -1,7 +1,7 @@
 """Fixtures of the fault-injection tests: one zygote per session, and the measured figures.
 
 Set ``AVPEA_RELIABILITY_REPORT=PATH`` to write the figures the tests measured (trials, faults survived,
-samples lost, hangs, detection times) as JSON; docs/reliability.md quotes such a file.
+samples lost, hangs, detection times) as JSON; the README's Reliability section quotes such a file.
 """
 
 from __future__ import annotations

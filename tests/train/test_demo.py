@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 
 def test_demo_writes_the_summary_and_the_table(tmp_path):
     out = tmp_path / "demo"
-    # One rank per run and a handful of steps: the real demo's learning is measured in docs/training.md.
+    # One rank per run and a handful of steps: the real demo's learning is measured in the README (Training).
     cmd = [sys.executable, "-m", "avpea_dist.cli", "demo", "--out", str(out), "--clips", "24", "--nproc", "1",
            "model.img_size=32", "train.steps=3", "train.eval_every=3", "train.ckpt_every=3", "eval.batch_size=4",
            "train.progress=false"]
