@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import json
 import os
 import platform
 import statistics
@@ -38,7 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from avpea_dist.config import Config, load_config  # noqa: E402
 from avpea_dist.io import atomic_write_json  # noqa: E402
-from avpea_dist.models.model import AVPEAModel, build_model  # noqa: E402
+from avpea_dist.models.model import build_model  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
