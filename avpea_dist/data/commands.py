@@ -17,11 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--root", required=True, help="folder of the AVE release (or of `shards synth` output)")
     a.add_argument("--out", required=True, help="shard folder to write (a rerun resumes it)")
     a.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes (default: all cores)")
-    a.add_argument("--shard-size", type=int, default=128, help="clips per shard (default 128, ~40-60 MB)")
-    a.add_argument("--no-audio", choices=("skip", "silence"), default="skip",
-                   help="clips without an audio stream: skip them (default) or keep them with silence")
-    a.add_argument("--min-seconds", type=float, default=8.0, help="refuse videos shorter than this (truncated)")
     a.add_argument("--strict", action="store_true", help="exit 1 if any clip was skipped")
+    build_options(a)
     a.set_defaults(func=build_ave_cmd)
 
     s = ss.add_parser("synth", help="write a synthetic AV-event dataset in the AVE layout (mp4 + annotations)")
@@ -46,25 +43,52 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.set_defaults(func=inspect_cmd)
 
 
-def build_ave_cmd(args: argparse.Namespace) -> int:
-    from .build import BuildOptions, build_ave
+def build_options(p: argparse.ArgumentParser) -> None:
+    """The options every shard builder shares (`shards build ...` and `submit shards build ...`)."""
+    p.add_argument("--shard-size", type=int, default=128, help="records per shard (default 128, ~40-60 MB)")
+    p.add_argument("--no-audio", choices=("skip", "silence"), default="skip",
+                   help="clips without an audio stream: skip them (default) or keep them with silence")
+    p.add_argument("--min-seconds", type=float, default=8.0, help="refuse videos shorter than this (truncated)")
+    p.add_argument("--order-seed", type=int, default=0,
+                   help="seed of the record shuffle before shards are cut (default 0; in the manifest)")
+    p.add_argument("--audio-windows", choices=("exact", "linspace"), default="exact",
+                   help="segment audio: exact seconds (default) or LAVisH's linspace windows")
+
+
+def options_from(args: argparse.Namespace, workers: int) -> "BuildOptions":  # noqa: F821
+    from .build import BuildOptions
+
+    return BuildOptions(workers=workers, shard_size=args.shard_size, no_audio=args.no_audio,
+                        min_seconds=args.min_seconds, order_seed=args.order_seed, audio_windows=args.audio_windows)
+
+
+def report(m: dict, out: str, strict: bool) -> int:
+    """Print what a finished build holds and every skipped record; -> the exit code."""
     from .verify import summary
 
-    opts = BuildOptions(workers=args.workers, shard_size=args.shard_size, no_audio=args.no_audio,
-                        min_seconds=args.min_seconds)
-    m = build_ave(args.root, args.out, opts, progress=sys.stderr.isatty())
-    st = m["stats"]
-    print(f"shards in {args.out}: {summary(m)}; this run decoded {st['clips_processed']} clips in "
-          f"{st['seconds']:.1f} s, reused {st['reused_shards']} finished shards")
+    records = sum(s["records"] for s in m["splits"].values())
+    print(f"shards in {out}: {summary(m)} from {records} records")
     skipped = [(split, e) for split, s in m["splits"].items() for e in s["skipped"]]
     if skipped:
         print(f"skipped {len(skipped)} clips (listed in manifest.json under splits.*.skipped):")
         for split, e in skipped:
             print(f"  {split:<5} {e['id']}: {e['reason']}")
+    for split, e in ((split, e) for split, s in m["splits"].items() for e in s.get("notes", [])):
+        print(f"note: {split:<5} {e['id']}: {e['note']}")
     if not any(s["samples"] for s in m["splits"].values()):
         print("error: no clip could be written; check the --root folder and the reasons above", file=sys.stderr)
         return 1
-    return 1 if skipped and args.strict else 0
+    return 1 if skipped and strict else 0
+
+
+def build_ave_cmd(args: argparse.Namespace) -> int:
+    from .build import build_ave
+
+    m = build_ave(args.root, args.out, options_from(args, args.workers), progress=sys.stderr.isatty())
+    st = m["stats"]
+    print(f"this run decoded {st['videos_decoded']} videos for {st['clips_processed']} records in "
+          f"{st['seconds']:.1f} s, reused {st['reused_shards']} finished shards")
+    return report(m, args.out, args.strict)
 
 
 def synth_cmd(args: argparse.Namespace) -> int:
