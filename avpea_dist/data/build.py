@@ -238,8 +238,9 @@ def build_task(root: str | Path, out: str | Path, opts: BuildOptions = BuildOpti
     if not todo:
         write_part(out, task, tasks, fp, done)
     seconds = time.perf_counter() - t0
-    manifest = merge_if_complete(out, plan, classes=classes, preprocessing=pre, source=str(root), fingerprint=fp,
-                                 splits=splits, order_seed=opts.order_seed, shard_size=opts.shard_size)
+    manifest = merge_if_complete(out, plan, classes=classes, preprocessing=pre, source=str(root.resolve()),
+                                 fingerprint=fp, splits=splits, order_seed=opts.order_seed,
+                                 shard_size=opts.shard_size)
     records = sum(len(s.clips) for s in todo)
     return {"manifest": manifest, "stats": {
         "task": task, "tasks": tasks, "shards": len(mine), "built_shards": len(todo),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Callable
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,15 +22,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     build_options(a)
     a.set_defaults(func=build_ave_cmd)
 
+    y = bs.add_parser("synth", help="write a synthetic AVE-layout dataset to --root, then build it")
+    y.add_argument("--root", required=True, help="folder the synthetic dataset is written to")
+    y.add_argument("--out", required=True, help="shard folder to write (a rerun resumes it)")
+    y.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes (default: all cores)")
+    y.add_argument("--strict", action="store_true", help="exit 1 if any clip was skipped")
+    synth_options(y)
+    build_options(y)
+    y.set_defaults(func=build_synth_cmd)
+
     s = ss.add_parser("synth", help="write a synthetic AV-event dataset in the AVE layout (mp4 + annotations)")
     s.add_argument("--out", required=True, help="dataset folder to write (then: shards build ave --root OUT)")
-    s.add_argument("--clips", type=int, default=480, help="number of clips (default 480)")
-    s.add_argument("--seed", type=int, default=0, help="everything follows from this seed")
-    s.add_argument("--classes", type=int, default=8, help="event classes (2-8; background is added)")
-    s.add_argument("--size", type=int, default=128, help="video side in pixels (default 128)")
-    s.add_argument("--fps", type=int, default=4, help="video frame rate (default 4)")
-    s.add_argument("--sample-rate", type=int, default=16000, help="audio sample rate (default 16000)")
-    s.add_argument("--channels", type=int, choices=(1, 2), default=1, help="audio channels")
+    synth_options(s)
     s.set_defaults(func=synth_cmd)
 
     v = ss.add_parser("verify", help="re-hash every shard and recount its samples against the manifest")
@@ -41,6 +45,43 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("dir", help="shard folder holding manifest.json")
     i.add_argument("--json", action="store_true", help="print the manifest (without build records) as JSON")
     i.set_defaults(func=inspect_cmd)
+
+
+def synth_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--clips", type=int, default=480, help="number of clips (default 480)")
+    p.add_argument("--seed", type=int, default=0, help="everything follows from this seed")
+    p.add_argument("--classes", type=int, default=8, help="event classes (2-8; background is added)")
+    p.add_argument("--size", type=int, default=128, help="video side in pixels (default 128)")
+    p.add_argument("--fps", type=int, default=4, help="video frame rate (default 4)")
+    p.add_argument("--sample-rate", type=int, default=16000, help="audio sample rate (default 16000)")
+    p.add_argument("--channels", type=int, choices=(1, 2), default=1, help="audio channels")
+
+
+def register_submit(what: argparse._SubParsersAction, job_args: Callable[[argparse.ArgumentParser], None]) -> None:
+    """``avpea submit shards build ave|synth`` (called by launch.commands with its job options)."""
+    shards = what.add_parser("shards", help="build shards split across Slurm tasks (or local processes)")
+    build = shards.add_subparsers(dest="shards_command", metavar="SUBCOMMAND", required=True).add_parser(
+        "build", help="build shards, each task a share of them; one manifest at the end")
+    ds = build.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    for name, help_text in (("ave", "from the AVE release layout"), ("synth", "a synthetic AVE-layout dataset")):
+        p = ds.add_parser(name, help=help_text)
+        if name == "ave":
+            p.add_argument("--root", required=True, help="folder of the AVE release")
+        else:
+            p.add_argument("--root", required=True, help="folder the synthetic dataset is written to")
+            synth_options(p)
+        p.add_argument("--out", required=True, help="shard folder to write (a rerun resumes it)")
+        p.add_argument("--workers", type=int, default=0, help="decoding processes per task (default: --cpus-per-task)")
+        p.add_argument("--strict", action="store_true", help="exit 1 if any clip was skipped")
+        build_options(p)
+        job_args(p)
+        p.set_defaults(func=_submit_build)
+
+
+def _submit_build(args: argparse.Namespace) -> int:
+    from .split_build import submit_build
+
+    return submit_build(args)
 
 
 def build_options(p: argparse.ArgumentParser) -> None:
@@ -89,6 +130,17 @@ def build_ave_cmd(args: argparse.Namespace) -> int:
     print(f"this run decoded {st['videos_decoded']} videos for {st['clips_processed']} records in "
           f"{st['seconds']:.1f} s, reused {st['reused_shards']} finished shards")
     return report(m, args.out, args.strict)
+
+
+def build_synth_cmd(args: argparse.Namespace) -> int:
+    from .split_build import run_task, synth_source
+
+    opts = options_from(args, args.workers)
+    result = run_task("synth", args.root, args.out, opts, synth=synth_source(args), progress=sys.stderr.isatty())
+    st = result["stats"]
+    print(f"this run decoded {st['videos_decoded']} videos for {st['clips_processed']} records in "
+          f"{st['seconds']:.1f} s, reused {st['reused_shards']} finished shards")
+    return report(result["manifest"], args.out, args.strict)
 
 
 def synth_cmd(args: argparse.Namespace) -> int:

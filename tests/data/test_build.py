@@ -174,7 +174,7 @@ def test_real_annotations_one_sample_per_record(tmp_path: Path) -> None:
                     samples.setdefault(key, {})[member] = tar.extractfile(n).read()
         written = [json.loads(v["json"]) for v in samples.values() if json.loads(v["json"])["split"] == split]
         assert sorted(e["key"] for e in written) == sorted(
-            f"{split}-{i:05d}-{line.split('&')[1]}" for i, line in enumerate(lines[split]) if line.split("&")[1] in have)
+            f"{split}-{i:05d}-{vid}" for i, vid in enumerate(x.split("&")[1] for x in lines[split]) if vid in have)
         for e in written:  # its own record's labels
             cat, vid, _, start, end = lines[split][int(e["key"].split("-")[1])].split("&")
             assert (e["id"], e["category"]) == (vid, cat)
