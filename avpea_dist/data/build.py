@@ -205,13 +205,13 @@ def _write_shard(out: Path, shard: Shard, videos: _Videos, classes: list[str], t
 
 
 def build_task(root: str | Path, out: str | Path, opts: BuildOptions = BuildOptions(), *, task: int = 0,
-               tasks: int = 1, progress: bool = True,
+               tasks: int = 1, run: str | None = None, progress: bool = True,
                prepare: Callable[[list[Clip]], None] | None = None) -> dict[str, Any]:
     """Build (or resume) task ``task`` of ``tasks``: shards task, task + tasks, ... of the plan of ``root``.
 
-    ``prepare(records)`` runs first with the records about to be decoded (the synthetic builder writes
-    their videos there). -> ``{"manifest": the merged manifest once every task has finished, else None,
-    "stats": {...}}``.
+    ``run`` names the job the tasks belong to (its id); ``prepare(records)`` runs first with the records
+    about to be decoded (the synthetic builder writes their videos there). -> ``{"manifest": the merged
+    manifest when this task finished last, else None, "stats": {...}}``.
     """
     from tqdm import tqdm
 
@@ -225,6 +225,7 @@ def build_task(root: str | Path, out: str | Path, opts: BuildOptions = BuildOpti
     mine = task_shards(plan, task, tasks)
     done = {s.name: previous[s.name] for s in mine if s.name in previous and intact(out, previous[s.name])}
     todo = [s for s in mine if s.name not in done]
+    write_part(out, task, tasks, fp, done, run=run, finished=False)
     if prepare is not None:
         prepare([c for s in todo for c in s.clips])
     t0 = time.perf_counter()
@@ -233,13 +234,12 @@ def build_task(root: str | Path, out: str | Path, opts: BuildOptions = BuildOpti
                disable=not progress)
     for shard in todo:
         done[shard.name] = _write_shard(out, shard, videos, classes, lambda: bar.update(1))
-        write_part(out, task, tasks, fp, done)
+        write_part(out, task, tasks, fp, done, run=run, finished=False)
     bar.close()
-    if not todo:
-        write_part(out, task, tasks, fp, done)
+    write_part(out, task, tasks, fp, done, run=run, finished=True)
     seconds = time.perf_counter() - t0
-    manifest = merge_if_complete(out, plan, classes=classes, preprocessing=pre, source=str(root.resolve()),
-                                 fingerprint=fp, splits=splits, order_seed=opts.order_seed,
+    manifest = merge_if_complete(out, plan, tasks, run, classes=classes, preprocessing=pre,
+                                 source=str(root.resolve()), fingerprint=fp, splits=splits, order_seed=opts.order_seed,
                                  shard_size=opts.shard_size)
     records = sum(len(s.clips) for s in todo)
     return {"manifest": manifest, "stats": {

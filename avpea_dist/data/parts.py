@@ -61,8 +61,10 @@ def intact(out: Path, rec: dict[str, Any]) -> bool:
     return path.is_file() and path.stat().st_size == rec["bytes"] and sha256_file(path) == rec["sha256"]
 
 
-def write_part(out: Path, task: int, tasks: int, fingerprint: str, done: dict[str, dict[str, Any]]) -> None:
-    atomic_write_json(part_path(out, task, tasks), {"task": task, "tasks": tasks,
+def write_part(out: Path, task: int, tasks: int, fingerprint: str, done: dict[str, dict[str, Any]], *,
+               run: str | None, finished: bool) -> None:
+    """Task ``task``'s records; ``run`` (the job id) tells this job's parts from a previous job's."""
+    atomic_write_json(part_path(out, task, tasks), {"task": task, "tasks": tasks, "run": run, "finished": finished,
                                                     "build": {"fingerprint": fingerprint, "done": done}})
 
 
@@ -95,10 +97,21 @@ def make_manifest(*, classes: list[str], preprocessing: dict[str, Any], source: 
             "shard_size": shard_size, "splits": entries, "build": {"fingerprint": fingerprint, "done": ordered}}
 
 
-def merge_if_complete(out: Path, plan: list[Shard], **manifest_args: Any) -> dict[str, Any] | None:
-    """Write ``manifest.json`` when every shard of the plan is finished (by any task); -> it, else None.
-    Two tasks finishing together may both write it: the same bytes, each write atomic."""
-    done = load_done(out, manifest_args["fingerprint"])
+def merge_if_complete(out: Path, plan: list[Shard], tasks: int, run: str | None,
+                      **manifest_args: Any) -> dict[str, Any] | None:
+    """Write ``manifest.json`` once all ``tasks`` tasks (of job ``run``, when given) have finished; -> it,
+    else None. Only this layout's parts count: each holds its task's reused and new records, so a part
+    left by an earlier job cannot make a shard that is being rebuilt look finished. Two tasks finishing
+    together may both write the manifest: the same bytes, each write atomic."""
+    done: dict[str, dict[str, Any]] = {}
+    for task in range(tasks):
+        path = part_path(out, task, tasks)
+        part = _read_json(path) if path.is_file() else {}
+        if not part.get("finished") or (run is not None and part.get("run") != run):
+            return None
+        if part["build"]["fingerprint"] != manifest_args["fingerprint"]:
+            raise ValueError(f"{path} records a build of other annotations or options; delete {out / PARTS}")
+        done.update(part["build"]["done"])
     if any(s.name not in done for s in plan):
         return None
     manifest = make_manifest(plan=plan, done=done, **manifest_args)

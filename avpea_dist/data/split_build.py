@@ -51,7 +51,8 @@ class SynthSource:
 
 
 def run_task(dataset: str, root: str | Path, out: str | Path, opts: BuildOptions, *, task: int = 0,
-             tasks: int = 1, synth: SynthSource | None = None, progress: bool = False) -> dict[str, Any]:
+             tasks: int = 1, run: str | None = None, synth: SynthSource | None = None,
+             progress: bool = False) -> dict[str, Any]:
     """One build task of ``dataset`` ('ave', or 'synth' with ``synth``); -> build_task's result."""
     if dataset not in DATASETS:
         raise ValueError(f"dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
@@ -59,13 +60,12 @@ def run_task(dataset: str, root: str | Path, out: str | Path, opts: BuildOptions
     prepare = None
     if dataset == "synth":
         prepare = (synth or SynthSource()).prepare(root)
-    return build_task(root, out, opts, task=task, tasks=tasks, progress=progress, prepare=prepare)
+    return build_task(root, out, opts, task=task, tasks=tasks, run=run, progress=progress, prepare=prepare)
 
 
-def merge(dataset: str, root: str | Path, out: str | Path, opts: BuildOptions,
-          synth: SynthSource | None = None) -> dict[str, Any] | None:
-    """Merge finished part records into ``manifest.json`` (as the last task does); None if shards are
-    still unfinished."""
+def merge(root: str | Path, out: str | Path, opts: BuildOptions, tasks: int) -> dict[str, Any] | None:
+    """After a job of ``tasks`` tasks ended: merge their parts into ``manifest.json`` (as the last task
+    does); None if a task did not finish."""
     from .ave import read_ave
     from .build import preprocessing
     from .parts import merge_if_complete
@@ -74,7 +74,7 @@ def merge(dataset: str, root: str | Path, out: str | Path, opts: BuildOptions,
     classes, splits = read_ave(root)
     plan = make_plan(splits, opts.shard_size, opts.order_seed)
     pre = preprocessing(opts)
-    return merge_if_complete(Path(out), plan, classes=classes, preprocessing=pre,
+    return merge_if_complete(Path(out), plan, tasks, None, classes=classes, preprocessing=pre,
                              source=str(Path(root).resolve()),
                              fingerprint=fingerprint(classes, plan, pre), splits=splits,
                              order_seed=opts.order_seed, shard_size=opts.shard_size)
@@ -94,7 +94,7 @@ class ShardBuildJob(BoundedRequeue):
         _configure_logging()
         env = submitit.JobEnvironment()
         result = run_task(self.dataset, self.root, self.out, self.opts, task=env.global_rank,
-                          tasks=env.num_tasks, synth=self.synth)
+                          tasks=env.num_tasks, run=str(env.job_id), synth=self.synth)
         return {"status": "finished", "host": env.hostname, "merged": result["manifest"] is not None,
                 **result["stats"]}
 
@@ -128,7 +128,7 @@ def submit_build(args: argparse.Namespace) -> int:
     rc = _submit(executor, job, spec, args, f"shards build {args.dataset}")
     if rc or not (args.wait or args.cluster == "local"):
         return rc
-    manifest = merge(args.dataset, root, out, opts, synth)
+    manifest = merge(root, out, opts, spec.world_size)
     if manifest is None:
         print(f"avpea submit shards: error: shards of {out} are unfinished after the job; submit the same "
               f"command again to finish them", file=sys.stderr)

@@ -90,6 +90,7 @@ def test_audio_windows_exact_and_lavish_linspace(tmp_path: Path) -> None:
     path = _clip(tmp_path / "long.mp4", 12.0, SynthSpec(fps=4), 64, 64)
     _, whole = decode_clip(path, whole_audio=True)
     assert abs(len(whole) - 12 * 16000) < 2048
-    (s1, exact), (s2, linspace) = (encode_video(str(path), BuildOptions(audio_windows=w)) for w in ("exact", "linspace"))
+    (s1, exact), (s2, linspace) = (encode_video(str(path), BuildOptions(audio_windows=w))
+                                   for w in ("exact", "linspace"))
     assert s1 == s2 == "ok" and exact["f5.jpg"] == linspace["f5.jpg"] and exact["fbank.npy"] != linspace["fbank.npy"]
     assert preprocessing(BuildOptions(audio_windows="linspace"))["audio_windows"] == "linspace"
