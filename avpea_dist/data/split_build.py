@@ -14,6 +14,7 @@ the videos its own unfinished shards need), then builds it exactly as ``ave``.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,8 +39,14 @@ class SynthSource:
     def prepare(self, root: Path) -> Callable[[list[Any]], None]:
         """Write the annotation files now; -> the hook that writes the missing videos of the records a
         task is about to decode (videos are deterministic per clip, so any task can write any of them)."""
+        from ..io import atomic_write_json
         from .synth import make_dataset
 
+        marker, wanted = root / "synth.json", json.loads(json.dumps(asdict(self)))
+        if marker.is_file() and json.loads(marker.read_text()) != wanted:
+            raise ValueError(f"{root} holds a synthetic dataset made with other options ({marker}); "
+                             f"choose a new --root or delete {root}")
+        atomic_write_json(marker, wanted)  # every task writes the same bytes
         make_dataset(root, self.clips, self.seed, self.classes, self.spec, only=())
 
         def write_videos(records: list[Any]) -> None:
