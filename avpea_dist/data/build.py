@@ -24,7 +24,7 @@ from . import exit_with, worker_context
 from ..io import atomic_open, sha256_file
 from .ave import NUM_SEGMENTS, Clip, read_ave
 from .manifest import FBANK_FRAMES, MEL_BINS
-from .parts import intact, load_done, merge_if_complete, write_part
+from .parts import intact, load_done, mark_unfinished, merge_if_complete, write_part
 from .plan import Shard, fingerprint, make_plan, task_shards
 from .tario import TarShardWriter
 
@@ -226,6 +226,8 @@ def build_task(root: str | Path, out: str | Path, opts: BuildOptions = BuildOpti
     done = {s.name: previous[s.name] for s in mine if s.name in previous and intact(out, previous[s.name])}
     todo = [s for s in mine if s.name not in done]
     write_part(out, task, tasks, fp, done, run=run, finished=False)
+    if todo:
+        mark_unfinished(out)
     if prepare is not None:
         prepare([c for s in todo for c in s.clips])
     t0 = time.perf_counter()
