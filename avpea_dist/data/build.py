@@ -248,8 +248,8 @@ def build_task(root: str | Path, out: str | Path, opts: BuildOptions = BuildOpti
         "task": task, "tasks": tasks, "shards": len(mine), "built_shards": len(todo),
         "reused_shards": len(mine) - len(todo), "clips_processed": records, "videos_decoded": videos.decoded,
         "written": sum(done[s.name]["samples"] for s in todo),
-        "skipped": sum(len(done[s.name]["skipped"]) for s in todo), "seconds": seconds,
-        "clips_per_s": records / seconds if records and seconds > 0 else 0.0}}
+        "skipped": sum(len(done[s.name]["skipped"]) for s in todo), "seconds": round(seconds, 3),
+        "clips_per_s": round(records / seconds, 3) if records and seconds > 0 else 0.0}}
 
 
 def build_ave(root: str | Path, out: str | Path, opts: BuildOptions = BuildOptions(),
