@@ -202,3 +202,15 @@ def test_vocabulary_refuses_bad_input():
         Vocab((PAD, UNK, "a", "a"), ("yes",), 3)
     with pytest.raises(ValueError, match="needs 'words'"):
         Vocab.from_json({"words": []})
+
+
+def test_fill_question_on_release_templates():
+    # three real templates: full-width mark, trailing space after '?', two placeholders
+    assert release.fill_question("How many sounding <Object> in the video\uff1f", ["violin"]) == \
+        ("How", "many", "sounding", "violin", "in", "the", "video")
+    assert release.fill_question("What kind of instrument is the <LRer> instrument? ", ["leftest"])[-2:] == \
+        ("leftest", "instrument")
+    assert release.fill_question("Is the instrument on the <LR> more rhythmic than the instrument on the <LR>?",
+                                 ["left", "right"]).count("left") == 1
+    with pytest.raises(ValueError, match="2 placeholders"):
+        release.fill_question("Is the <LR> louder than the <LR>?", ["left"])
