@@ -191,3 +191,15 @@ def test_validation_splits_accuracy_into_event_and_background_segments():
     m = evaluate(Fixed(), [batch], torch.device("cpu"), "av", 3)
     assert m["accuracy"] == 3 / 8 and m["accuracy_event"] == 3 / 4 and m["accuracy_background"] == 0.0
     assert m["skipped"] == 1
+
+
+def test_the_lavish_recipe_differs_from_ours_in_the_recipe_only():
+    from avpea_dist.config import load_config
+    from trainkit import REPO
+
+    ours = load_config(f"{REPO}/configs/avel_vitl.yaml")
+    lavish = load_config(f"{REPO}/configs/avel_vitl_lavish.yaml")
+    assert {k for k, v in vars(ours.model).items() if getattr(lavish.model, k) != v} == {"train_backbone_norms"}
+    assert lavish.train.loss == "bce_softmax" and lavish.data.batch_size == 2
+    assert 5 <= lavish.optim.lr_adapter / lavish.optim.lr_head <= 10
+    assert (lavish.optim.lr_adapter, lavish.optim.lr_head) == (3e-5, 6e-6)
