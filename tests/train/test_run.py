@@ -115,6 +115,11 @@ def test_epochs_set_the_run_length_and_every_metric_is_recorded(tmp_path, caplog
     records = read_jsonl(tmp_path / "r" / "metrics.jsonl")
     train = [r for r in records if r.get("split") == "train"]
     assert train[-1]["data_problems"] == 2
+    # Train accuracy and gradient norm appear exactly when the step reports them (contract 6, engine branch).
+    from avpea_dist.train.loop import StepResult
+
+    reported = "correct" in StepResult.__dataclass_fields__
+    assert ("accuracy" in train[-1]) == reported and ("grad_norm" in train[-1]) == reported
     gates = train[-1]["gates"]
     assert sorted(gates) == ["mlp_a", "mlp_v"] and len(gates["mlp_a"]) == 12  # ViT-Tiny: 12 blocks
     assert all(g > 0 for g in gates["mlp_a"])  # zero-init gates that have moved
