@@ -97,3 +97,18 @@ def test_resume_override_names_are_checked():
         tiny_config("train.allow_resume_changes=[data.batchsize]")
     with pytest.raises(ConfigError, match="model.bottleneck' cannot be allowed.*new train.out"):
         tiny_config("train.allow_resume_changes=[model.bottleneck]")
+
+
+def test_checkpoints_without_a_signature_are_checked_against_the_run_folders_config(tmp_path):
+    from avpea_dist.config import dump_yaml
+    from avpea_dist.train.resume import check_resume, resume_signature, saved_signature
+
+    old = tiny_config()
+    (tmp_path / "config.yaml").write_text(dump_yaml(old))
+    saved = saved_signature({"world_size": 2, "files": {}}, tmp_path)  # a manifest written before signatures
+    now = resume_signature(tiny_config("model.bottleneck=16"), 2, {"splits": {}})
+    with pytest.raises(ConfigError, match="model.bottleneck was 24, now 16"):
+        check_resume(saved, now, [], tmp_path / "checkpoints" / "step_00000002")
+    assert check_resume(saved, resume_signature(old, 2, None), [], tmp_path) == []
+    with pytest.raises(ConfigError, match="world_size was 2, now 1.*relaunch with 2 ranks"):
+        check_resume(saved, resume_signature(old, 1, None), [], tmp_path)

@@ -171,6 +171,10 @@ def test_trainable_backbone_norms_reach_the_optimizer_export_and_checkpoint(tmp_
         exported = {k: f.get_tensor(k) for k in f.keys()}
     assert norms <= set(exported)
     assert not torch_equal(exported["vit.norm.weight"], named["vit.norm.weight"])  # trained, not the init
+    from avpea_dist.train.export import load_trainable
+
+    load_trainable(model, tmp_path / "r" / "final" / "adapters.safetensors", cfg.model)  # as `avpea eval` does
+    assert torch_equal(exported["vit.norm.weight"], model.vit.norm.weight)
     resumed = run_training(_cfg(tmp_path / "r", "model.train_backbone_norms=true", "train.steps=3"),
                            data=MemoryData(cfg, 0))  # the checkpoint (with the norms) loads
     assert resumed["step"] == 3
