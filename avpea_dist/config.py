@@ -23,7 +23,7 @@ import yaml
 # each breaks the exact continuation (data order, batch composition, inputs, objective). 'data' stands for
 # the shards' content (a fingerprint of the manifest's shard hashes), not the folder's path.
 RESUME_OVERRIDABLE = ("data", "data.batch_size", "data.epoch_batches", "data.shuffle_buffer", "optim.grad_accum",
-                      "train.seed", "train.loss", "dist.precision", "model.pretrained", "model.img_size",
+                      "train.seed", "train.loss", "model.pretrained", "model.img_size",
                       "model.mel_bins", "model.audio_frames", "model.num_segments", "model.adapter_activation")
 
 
@@ -201,7 +201,7 @@ class TrainConfig:
     allow_resume_changes: list[str] = field(default_factory=list)
     """Settings a resume may change although the run then differs from an uninterrupted one, e.g.
     [data.batch_size, train.seed]. Allowed: data (the shards' content), data.batch_size, data.epoch_batches,
-    data.shuffle_buffer, optim.grad_accum, train.seed, train.loss, dist.precision, model.pretrained,
+    data.shuffle_buffer, optim.grad_accum, train.seed, train.loss, model.pretrained,
     model.img_size, model.mel_bins, model.audio_frames, model.num_segments, model.adapter_activation."""
 
     def __post_init__(self) -> None:

@@ -3,7 +3,7 @@
 Every checkpoint's manifest records the settings that bind it (``resume_signature``). On a rerun, rank 0
 compares them with the current config before any file is written:
 
-* the model's structure, the world size and the ZeRO stage are *fixed*: the checkpoint cannot be loaded
+* the model's structure, the world size, the ZeRO stage and the resolved precision are *fixed*: the checkpoint cannot be loaded
   otherwise. Refused; the way out is the old value or a new ``train.out``.
 * settings that change the data order, the batches, the inputs or the objective (``RESUME_OVERRIDABLE``,
   the shards' content among them) break the exact continuation. Refused unless named in
@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from ..config import RESUME_OVERRIDABLE, Config, ConfigError, config_from_dict
+from .engine import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ def resume_signature(cfg: Config, world_size: int, manifest: dict[str, Any] | No
     sig: dict[str, Any] = {f"model.{k}": getattr(cfg.model, k) for k in MODEL_FIXED}
     sig["world_size"] = world_size
     sig["dist.zero_stage"] = cfg.dist.zero_stage
+    sig["dist.precision"] = resolve_precision(cfg.dist.precision)  # 'auto' is bf16 on GPU, fp32 on CPU
     for name in RESUME_OVERRIDABLE:
         sig[name] = data_fingerprint(manifest) if name == "data" else _setting(cfg, name)
     return sig
