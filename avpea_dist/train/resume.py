@@ -3,8 +3,8 @@
 Every checkpoint's manifest records the settings that bind it (``resume_signature``). On a rerun, rank 0
 compares them with the current config before any file is written:
 
-* the model's structure, the world size, the ZeRO stage and the resolved precision are *fixed*: the checkpoint cannot be loaded
-  otherwise. Refused; the way out is the old value or a new ``train.out``.
+* the model's structure, the world size, the ZeRO stage and the resolved precision are *fixed*: the
+  checkpoint cannot be loaded otherwise. Refused; the way out is the old value or a new ``train.out``.
 * settings that change the data order, the batches, the inputs or the objective (``RESUME_OVERRIDABLE``,
   the shards' content among them) break the exact continuation. Refused unless named in
   ``train.allow_resume_changes``; then resumed with a warning.
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,6 @@ import yaml
 
 from ..config import RESUME_OVERRIDABLE, Config, ConfigError, config_from_dict
 from .engine import resolve_precision
-
-log = logging.getLogger(__name__)
 
 MODEL_FIXED = ("backbone", "num_classes", "modalities", "adapters", "bottleneck", "head_hidden",
                "adapter_placement", "adapter_gate", "adapter_heads", "adapter_norm", "train_backbone_norms")
@@ -109,5 +106,6 @@ def _fixed_message(fixed: list[tuple[str, Any, Any]], folder: Path) -> str:
         way = f"relaunch with {fixed[0][1]} ranks, or start a new run with another train.out"
     else:
         back = " ".join(f"{n}={_show(a)}" for n, a, _ in fixed if n != "world_size")
-        way = f"set {back} to resume it, or start a new run with another train.out (e.g. train.out={folder.parent.parent}_new)"
+        way = (f"set {back} to resume it, or start a new run with another train.out "
+               f"(e.g. train.out={folder.parent.parent}_new)")
     return f"the checkpoint '{folder}' belongs to another model or layout ({was}); it cannot be resumed so: {way}"

@@ -100,8 +100,8 @@ class _DamagedShardData(MemoryData):
 
     def train_batches(self, epoch, start_batch):
         for k, batch in enumerate(super().train_batches(epoch, start_batch), start=start_batch):
-            batch["problems"] = {1: ["shard a.tar: sha256 mismatch"], 2: ["shard a.tar: sha256 mismatch",
-                                                                           "shard b.tar: 3 of 8 samples read"]}.get(k, [])
+            batch["problems"] = {1: ["shard a.tar: sha256 mismatch"],
+                                 2: ["shard a.tar: sha256 mismatch", "shard b.tar: 3 of 8 samples read"]}.get(k, [])
             yield batch
 
 
