@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,6 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+
+# Settings a resume from a checkpoint may change only when the user says so (train.allow_resume_changes):
+# each breaks the exact continuation (data order, batch composition, inputs, objective). 'data' stands for
+# the shards' content (a fingerprint of the manifest's shard hashes), not the folder's path.
+RESUME_OVERRIDABLE = ("data", "data.batch_size", "data.epoch_batches", "data.shuffle_buffer", "optim.grad_accum",
+                      "train.seed", "train.loss", "model.pretrained", "model.img_size",
+                      "model.mel_bins", "model.audio_frames", "model.num_segments", "model.adapter_activation")
 
 
 class ConfigError(ValueError):
@@ -75,6 +84,9 @@ class ModelConfig:
     """Run both streams through each frozen block in one call (audio padded to the visual token count)."""
     compile: bool = False
     """torch.compile the model (GPU speed; off on CPU by default)."""
+    train_backbone_norms: bool = False
+    """Also train the frozen ViT's LayerNorms (every block's norm1/norm2 and the final norm), as LAVisH's
+    ViT recipe does (its ``is_vit_ln=1``); they join the adapters' learning rate, checkpoints and exports."""
 
     def __post_init__(self) -> None:
         _choice("model.modalities", self.modalities, ("av", "audio", "visual"))
@@ -179,12 +191,43 @@ class TrainConfig:
     """Consecutive steps with a non-finite loss or gradient tolerated before the run stops."""
     progress: bool = True
     """Show a progress bar on rank 0."""
+    epochs: int = 0
+    """When > 0, the run length in passes over the training split; it replaces train.steps with
+    ceil(epochs * epoch_batches / optim.grad_accum), so a run means the same on 1 GPU and on 32.
+    eval_every, ckpt_every and log_every still count optimizer steps."""
+    loss: str = "ce"
+    """Training objective per segment: 'ce' (softmax cross-entropy) or 'bce_softmax' (LAVisH's: binary
+    cross-entropy between the softmax and the one-hot target, averaged over every class of every segment)."""
+    allow_resume_changes: list[str] = field(default_factory=list)
+    """Settings a resume may change although the run then differs from an uninterrupted one, e.g.
+    [data.batch_size, train.seed]. Allowed: data (the shards' content), data.batch_size, data.epoch_batches,
+    data.shuffle_buffer, optim.grad_accum, train.seed, train.loss, model.pretrained,
+    model.img_size, model.mel_bins, model.audio_frames, model.num_segments, model.adapter_activation."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "eval_every", "log_every", "ckpt_every", "keep_checkpoints", "max_skipped_steps"):
             _positive(f"train.{name}", getattr(self, name))
+        _positive("train.epochs", self.epochs, zero_ok=True)
+        _choice("train.loss", self.loss, ("ce", "bce_softmax"))
+        for name in self.allow_resume_changes:
+            if name not in RESUME_OVERRIDABLE:
+                hint = difflib.get_close_matches(name, RESUME_OVERRIDABLE, n=1, cutoff=0.5)
+                raise ConfigError(f"train.allow_resume_changes: '{name}' cannot be allowed"
+                                  f"{'; did you mean ' + repr(hint[0]) + '?' if hint else ''} (allowed: "
+                                  f"{', '.join(RESUME_OVERRIDABLE)}; a model or world-size change needs a new "
+                                  f"train.out)")
         if not self.out:
             raise ConfigError("train.out is empty; give a run folder path")
+
+    def total_steps(self, epoch_batches: int, grad_accum: int) -> int:
+        """Optimizer steps of the run: train.steps, or the epochs' worth of steps when train.epochs > 0."""
+        if self.epochs <= 0:
+            return self.steps
+        if epoch_batches <= 0:
+            raise ConfigError(f"train.epochs={self.epochs} but an epoch has no whole batch per rank (the train "
+                              f"split is smaller than ranks x data.batch_size); lower data.batch_size or use "
+                              f"train.steps with train.epochs=0")
+        return math.ceil(self.epochs * epoch_batches / grad_accum)
 
 
 @dataclass

@@ -59,6 +59,11 @@ class AVPEAAdapter(nn.Module):
         else:
             nn.init.zeros_(self.gate)
 
+    def gate_magnitude(self) -> torch.Tensor:
+        """Mean |gate| (or mean |up-projection| without a gate): 0 at init, the adapter's reach now."""
+        w = self.gate if self.gate is not None else self.up.weight
+        return w.detach().abs().mean()
+
     def forward(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
         # The adapter may keep fp32 weights beside a bf16 frozen backbone: compute in its own dtype.
         dtype = self.down.weight.dtype

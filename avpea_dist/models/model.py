@@ -43,8 +43,9 @@ class AVPEAModel(nn.Module):
         self.tokenizer = StreamTokenizer(self.vit, cfg.mel_bins, cfg.audio_frames)
         dim = self.vit.embed_dim
         self.head = AVELHead(dim * len(self.streams), cfg.head_hidden, cfg.num_classes)
+        norms = backbone_norm_keys(self.vit) if cfg.train_backbone_norms else set()
         for name, p in self.vit.named_parameters():
-            p.requires_grad_(is_adapter_key(name))
+            p.requires_grad_(is_adapter_key(name) or name in norms)
         self.weights_report: dict[str, Any] = {"source": "not loaded"}
 
     def load_pretrained(self) -> dict[str, Any]:
@@ -73,9 +74,28 @@ class AVPEAModel(nn.Module):
     def set_backbone_dtype(self, dtype: torch.dtype) -> None:
         """Store the frozen weights in ``dtype`` once (bf16 on GPU), so no step pays for casting them;
         the trainable adapters and head keep their own dtype."""
-        for name, p in self.vit.named_parameters():
-            if not is_adapter_key(name):
+        for p in self.vit.parameters():
+            if not p.requires_grad:  # trainable backbone norms stay with the adapters' dtype
                 p.data = p.data.to(dtype)
+
+    @torch.no_grad()
+    def gate_magnitudes(self) -> dict[str, list[float]]:
+        """Mean |gate| of every adapter, per place and stream ('mlp_a', ...), one value per block: how far
+        each block has moved from the frozen model (0 at init). 'zero_up' adapters report their up-projection."""
+        values: dict[str, list[torch.Tensor]] = {}
+        for blk in self.vit.blocks:
+            for name, adapter in blk.adapters.items():
+                values.setdefault(name, []).append(adapter.gate_magnitude())
+        return {name: torch.stack(v).float().tolist() for name, v in values.items()}
+
+
+def backbone_norm_keys(vit: nn.Module) -> set[str]:
+    """Parameter names of the ViT's own LayerNorms (blocks' norm1/norm2, the final norm; adapters' excluded)."""
+    keys = set()
+    for mod_name, module in vit.named_modules():
+        if isinstance(module, nn.LayerNorm) and not is_adapter_key(f".{mod_name}."):
+            keys |= {f"{mod_name}.{n}" for n, _ in module.named_parameters(recurse=False)}
+    return keys
 
 
 def build_model(cfg: ModelConfig, load_weights: bool = True) -> AVPEAModel:

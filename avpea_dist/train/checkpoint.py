@@ -7,13 +7,16 @@ Layout under ``RUN/checkpoints``::
         zero_pp_rank_R_mp_rank_00_optim_states.pt   DeepSpeed ZeRO-1/2: rank R's optimizer partition
         rank_R.json           our loop state of rank R (step, data position, skip counters)
         rank_R_rng.safetensors                rank R's torch RNG states
-        manifest.json         written last, by rank 0, after a barrier: every file's sha256
+        manifest.json         written last, by rank 0, after a barrier: every file's sha256 and the
+                              settings the checkpoint is bound to (see resume.py)
     latest                    the newest complete tag, replaced atomically after the manifest
 
 A folder is *complete* only once its manifest exists and every hash in it matches; resume takes the
 newest complete one, so a crash at any point of a save leaves the previous checkpoint in charge.
 Frozen backbone weights are never saved (``exclude_frozen_parameters``): they come back from
-``model.pretrained`` and the seed. Every file is written through ``avpea_dist.io.atomic_open`` and read
+``model.pretrained`` and the seed. On load, the learning-rate schedule keeps its position (the step)
+but takes its shape (peak rates, warm-up, total, floor) and AdamW's hyper-parameters from the current
+config, not from the checkpoint. Every file is written through ``avpea_dist.io.atomic_open`` and read
 with ``torch.load(weights_only=True)``: DeepSpeed's own engine would unpickle with ``weights_only=False``.
 """
 
@@ -211,8 +214,9 @@ def _rng_state() -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(engine: Any, root: Path, step: int, loop_state: dict[str, Any],
-                    keep: int, protect: set[str] = frozenset()) -> Path:
+                    keep: int, protect: set[str] = frozenset(), meta: dict[str, Any] | None = None) -> Path:
     """Collective: every rank calls it at the same step. Returns the complete checkpoint folder.
+    ``meta`` (plain JSON, rank 0's) goes into the manifest beside the file hashes.
 
     On an OSError on any rank (a full disk, say) every rank raises ``CheckpointError`` naming the folder;
     the half-written folder is removed and ``latest`` still names the previous checkpoint.
@@ -254,7 +258,7 @@ def save_checkpoint(engine: Any, root: Path, step: int, loop_state: dict[str, An
             expected = {f"rank_{r}.json" for r in range(world)}
             if not expected <= set(files):
                 raise OSError(f"rank files missing: {sorted(expected - set(files))} (is the folder shared?)")
-            atomic_write_json(folder / MANIFEST, {"tag": tag, "step": step, "world_size": world,
+            atomic_write_json(folder / MANIFEST, {"tag": tag, "step": step, "world_size": world, **(meta or {}),
                                                   "files": {n: sha256_file(folder / n) for n in files}})
             atomic_write_text(root / "latest", tag + "\n")
         except OSError as e:
@@ -333,6 +337,43 @@ def load_checkpoint(engine: Any, folder: Path) -> dict[str, Any]:
     return state
 
 
+_HYPER = ("betas", "eps", "weight_decay")
+
+
+def _configured_schedule(engine: Any) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    """The freshly built scheduler's state and the optimizer groups' hyper-parameters: the current config."""
+    sched = getattr(engine, "lr_scheduler", None)
+    if sched is None or not hasattr(sched, "lr_lambdas"):
+        return None
+    groups = [{k: g[k] for k in _HYPER if k in g} for g in sched.optimizer.param_groups]
+    return sched.state_dict(), groups
+
+
+def _follow_config(engine: Any, configured: tuple[dict[str, Any], list[dict[str, Any]]] | None) -> None:
+    """Keep the loaded schedule's position; put back the configured shape, rates and AdamW settings.
+
+    LambdaLR's saved state holds its lambdas' fields (warm-up, total, floor) and base rates, and the
+    optimizer's saved groups hold lr, betas, eps and weight decay: loaded as they are, a resumed run
+    would silently keep the old ones. The rate is recomputed exactly as LambdaLR computes it, so an
+    unchanged config resumes bit for bit.
+    """
+    if configured is None:
+        return
+    state, hyper = configured
+    sched = engine.lr_scheduler
+    state = {**state, "last_epoch": sched.last_epoch, "_step_count": sched._step_count}
+    sched.load_state_dict(state)
+    groups = sched.optimizer.param_groups
+    if len(groups) != len(hyper):
+        raise CheckpointError(f"the checkpoint's optimizer has {len(groups)} parameter groups, this model "
+                              f"{len(hyper)}; the checkpoint belongs to another model: use a new train.out")
+    rates = [base * fn(sched.last_epoch) for base, fn in zip(sched.base_lrs, sched.lr_lambdas)]
+    for group, settings, lr in zip(groups, hyper, rates):
+        group.update(settings)
+        group["lr"] = lr
+    sched._last_lr = rates
+
+
 def _load_local(engine: Any, folder: Path, rank: int, world: int) -> dict[str, Any]:
     from safetensors.torch import load_file
 
@@ -341,10 +382,12 @@ def _load_local(engine: Any, folder: Path, rank: int, world: int) -> dict[str, A
         raise CheckpointError(f"checkpoint '{folder}' was written by {manifest.get('world_size')} ranks, this job "
                               f"has {world}: exact resume needs the same world size (data order and ZeRO "
                               f"partitions depend on it); relaunch with {manifest.get('world_size')} ranks")
+    configured = _configured_schedule(engine)
     path, _ = engine.load_checkpoint(str(folder.parent), tag=folder.name, load_module_strict=False,
                                      load_optimizer_states=True, load_lr_scheduler_states=True)
     if path is None:
         raise CheckpointError(f"DeepSpeed found no model states in '{folder}'")
+    _follow_config(engine, configured)
     name = f"rank_{rank}.json"
     try:
         state = json.loads((folder / name).read_text())

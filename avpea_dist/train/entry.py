@@ -37,14 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     from ..config import ConfigError, load_config
     from .checkpoint import CheckpointError
     from .loop import TrainingError
-    from .run import run_training
+    from .run import RefusedOnRankZero, run_training
 
     rank = os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))
     try:
         cfg = load_config(argv[0], argv[1:])
         result = run_training(cfg)
     except (ConfigError, ValueError, FileNotFoundError, CheckpointError, TrainingError) as e:
-        print(f"avpea train (rank {rank}): error: {e}", file=sys.stderr, flush=True)
+        if not isinstance(e, RefusedOnRankZero):  # rank 0 prints the reason; the others need not repeat it
+            print(f"avpea train (rank {rank}): error: {e}", file=sys.stderr, flush=True)
         return 2
     if rank == "0":
         print(json.dumps(result), flush=True)

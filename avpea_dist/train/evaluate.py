@@ -17,10 +17,13 @@ from .loop import all_reduce_
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[dict[str, Any]], device: torch.device, modalities: str,
              num_classes: int) -> dict[str, Any]:
-    """-> {'accuracy', 'loss', 'segments', 'clips', 'label_counts', 'skipped'} over the whole split."""
+    """-> {'accuracy', 'loss', 'segments', 'clips', 'label_counts', 'skipped', 'accuracy_event',
+    'accuracy_background'} over the whole split. Background is the last class; the event accuracy is over
+    segments labelled with an event, the background accuracy over the others (None when there are none)."""
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.float64)
+    correct_bg = torch.zeros((), dtype=torch.float64)
     loss_sum = torch.zeros((), dtype=torch.float64)
     label_counts = torch.zeros(num_classes, dtype=torch.float64)
     clips = torch.zeros((), dtype=torch.float64)
@@ -32,19 +35,25 @@ def evaluate(model: nn.Module, batches: Iterable[dict[str, Any]], device: torch.
         logits = model(frames, audio).float().cpu()
         loss_sum += torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(),
                                                       reduction="sum").double()
-        correct += (logits.argmax(-1) == labels).sum().double()
+        hits = logits.argmax(-1) == labels
+        correct += hits.sum().double()
+        correct_bg += (hits & (labels == num_classes - 1)).sum().double()
         label_counts += torch.bincount(labels.flatten(), minlength=num_classes)[:num_classes].double()
         clips += labels.shape[0]
         skipped += int(batch.get("skipped", 0))
-    packet = all_reduce_(torch.cat([torch.stack([correct, loss_sum, clips, skipped]), label_counts]))
+    packet = all_reduce_(torch.cat([torch.stack([correct, loss_sum, clips, skipped, correct_bg]), label_counts]))
     model.train(was_training)
-    segments = packet[4:].sum().item()
+    counts = packet[5:]
+    segments = counts.sum().item()
     if segments == 0:
         raise ValueError("the evaluation split yielded no samples on any rank; check the shards folder and "
                          "its manifest (avpea shards verify)")
-    return {"accuracy": packet[0].item() / segments, "loss": packet[1].item() / segments,
+    background, hits, hits_bg = counts[-1].item(), packet[0].item(), packet[4].item()
+    return {"accuracy": hits / segments, "loss": packet[1].item() / segments,
             "segments": int(segments), "clips": int(packet[2].item()), "skipped": int(packet[3].item()),
-            "label_counts": [int(c) for c in packet[4:].tolist()]}
+            "label_counts": [int(c) for c in counts.tolist()],
+            "accuracy_event": (hits - hits_bg) / (segments - background) if segments > background else None,
+            "accuracy_background": hits_bg / background if background else None}
 
 
 def majority_accuracy(train_label_counts: list[int], eval_label_counts: list[int]) -> float:

@@ -32,7 +32,7 @@ def export_trainable(model: nn.Module, path: Path, model_cfg: ModelConfig, meta:
 
 
 _MUST_MATCH = ("backbone", "img_size", "num_classes", "modalities", "adapters", "bottleneck", "head_hidden",
-               "adapter_placement", "adapter_gate", "adapter_heads", "adapter_norm")
+               "adapter_placement", "adapter_gate", "adapter_heads", "adapter_norm", "train_backbone_norms")
 
 
 def load_trainable(model: nn.Module, path: str | Path, model_cfg: ModelConfig) -> dict[str, Any]:

@@ -1,5 +1,11 @@
 """What a run reports: JSON lines (the record), TensorBoard events (the plots), a progress bar (the eye).
 
+Train lines carry the loss, the rates, throughput and data position, and (when the step reports them)
+the training accuracy and gradient norm since the previous line, the count of damaged-shard reports and
+each adapter's gate magnitude per block (``gates``: {'mlp_a': [block 0, block 1, ...], ...}). Val and test
+lines carry the accuracy overall and on event vs background segments and the samples the loader skipped.
+New fields are only ever added, so readers of older files keep working.
+
 Only rank 0 writes. ``metrics.jsonl`` gets one JSON object per line, flushed and fsynced as it is
 written; on resume it is first rewritten atomically to the lines of steps the checkpoint covers, so a
 resumed run's file reads exactly like an uninterrupted run's (a line torn by a crash is dropped too).
@@ -74,8 +80,9 @@ class MetricsLog:
                 if k not in ("step", "split", "time") and isinstance(v, (int, float)) and v == v:
                     self._tb.add_scalar(f"{prefix}/{k}", v, record["step"])
 
-    def train_step(self, step: int, loss: float, lrs: list[float], epoch: int, data_digest: int, log: bool) -> None:
-        """Called after every applied step; writes a metrics line when ``log``."""
+    def train_step(self, step: int, loss: float, lrs: list[float], epoch: int, data_digest: int, log: bool,
+                   extra: dict[str, Any] | None = None) -> None:
+        """Called after every applied step; writes a metrics line (with ``extra``'s fields) when ``log``."""
         if not self.enabled:
             return
         now = time.perf_counter()
@@ -84,9 +91,15 @@ class MetricsLog:
             self._bar.update(step - self._bar.n)
             self._bar.set_postfix(loss=f"{loss:.4f}", clips_s=f"{throughput:.1f}", refresh=False)
         if log:
+            extra = dict(extra or {})
+            gates = extra.pop("gates", None)
             self.write({"step": step, "split": "train", "loss": loss, "lr_adapter": lrs[0], "lr_head": lrs[-1],
                         "clips_per_s": round(throughput, 3), "epoch": epoch, "data_digest": data_digest,
-                        "time": time.time()})
+                        "time": time.time(), **extra, **({"gates": gates} if gates else {})})
+            if gates and self._tb is not None:
+                for name, per_block in gates.items():
+                    for i, v in enumerate(per_block):
+                        self._tb.add_scalar(f"gates/{name}/block_{i:02d}", v, step)
             self._t_last, self._step_last = now, step
 
     def message(self, text: str) -> None:
@@ -102,3 +115,34 @@ class MetricsLog:
             self._bar.close()
         if self._tb is not None:
             self._tb.close()
+
+
+class TrainStats:
+    """Training accuracy and gradient norm accumulated between two metrics lines.
+
+    Reads ``correct``, ``segments`` and ``grad_norm`` from each applied step's result (contract 6); a
+    step result without them (an older ``train_step``) adds nothing and the fields stay out of the line.
+    """
+
+    def __init__(self) -> None:
+        self.correct = self.segments = 0
+        self.norms: list[float] = []
+
+    def add(self, result: Any) -> None:
+        correct, segments = getattr(result, "correct", None), getattr(result, "segments", None)
+        if correct is not None and segments:
+            self.correct += int(correct)
+            self.segments += int(segments)
+        norm = getattr(result, "grad_norm", None)
+        if norm is not None and norm == norm:
+            self.norms.append(float(norm))
+
+    def flush(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.segments:
+            out["accuracy"] = self.correct / self.segments
+        if self.norms:
+            out["grad_norm"] = sum(self.norms) / len(self.norms)
+            out["grad_norm_max"] = max(self.norms)
+        self.__init__()
+        return out

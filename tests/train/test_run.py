@@ -93,3 +93,122 @@ def test_the_deepspeed_launchers_local_rank_argument_is_not_an_override():
 
     assert _drop_local_rank(["c.yaml", "--local_rank=1", "train.steps=2"]) == ["c.yaml", "train.steps=2"]
     assert _drop_local_rank(["--local_rank", "0", "c.yaml"]) == ["c.yaml"]
+
+
+class _DamagedShardData(MemoryData):
+    """In-memory batches of which a few carry a damaged-shard report (contract 3), one of them twice."""
+
+    def train_batches(self, epoch, start_batch):
+        for k, batch in enumerate(super().train_batches(epoch, start_batch), start=start_batch):
+            batch["problems"] = {1: ["shard a.tar: sha256 mismatch"],
+                                 2: ["shard a.tar: sha256 mismatch", "shard b.tar: 3 of 8 samples read"]}.get(k, [])
+            yield batch
+
+
+def test_epochs_set_the_run_length_and_every_metric_is_recorded(tmp_path, caplog):
+    cfg = _cfg(tmp_path / "r", "train.epochs=1", "optim.grad_accum=3", "train.eval_every=100")
+    result = run_training(cfg, data=_DamagedShardData(cfg, 0))  # 4 batches an epoch: ceil(1 * 4 / 3) = 2 steps
+    assert result["steps"] == 2 and result["step"] == 2
+    assert result["data_problems"] == 2 and result["test_skipped"] == 0 and result["val_skipped"] == 0
+    warned = [r.getMessage() for r in caplog.records if "sha256 mismatch" in r.getMessage()]
+    assert len(warned) == 1, warned
+    records = read_jsonl(tmp_path / "r" / "metrics.jsonl")
+    train = [r for r in records if r.get("split") == "train"]
+    assert train[-1]["data_problems"] == 2
+    # Train accuracy and gradient norm appear exactly when the step reports them (contract 6, engine branch).
+    from avpea_dist.train.loop import StepResult
+
+    reported = "correct" in StepResult.__dataclass_fields__
+    assert ("accuracy" in train[-1]) == reported and ("grad_norm" in train[-1]) == reported
+    gates = train[-1]["gates"]
+    assert sorted(gates) == ["mlp_a", "mlp_v"] and len(gates["mlp_a"]) == 12  # ViT-Tiny: 12 blocks
+    assert all(g > 0 for g in gates["mlp_a"])  # zero-init gates that have moved
+    for split in ("val", "test"):
+        (rec,) = [r for r in records if r.get("split") == split]
+        parts = [rec["accuracy_event"], rec["accuracy_background"]]  # None where a split has no such segment
+        assert 0 <= parts[0] <= 1 and (parts[1] is None or 0 <= parts[1] <= 1) and rec["skipped"] == 0
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["steps"] == 2
+
+
+def test_epochs_need_a_whole_batch_per_epoch():
+    cfg = tiny_config("train.epochs=1")
+    with pytest.raises(ConfigError, match="train.epochs=1 but an epoch has no whole batch"):
+        cfg.train.total_steps(0, 1)
+    assert cfg.train.total_steps(10, 4) == 3 and tiny_config("train.steps=7").train.total_steps(10, 4) == 7
+
+
+def test_train_accuracy_and_gradient_norm_come_from_the_step_results():
+    from types import SimpleNamespace
+
+    from avpea_dist.train.metrics import TrainStats
+
+    stats = TrainStats()
+    stats.add(SimpleNamespace(correct=3, segments=4, grad_norm=2.0))
+    stats.add(SimpleNamespace(correct=1, segments=4, grad_norm=4.0))
+    assert stats.flush() == {"accuracy": 0.5, "grad_norm": 3.0, "grad_norm_max": 4.0}
+    stats.add(SimpleNamespace(loss=1.0))  # a step result without the fields adds nothing
+    assert stats.flush() == {}
+
+
+def test_trainable_backbone_norms_reach_the_optimizer_export_and_checkpoint(tmp_path):
+    from safetensors import safe_open
+
+    from avpea_dist.models.model import build_model
+    from avpea_dist.train.engine import param_groups
+
+    cfg = _cfg(tmp_path / "r", "model.train_backbone_norms=true", "train.steps=2")
+    model = build_model(cfg.model)
+    norms = {"vit.blocks.0.norm1.weight", "vit.blocks.11.norm2.bias", "vit.norm.weight"}
+    in_optimizer = {id(p) for g in param_groups(model, cfg) for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert all(id(named[n]) in in_optimizer for n in norms)
+    assert not named["vit.patch_embed.proj.weight"].requires_grad
+    assert not build_model(tiny_config().model).vit.norm.weight.requires_grad  # off by default
+
+    result = run_training(cfg, data=MemoryData(cfg, 0))
+    assert result["status"] == "finished"
+    with safe_open(str(tmp_path / "r" / "final" / "adapters.safetensors"), framework="pt") as f:
+        exported = {k: f.get_tensor(k) for k in f.keys()}
+    assert norms <= set(exported)
+    assert not torch_equal(exported["vit.norm.weight"], named["vit.norm.weight"])  # trained, not the init
+    from avpea_dist.train.export import load_trainable
+
+    load_trainable(model, tmp_path / "r" / "final" / "adapters.safetensors", cfg.model)  # as `avpea eval` does
+    assert torch_equal(exported["vit.norm.weight"], model.vit.norm.weight)
+    resumed = run_training(_cfg(tmp_path / "r", "model.train_backbone_norms=true", "train.steps=3"),
+                           data=MemoryData(cfg, 0))  # the checkpoint (with the norms) loads
+    assert resumed["step"] == 3
+
+
+def torch_equal(a, b):
+    import torch
+
+    return torch.equal(a.float(), b.detach().float())
+
+
+def test_validation_splits_accuracy_into_event_and_background_segments():
+    import torch
+
+    from avpea_dist.train.evaluate import evaluate
+
+    class Fixed(torch.nn.Module):  # predicts class 0 for every segment
+        def forward(self, frames, audio):
+            return torch.nn.functional.one_hot(torch.zeros(frames.shape[:2], dtype=torch.long), 3).float()
+
+    labels = torch.tensor([[0, 0, 2, 1], [2, 2, 2, 0]])  # background is class 2
+    batch = {"frames": torch.zeros(2, 4, 3, 1, 1), "audio": torch.zeros(2, 4, 1, 1), "labels": labels, "skipped": 1}
+    m = evaluate(Fixed(), [batch], torch.device("cpu"), "av", 3)
+    assert m["accuracy"] == 3 / 8 and m["accuracy_event"] == 3 / 4 and m["accuracy_background"] == 0.0
+    assert m["skipped"] == 1
+
+
+def test_the_lavish_recipe_differs_from_ours_in_the_recipe_only():
+    from avpea_dist.config import load_config
+    from trainkit import REPO
+
+    ours = load_config(f"{REPO}/configs/avel_vitl.yaml")
+    lavish = load_config(f"{REPO}/configs/avel_vitl_lavish.yaml")
+    assert {k for k, v in vars(ours.model).items() if getattr(lavish.model, k) != v} == {"train_backbone_norms"}
+    assert lavish.train.loss == "bce_softmax" and lavish.data.batch_size == 2
+    assert 5 <= lavish.optim.lr_adapter / lavish.optim.lr_head <= 10
+    assert (lavish.optim.lr_adapter, lavish.optim.lr_head) == (3e-5, 6e-6)

@@ -1,0 +1,111 @@
+"""Which config changes a resume accepts, refuses, or accepts only when the user says so.
+
+Every checkpoint's manifest records the settings that bind it (``resume_signature``). On a rerun, rank 0
+compares them with the current config before any file is written:
+
+* the model's structure, the world size, the ZeRO stage and the resolved precision are *fixed*: the
+  checkpoint cannot be loaded otherwise. Refused; the way out is the old value or a new ``train.out``.
+* settings that change the data order, the batches, the inputs or the objective (``RESUME_OVERRIDABLE``,
+  the shards' content among them) break the exact continuation. Refused unless named in
+  ``train.allow_resume_changes``; then resumed with a warning.
+* everything else follows the current config: learning rates, warm-up, decay floor, the run length
+  (``train.steps`` / ``train.epochs``), AdamW's betas/eps/weight decay, clipping, evaluation and
+  checkpoint cadence. The schedule's position (its step) comes from the checkpoint, its shape from the
+  config (see ``checkpoint.load_checkpoint``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import RESUME_OVERRIDABLE, Config, ConfigError, config_from_dict
+from .engine import resolve_precision
+
+MODEL_FIXED = ("backbone", "num_classes", "modalities", "adapters", "bottleneck", "head_hidden",
+               "adapter_placement", "adapter_gate", "adapter_heads", "adapter_norm", "train_backbone_norms")
+
+
+def data_fingerprint(manifest: dict[str, Any] | None) -> str | None:
+    """A short hash of every shard's name and sha256 in the manifest: the data, wherever the folder lies."""
+    if not manifest:
+        return None
+    entries = sorted((split, s.get("file"), s.get("sha256")) for split, info in manifest.get("splits", {}).items()
+                     for s in info.get("shards", []))
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:16]
+
+
+def _setting(cfg: Config, name: str) -> Any:
+    section, key = name.split(".")
+    return getattr(getattr(cfg, section), key)
+
+
+def resume_signature(cfg: Config, world_size: int, manifest: dict[str, Any] | None) -> dict[str, Any]:
+    """The settings a checkpoint is bound to, as plain JSON values."""
+    sig: dict[str, Any] = {f"model.{k}": getattr(cfg.model, k) for k in MODEL_FIXED}
+    sig["world_size"] = world_size
+    sig["dist.zero_stage"] = cfg.dist.zero_stage
+    sig["dist.precision"] = resolve_precision(cfg.dist.precision)  # 'auto' is bf16 on GPU, fp32 on CPU
+    for name in RESUME_OVERRIDABLE:
+        sig[name] = data_fingerprint(manifest) if name == "data" else _setting(cfg, name)
+    return sig
+
+
+def saved_signature(manifest: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """A checkpoint's signature; checkpoints written before signatures existed fall back to the run
+    folder's config.yaml (model and data-order settings) and the manifest's world size."""
+    if isinstance(manifest.get("resume"), dict):
+        return manifest["resume"]
+    sig: dict[str, Any] = {"world_size": manifest.get("world_size")}
+    try:
+        old = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()) or {})
+    except (OSError, ValueError, yaml.YAMLError, TypeError):
+        return sig  # nothing readable to compare with: the DeepSpeed load still checks shapes
+    full = resume_signature(old, sig["world_size"], None)
+    full.pop("data")
+    return full
+
+
+def _show(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def check_resume(saved: dict[str, Any], current: dict[str, Any], allowed: list[str], folder: Path) -> list[str]:
+    """Raise ConfigError (one line) for a refused change; return the allowed changes, for a warning."""
+    fixed, exact, accepted = [], [], []
+    for name, now in current.items():
+        if name not in saved or saved[name] == now or (name == "data" and None in (saved[name], now)):
+            continue
+        change = (name, saved[name], now)
+        if name not in RESUME_OVERRIDABLE:
+            fixed.append(change)
+        elif name in allowed:
+            accepted.append(f"{name} {_show(saved[name])} -> {_show(now)}")
+        else:
+            exact.append(change)
+    if fixed:
+        raise ConfigError(_fixed_message(fixed, folder))
+    if exact:
+        was = ", ".join(f"{n} was {_show(a)}, now {_show(b)}" for n, a, b in exact)
+        back = " ".join(f"{n}={_show(a)}" for n, a, _ in exact if n != "data")
+        names = ",".join(n for n, _, _ in exact)
+        raise ConfigError(f"cannot resume '{folder}' exactly: {was}; set {'it' if len(exact) == 1 else 'them'} back"
+                          f"{' (' + back + ')' if back else ''}, or accept a run that differs from an uninterrupted "
+                          f"one with train.allow_resume_changes=[{names}], or start afresh with a new train.out")
+    return accepted
+
+
+def _fixed_message(fixed: list[tuple[str, Any, Any]], folder: Path) -> str:
+    was = ", ".join(f"{n} was {_show(a)}, now {_show(b)}" for n, a, b in fixed)
+    names = {n for n, _, _ in fixed}
+    if names == {"world_size"}:
+        way = f"relaunch with {fixed[0][1]} ranks, or start a new run with another train.out"
+    else:
+        back = " ".join(f"{n}={_show(a)}" for n, a, _ in fixed if n != "world_size")
+        way = (f"set {back} to resume it, or start a new run with another train.out "
+               f"(e.g. train.out={folder.parent.parent}_new)")
+    return f"the checkpoint '{folder}' belongs to another model or layout ({was}); it cannot be resumed so: {way}"
