@@ -1,11 +1,15 @@
-"""Bytes read from shard files per training sample delivered, for rank x worker layouts over one epoch.
+"""The training stream over one epoch, per rank x worker layout: bytes read per sample delivered, coverage,
+and classes per batch.
 
 Writes a training split of 3,339 samples (AVE's training set size) whose members have the shard format's
 names and sizes (ten ``--frame-kb`` JPEG-sized frames, a float16 (10, 128, 102) fbank, a json), then, per
 layout, runs every rank's and every worker's stream of the default epoch in this process and counts the
 bytes its file reader took from disk (``tario.bytes_read``: member data, tar headers, the header walks that
-locate mid-shard starts). Decoding is left out: it reads no shard bytes. Records go to
-``benchmarks/results/stream_bytes.json``.
+locate mid-shard starts). Decoding is left out: it reads no shard bytes. Batch k of a worker is raw items
+[kB, (k+1)B) of its stream, so the same pass gives the distinct samples of the epoch and the classes per
+batch under two labelings of the samples: 28 classes in shard order (shards cut from class-grouped records,
+as old builds were) and the same classes after a seeded shuffle (as ``shards build`` now cuts them), beside
+random sampling's exact expectation. Records go to ``benchmarks/results/stream_bytes.json``.
 
     python benchmarks/stream_bytes.py
 """
@@ -21,6 +25,22 @@ from pathlib import Path
 from build_throughput import RESULTS, machine
 
 LAYOUTS = ((1, 1), (8, 6), (64, 6))
+CLASSES = 28  # AVE's event classes
+
+
+def labelings(samples: int) -> dict[str, list[int]]:
+    import random
+
+    grouped = [i * CLASSES // samples for i in range(samples)]
+    return {"class_grouped_shards": grouped, "shuffled_shards": random.Random(0).sample(grouped, samples)}
+
+
+def random_sampling(classes: list[int], batch: int) -> float:
+    """Mean distinct classes in a batch drawn at random without replacement (exact)."""
+    from math import comb
+
+    n = len(classes)
+    return sum(1 - comb(n - classes.count(c), batch) / comb(n, batch) for c in set(classes))
 
 
 def write_split(root: Path, samples: int, shard_size: int, frame_kb: float) -> int:
@@ -57,16 +77,25 @@ def measure(root: Path, ranks: int, workers: int, batch: int, buffer: int) -> di
     from avpea_dist.data.tario import PieceEnd, bytes_read
     from avpea_dist.data.train_stream import TrainStream
 
+    samples = read_manifest(root)["splits"]["train"]["samples"]
     epoch_batches = default_epoch_batches(read_manifest(root), "train", batch, ranks)
-    t, before, delivered = time.perf_counter(), bytes_read(), 0
+    t, before, keys = time.perf_counter(), bytes_read(), []
+    batches: list[list[int]] = []
     for r in range(ranks):
         ts = TrainStream(root, batch_size=batch, img_size=224, shuffle_buffer=buffer, seed=0, rank=r,
                          world_size=ranks, epoch=0, epoch_batches=epoch_batches, workers=workers)
         for v in range(workers):
-            delivered += sum(1 for x in ts.raw_pipeline(v) if not isinstance(x, PieceEnd))
+            stream = [int(x.key[1:]) for x in ts.raw_pipeline(v) if not isinstance(x, PieceEnd)]
+            keys += stream
+            batches += [stream[i:i + batch] for i in range(0, len(stream), batch)]
     read = bytes_read() - before
-    return {"ranks": ranks, "workers": workers, "batch_size": batch, "epoch_batches": epoch_batches,
-            "samples_delivered": delivered, "bytes_read": read, "seconds": round(time.perf_counter() - t, 2)}
+    row = {"ranks": ranks, "workers": workers, "batch_size": batch, "epoch_batches": epoch_batches,
+           "samples_delivered": len(keys), "bytes_read": read, "seconds": round(time.perf_counter() - t, 2),
+           "distinct_fraction": round(len(set(keys)) / samples, 4),
+           "distinct_fraction_floor": round(1 - ranks * batch / samples, 4)}
+    for name, classes in labelings(samples).items():
+        row[f"classes_per_batch_{name}"] = round(sum(len({classes[k] for k in b}) for b in batches) / len(batches), 3)
+    return row
 
 
 def main() -> None:
@@ -94,6 +123,9 @@ def main() -> None:
                        f"on disk (ten ~{args.frame_kb:g} kB frames + float16 fbank + json)",
               "measure": "bytes read from shard files / (samples delivered x mean bytes per sample on disk); "
                          "1.0 = each delivered sample's bytes read once; goal <= 1.5",
+              "classes_per_batch_random_sampling": round(random_sampling(labelings(args.samples)["shuffled_shards"],
+                                                                         args.batch), 3),
+              "shuffle_buffer": args.shuffle_buffer,
               "rows": rows}
     RESULTS.mkdir(exist_ok=True)
     from avpea_dist.io import atomic_write_json
