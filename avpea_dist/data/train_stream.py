@@ -149,7 +149,8 @@ class TrainStream(SplitStream):
         planned = sum(len(p) for p, _ in self.plan[v])
         shuffle_rng = random.Random(int(self._rng(v, _SHUFFLE).integers(2**63)))
         buffer = max(1, min(self.shuffle_buffer, planned))
-        return wds.DataPipeline(PlannedSamples(self, self.plan[v]), wds.shuffle(buffer, initial=buffer, rng=shuffle_rng))
+        return wds.DataPipeline(PlannedSamples(self, self.plan[v]),
+                                wds.shuffle(buffer, initial=buffer, rng=shuffle_rng))
 
     def pipeline(self, v: int, first: int) -> wds.DataPipeline:
         """Virtual stream v's batches from its ``first``-th on."""

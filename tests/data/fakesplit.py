@@ -3,9 +3,7 @@ training stream's plan (coverage, class mixing, bytes read) that need many sampl
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from math import comb
 from pathlib import Path
 
