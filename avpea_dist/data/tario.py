@@ -127,7 +127,7 @@ def sample_offsets(path: str | Path, upto: int) -> list[int]:
     return offsets
 
 
-def _samples(f: ShardFile, url: str) -> Iterator[RawSample]:
+def _samples(f: BinaryIO, url: str) -> Iterator[RawSample]:
     """Samples of an open tar stream via webdataset's member iterator and key grouping; a sample with a
     repeated or pickle member is marked corrupt (group_by_keys reports the repeat to its handler, which
     runs before that sample is yielded)."""
