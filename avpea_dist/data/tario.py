@@ -163,20 +163,18 @@ def read_piece(path: str | Path, start: int, stop: int, count: int, sha256: str 
     whole = start == 0 and stop == count and sha256 is not None
     got, error, digest = 0, None, ""
     if offset is not None:
-        f = ShardFile(path, offset, hashing=whole)
         try:
-            for raw in _samples(f, name):
-                if got < want:
-                    yield raw
-                got += 1
-                if got == want and not whole:
-                    break
-            if whole:
-                digest = f.hexdigest_to_end()
-        except _TAR_ERRORS as e:
+            with ShardFile(path, offset, hashing=whole) as f:
+                for raw in _samples(f, name):
+                    if got < want:
+                        yield raw
+                    got += 1
+                    if got == want and not whole:
+                        break
+                if whole:
+                    digest = f.hexdigest_to_end()
+        except _TAR_ERRORS as e:  # OSError included: a shard deleted or unreadable mid-run
             error = f"{type(e).__name__}: {e}"
-        finally:
-            f.close()
     problem = None
     if whole and (got != count or digest != sha256):
         problem = (f"shard {name}: {'sha256 mismatch with manifest' if digest != sha256 else error or 'damaged'}; "
