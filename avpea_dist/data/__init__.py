@@ -2,7 +2,9 @@
 
 Modules, one concern each: ``ave`` (annotation files), ``decode`` (PyAV), ``features`` (fbank, JPEG,
 normalisation), ``synth`` (the synthetic AV-event generator), ``build`` (parallel, resumable shard build),
-``tario`` (tar writing and tolerant reading), ``stream`` (train/eval loaders), ``verify`` (verify, inspect).
+``tario`` (tar writing; hashing, counting tar reading on webdataset stages), ``epoch_plan`` (which samples each
+rank and worker reads per epoch), ``train_stream`` (the training stream), ``stream`` (decoding, eval stream,
+loaders), ``verify`` (verify, inspect).
 """
 
 import multiprocessing as _mp
@@ -12,7 +14,7 @@ import time as _time
 from multiprocessing.context import BaseContext as _BaseContext
 
 # Everything a data worker needs, imported once by the forkserver; workers then start in ~0.1 s.
-_PRELOAD = ["avpea_dist.data.stream", "avpea_dist.data.decode", "avpea_dist.data.build"]
+_PRELOAD = ["avpea_dist.data.stream", "avpea_dist.data.train_stream", "avpea_dist.data.decode", "avpea_dist.data.build"]
 
 
 def worker_context() -> _BaseContext:

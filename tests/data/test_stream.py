@@ -1,5 +1,6 @@
 """The loaders' contract on real shards: exact batch counts, determinism, exact resume, corrupt samples
-skipped and counted, eval samples seen exactly once across 2 real (gloo) ranks, and `shards verify`."""
+skipped and counted, train samples seen at most once per epoch and eval samples exactly once across 2 real
+(gloo) ranks, and `shards verify`."""
 
 from __future__ import annotations
 
@@ -31,8 +32,10 @@ def _train(shards: Path, **kw) -> list[dict]:
 
 
 def _same(a: list[dict], b: list[dict]) -> bool:
-    return len(a) == len(b) and all(x["key"] == y["key"] and all(torch.equal(x[k], y[k]) for k in
-                                                                   ("frames", "audio", "labels")) for x, y in zip(a, b))
+    return len(a) == len(b) and all(x["key"] == y["key"] and x["skipped"] == y["skipped"] and
+                                    x["problems"] == y["problems"] and
+                                    all(torch.equal(x[k], y[k]) for k in ("frames", "audio", "labels"))
+                                    for x, y in zip(a, b))
 
 
 def _split_keys(shards: Path, split: str) -> list[str]:
@@ -48,9 +51,13 @@ def test_train_exact_deterministic_and_resumable(synth_shards: Path, workers: in
     assert b["audio"].shape == (4, 10, 128, 102) and b["audio"].dtype == torch.float32
     assert b["labels"].shape == (4, 10) and b["labels"].dtype == torch.int64 and b["labels"].max() < 9
     assert -5 < float(b["audio"].min()) and float(b["audio"].max()) < 5  # normalised log-mel
-    assert all(x["skipped"] == 0 for x in a) and len({k for x in a for k in x["key"]}) > 12  # resampled: repeats happen
+    keys = [k for x in a for k in x["key"]]
+    assert all(x["skipped"] == 0 and x["problems"] == [] for x in a)  # partly read shards raise no false alarm
+    assert len(keys) == len(set(keys)) == 28  # 7 batches of 4 from 34 samples: no repeats within an epoch
     assert _same(a, _train(synth_shards, num_workers=workers))  # a pure function of its arguments
     assert _same(a[3:], _train(synth_shards, num_workers=workers, start_batch=3))  # exact mid-epoch resume
+    if workers == 2:  # the worker count changes the batches, not the rank's samples of the epoch
+        assert sorted(keys) == sorted(k for x in _train(synth_shards, num_workers=0) for k in x["key"])
     if workers == 0:
         assert not _same(a, _train(synth_shards, epoch=1))
         assert not _same(a, _train(synth_shards, rank=1, world_size=2))
@@ -107,8 +114,9 @@ def _rank_main(rank: int, shards: str, port: int, out: str) -> None:
     try:
         m = read_manifest(shards)
         n = default_epoch_batches(m, "train", 4, 2)
-        train = sum(1 for _ in make_train_loader(shards, batch_size=4, img_size=32, num_workers=rank, shuffle_buffer=8,
-                                                 seed=0, rank=rank, world_size=2, epoch=0, epoch_batches=n))
+        train = [b["key"] for b in make_train_loader(shards, batch_size=4, img_size=32, num_workers=rank,
+                                                     shuffle_buffer=8, seed=0, rank=rank, world_size=2, epoch=0,
+                                                     epoch_batches=n)]
         keys = {}
         for split in ("val", "test"):
             keys[split] = [k for b in make_eval_loader(shards, split, batch_size=2, img_size=32, num_workers=rank,
@@ -139,7 +147,10 @@ def test_two_real_ranks_same_train_batches_eval_exactly_once(synth_shards: Path,
         p.join(180)
         assert p.exitcode == 0
     r0, r1 = json.loads(out.read_text())
-    assert r0["train"] == r1["train"] == r0["n"] == 34 // 8  # rank 0 with 0 workers, rank 1 with 1
+    assert len(r0["train"]) == len(r1["train"]) == r0["n"] == 34 // 8  # rank 0 with 0 workers, rank 1 with 1
+    train = [k for b in r0["train"] + r1["train"] for k in b]
+    assert all(len(b) == 4 for b in r0["train"] + r1["train"])
+    assert len(set(train)) == len(train) == 32 and set(train) <= set(_split_keys(synth_shards, "train"))
     for split in ("val", "test"):
         both = r0["keys"][split] + r1["keys"][split]
         assert sorted(both) == sorted(_split_keys(synth_shards, split)) and len(both) == 7

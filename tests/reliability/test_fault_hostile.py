@@ -156,16 +156,18 @@ def test_checkpoint_carrying_a_pickle_is_refused_on_every_rank(zygote, synth_sha
 @pytest.mark.slow
 @pytest.mark.distributed
 @pytest.mark.timeout(300)
-def test_checkpoint_whose_manifest_lies_is_passed_over(zygote, synth_shards, reference, tmp_path):
+def test_checkpoint_whose_manifest_lies_is_passed_over(zygote, synth_shards, reference_for, tmp_path):
     """resume=latest skips a tampered checkpoint (naming why), resumes from the older complete one, and
     ends exactly like the uninterrupted run."""
+    keep = "train.keep_checkpoints=2"  # an older complete checkpoint exists whatever the val curve does
+    reference = reference_for(keep)
     marker = tmp_path / "PAYLOAD_RAN"
     run = tmp_path / "run"
     shutil.copytree(reference[0], run)
     _tamper(run, "mp_rank_00_model_states.pt", torch_payload(marker), vouch=False)
     older = sorted(p.name for p in (run / "checkpoints").glob("step_*"))[:-1]
-    assert older, "the reference run kept no older checkpoint (its best one) to fall back to"
-    job = zygote.run(tmp_path / "logs", CONFIG, tiny_overrides(synth_shards, run))
+    assert older, "the reference run kept no older checkpoint to fall back to"
+    job = zygote.run(tmp_path / "logs", CONFIG, tiny_overrides(synth_shards, run, keep))
     assert [job.code(0), job.code(1)] == [0, 0], job.describe()
     assert f"not resuming from step_{STEPS:08d}: 'mp_rank_00_model_states.pt' does not match its sha256" in job.log(0)
     assert [e["folder"] for e in job.events(0, "load")] == [str(run / "checkpoints" / older[-1])]
