@@ -150,6 +150,8 @@ def run_demo(out: str | Path = "runs/demo", *, config: str | Path | None = None,
     }
     atomic_write_json(out / "summary.json", summary)
     _print_table(summary)
+    print(f"next: avpea train avel_tiny data.shards={shards} train.out=runs/avel_tiny\n"
+          f"      avpea predict --run {out / 'runs' / 'av_pea'} {out / 'data' / 'raw' / 'AVE'}/*.mp4", flush=True)
     return summary
 
 

@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
 
         result = run_training(cfg)
     except (ConfigError, ValueError, FileNotFoundError, CheckpointError, TrainingError) as e:
-        print(f"avpea train (rank {rank}): error: {e}", file=runtime.terminal(), flush=True)
+        who = f" (rank {rank})" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+        print(f"avpea train{who}: error: {e}", file=runtime.terminal(), flush=True)
         return 2
     if rank == "0":
         print(json.dumps(result), flush=True)
