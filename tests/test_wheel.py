@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -32,10 +33,16 @@ def test_installed_wheel_runs_the_shipped_configs(tmp_path, synth_shards):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1", OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu",
                HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
+    # Build from a copy of what the wheel is made of: an in-tree build/ folder could carry stale modules.
+    src = tmp_path / "src"
+    for name in ("avpea_dist", "configs"):
+        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, src / name)
     wheels = tmp_path / "wheels"
     # No build isolation: the build backend (setuptools) comes from this machine, as the other packages do.
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels),
-          str(REPO)], tmp_path, env)
+          str(src)], tmp_path, env)
     (wheel,) = wheels.glob("avpea_dist-*.whl")
 
     venv.EnvBuilder(system_site_packages=True, with_pip=False).create(tmp_path / "venv")
