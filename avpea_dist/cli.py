@@ -1,21 +1,20 @@
 """The `avpea` command: parses arguments and dispatches; the work lives in the subpackages.
 
 Each area registers its own subcommands (``register(subparsers)``) so this file stays a table of
-contents: models (model-info), data (shards ...), train (train, eval, demo), launch (submit, sweep).
+contents: models (model-info), data (shards ...), train (train, eval, demo), predict, launch (submit, sweep).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import logging
-import os
 import sys
 
+from . import runtime
 from .config import ConfigError
 
 _AREAS = ("avpea_dist.models.commands", "avpea_dist.data.commands", "avpea_dist.train.commands",
-          "avpea_dist.launch.commands")
+          "avpea_dist.predict", "avpea_dist.launch.commands")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,8 +28,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if not _has_cuda_hint():
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # Dotted overrides may also follow the options (`avpea train CFG --flag x model.bottleneck=64`).
@@ -38,8 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "overrides") or not all("=" in e and not e.startswith("-") for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = list(args.overrides or []) + extra
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    runtime.start_process(args.verbose, threads=False)  # a command that starts ranks sets their threads
     try:
         return int(args.func(args) or 0)
     except (ConfigError, ValueError, FileNotFoundError) as e:
@@ -48,11 +44,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"avpea {args.command}: error: {e}", file=sys.stderr)
         return 2
-
-
-def _has_cuda_hint() -> bool:
-    # DeepSpeed picks its accelerator at import; without a GPU driver, CPU is the only sensible one.
-    return os.path.exists("/dev/nvidiactl") or bool(os.environ.get("CUDA_VISIBLE_DEVICES"))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,10 @@ class ConfigError(ValueError):
     """A configuration the user wrote is wrong; the message says which key and how to fix it."""
 
 
+class RefusedOnRankZero(ConfigError):
+    """Raised on the other ranks when rank 0 refused the run: rank 0 states the reason, once."""
+
+
 def _choice(name: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
         raise ConfigError(f"{name}={value!r} is not allowed; choose one of {', '.join(map(repr, allowed))}")
@@ -397,9 +401,12 @@ def _nest(key: str, value: Any, valid: list[str]) -> dict:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
+    from .presets import find_config, shipped
+
+    path = find_config(path)  # a shipped config's name (avel_tiny) works as well as a path
     if not path.is_file():
-        raise ConfigError(f"config file '{path}' does not exist; pass a YAML file such as configs/avel_tiny.yaml")
+        raise ConfigError(f"config file '{path}' does not exist; pass a YAML file or the name of a shipped "
+                          f"config ({', '.join(shipped())})")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:

@@ -14,6 +14,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from .runtime import free_port, rendezvous_port
+
 
 @dataclass(frozen=True)
 class WorldInfo:
@@ -47,11 +49,6 @@ def _first_host(nodelist: str) -> str:
     return prefix + ranges.split(",")[0].split("-")[0]
 
 
-def _default_port(job_id: str | None) -> int:
-    # One port per Slurm job so that two jobs sharing a node do not collide.
-    return 20000 + int(job_id) % 20000 if job_id and job_id.isdigit() else 29500
-
-
 def world_info_from_env() -> WorldInfo:
     env = os.environ
     if "RANK" in env and "WORLD_SIZE" in env:  # torchrun, deepspeed launcher, submitit's export()
@@ -70,7 +67,7 @@ def world_info_from_env() -> WorldInfo:
         addr = _first_host(env["SLURM_JOB_NODELIST"])
     else:
         addr = "127.0.0.1"
-    port = int(env.get("MASTER_PORT") or _default_port(env.get("SLURM_JOB_ID")))
+    port = int(env.get("MASTER_PORT") or rendezvous_port(env.get("SLURM_JOB_ID"), 29500))
     if not 0 <= rank < world:
         raise ValueError(f"rank {rank} is outside world size {world}: check RANK/WORLD_SIZE or SLURM_PROCID/SLURM_NTASKS")
     return WorldInfo(rank, local_rank, world, local_world, addr, port)
@@ -102,14 +99,6 @@ _OWN_PORT_VAR = "AVPEA_OWN_MASTER_PORT"
 _OWN_PORT = "unset"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def init_process_group(info: WorldInfo, backend: str = "auto", timeout_s: float = 600) -> str:
     """Join the job's process group (a world of one included); returns the backend used.
 
@@ -127,7 +116,7 @@ def init_process_group(info: WorldInfo, backend: str = "auto", timeout_s: float 
         # A world of one without a launcher still needs a rendezvous port: a fixed default would collide
         # with other jobs on the machine, so take a free one (and a new one at the next call). A port a
         # launcher exported is kept: torchrun's agent may host the store there.
-        info = dataclasses.replace(info, master_addr="127.0.0.1", master_port=_free_port())
+        info = dataclasses.replace(info, master_addr="127.0.0.1", master_port=free_port())
         os.environ[_OWN_PORT_VAR] = str(info.master_port)
     export_torch_env(info)
     backend = resolve_backend(backend)

@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="YAML config, e.g. configs/avel_vitl.yaml")
-    p.add_argument("overrides", nargs="*", help="dotted overrides such as train.steps=2000")
+    p.add_argument("overrides", nargs="*", default=[], help="dotted overrides such as train.steps=2000")
 
 
 def _job_args(p: argparse.ArgumentParser) -> None:
@@ -175,12 +175,36 @@ def _submit(executor: Any, fn: Any, spec: Any, args: argparse.Namespace, what: s
     if not (args.wait or args.cluster == "local"):
         return 0
     try:
+        if args.cluster == "local":
+            _show_progress(job)
         results = job.results()
     except (FailedJobError, UncompletedJobError) as e:
         print(f"avpea submit {what}: job {job.job_id} failed; its logs are in {job.paths.stdout.parent}\n"
               f"{str(e)[-3000:]}", file=sys.stderr)
         return 1
     return _print_results(results)
+
+
+def _show_progress(job: Any, interval_s: float = 1.0) -> None:
+    """While a local job runs, relay rank 0's progress lines (steps, evaluations, stops) from its log."""
+    import time
+
+    offset = 0
+    while True:
+        done = job.done()
+        path = job.paths.stdout
+        if path.is_file():
+            with open(path, "rb") as f:
+                f.seek(offset)
+                chunk = f.read()
+            offset += len(chunk)
+            for line in chunk.decode(errors="replace").splitlines():
+                text = line.split("\r")[-1].strip()
+                if text.startswith(("step ", "stopping at step")):
+                    print(f"  rank 0: {text}", flush=True)
+        if done:
+            return
+        time.sleep(interval_s)
 
 
 def _print_results(results: list[Any]) -> int:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 import submitit
 from submitit.core.utils import DelayedSubmission
 
+from .. import runtime
 from ..io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -39,12 +39,6 @@ def _append_requeue(run_dir: Path, event: dict[str, Any]) -> None:
     path = run_dir / REQUEUE_LOG
     events = json.loads(path.read_text()) if path.is_file() else []
     atomic_write_json(path, [*events, event])
-
-
-def _configure_logging() -> None:
-    # A task starts with bare logging; its stdout/stderr become submitit's per-task log files.
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 class BoundedRequeue(submitit.helpers.Checkpointable):
@@ -74,13 +68,11 @@ class TrainJob(BoundedRequeue):
         self.requeues = 0
 
     def __call__(self) -> dict[str, Any]:
-        import torch
-
         from ..config import config_from_dict
         from ..train import preempt
         from ..train.run import run_training
 
-        _configure_logging()
+        runtime.setup_logging()  # a task's stdout/stderr become submitit's per-task log files
         job_env = submitit.JobEnvironment()
         usr_sig = job_env._usr_sig()
         received: list[int] = []
@@ -94,8 +86,7 @@ class TrainJob(BoundedRequeue):
         # Keep every GPU visible: DeepSpeed selects its device from LOCAL_RANK.
         dist_env = submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False,
                                                                          overwrite=True)
-        if not torch.cuda.is_available():
-            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        runtime.start_process()  # accelerator, and this rank's share of the CPUs (LOCAL_WORLD_SIZE is set now)
         cfg = config_from_dict(self.cfg)
         log.info("job %s rank %d/%d (local %d) on %s, master %s:%d, requeue %d of at most %d",
                  job_env.job_id, dist_env.rank, dist_env.world_size, dist_env.local_rank, job_env.hostname,

@@ -21,7 +21,8 @@ from typing import Any
 import submitit
 
 from ..io import atomic_write_text
-from .job import BoundedRequeue, _configure_logging
+from .. import runtime
+from .job import BoundedRequeue
 from .sweep import SweepSpec, run_sweep
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class SweepJob(BoundedRequeue):
     def __call__(self) -> dict[str, Any] | None:
         from ..config import config_from_dict
 
-        _configure_logging()
+        runtime.setup_logging()
         env = submitit.JobEnvironment()
         rendezvous = self.spec.folder / "ray_cluster" / env.job_id
         address_file, done_file = rendezvous / "head_address", rendezvous / "done"
@@ -76,7 +77,7 @@ class SweepJob(BoundedRequeue):
             finally:
                 subprocess.run([ray, "stop"], check=False)
             return None
-        port = 20000 + int(env.raw_job_id) % 20000 if env.raw_job_id.isdigit() else 6379
+        port = runtime.rendezvous_port(env.raw_job_id, 6379)
         address = f"{env.hostnames[0]}:{port}"
         # Short and per job: two jobs on one node must not share a session folder.
         temp_dir = f"/tmp/ray_{env.raw_job_id}"

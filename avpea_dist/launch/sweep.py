@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import re
-import socket
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -28,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from .. import runtime
 from ..config import Config, ConfigError, config_from_dict
 from ..io import atomic_write_json
 
@@ -135,12 +135,6 @@ def absolute_paths(cfg: Config) -> dict[str, Any]:
     return data
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _update(path: Path, **fields: Any) -> dict[str, Any]:
     state = json.loads(path.read_text()) if path.is_file() else {}
     state.update(fields)
@@ -170,7 +164,6 @@ def train_trial(point: dict[str, Any], *, base: dict[str, Any], sweep_dir: str, 
                 use_gpu: bool = False, cpus_per_worker: int = 1) -> None:
     """One Tune trial: a full ``run_training``, in this process (one rank: CPU or one GPU) or on
     ``workers`` ranks started by Ray Train."""
-    import torch
     from ray import tune
 
     from ..train.run import run_training
@@ -215,9 +208,8 @@ def train_trial(point: dict[str, Any], *, base: dict[str, Any], sweep_dir: str, 
     else:
         # A world of one, whatever Slurm variables the node carries; a fresh port, since trials share a node.
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=str(_free_port()))
-        if not torch.cuda.is_available():
-            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+                          MASTER_PORT=str(runtime.free_port()))
+        runtime.start_process()
         result = run_training(cfg, on_eval=on_eval)
     result = _plain(result)
     if result.get("status") != "finished":

@@ -23,15 +23,11 @@ def run_workers(cfg_dict: dict[str, Any], workers: int, use_gpu: bool, cpus_per_
     events = Queue(actor_options={"num_cpus": 0})
 
     def worker_loop() -> None:
-        import os
-
-        import torch
-
+        from avpea_dist import runtime
         from avpea_dist.config import config_from_dict
         from avpea_dist.train.run import run_training
 
-        if not torch.cuda.is_available():
-            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        runtime.start_process()
         # Ray Train has exported RANK/WORLD_SIZE/LOCAL_RANK and joined the process group already.
         result = run_training(config_from_dict(cfg_dict),
                               on_eval=lambda step, metrics: events.put(("eval", step, metrics)))

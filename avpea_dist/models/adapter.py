@@ -1,6 +1,6 @@
 """The AV-PEA adapter: a bottleneck adapter whose stream CLS token gathers cues from the other stream.
 
-Reconstruction (no public code exists; see ../shared/METHOD.md and the README's "Method" section):
+Reconstruction (no public code exists; see docs/method.md):
 
 * AV-PEA (Radman & Laaksonen, VISAPP 2024) inserts one adapter per block per stream into a frozen,
   shared image ViT. Cross-modal exchange goes through the stream's CLS token, which attends to the

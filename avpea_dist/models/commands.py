@@ -9,7 +9,7 @@ import json
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("model-info", help="parameter counts of a configuration (built on the meta device)")
     p.add_argument("config", help="YAML config, e.g. configs/avel_vitl.yaml")
-    p.add_argument("overrides", nargs="*", help="dotted overrides such as model.bottleneck=64")
+    p.add_argument("overrides", nargs="*", default=[], help="dotted overrides such as model.bottleneck=64")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=model_info)
 

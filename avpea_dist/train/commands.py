@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -12,15 +13,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Train AV-PEA adapters. Run it once per rank: rank, world size and master "
                                    "address come from torchrun's or Slurm's environment. A rerun resumes from the "
                                    "newest complete checkpoint in train.out. Exit 0: finished; 3: preempted.")
-    p.add_argument("config", help="YAML config, e.g. configs/avel_tiny.yaml")
-    p.add_argument("overrides", nargs="*", help="dotted overrides such as train.steps=100")
+    p.add_argument("config", help="YAML config (configs/avel_tiny.yaml) or a shipped config's name (avel_tiny)")
+    p.add_argument("overrides", nargs="*", default=[], help="optional dotted overrides such as train.steps=100")
     p.set_defaults(func=train)
 
     p = sub.add_parser("eval", help="evaluate an exported adapter file on a split",
                        description="Evaluate RUN/best/adapters.safetensors (or any export) with the frozen "
                                    "backbone of CONFIG. Runs as one process or under torchrun.")
     p.add_argument("config", help="the YAML config the adapters were trained with (RUN/config.yaml)")
-    p.add_argument("overrides", nargs="*", help="dotted overrides such as data.shards=shards/ave")
+    p.add_argument("overrides", nargs="*", default=[], help="optional dotted overrides such as data.shards=shards/ave")
     p.add_argument("--checkpoint", required=True, help="adapter+head export (.safetensors)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--json", action="store_true", help="print only the JSON result")
@@ -35,16 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the data and the training runs")
     p.add_argument("--clips", type=int, default=0, help="synthetic clips (0: the demo's default)")
     p.add_argument("--nproc", type=int, default=2, help="ranks per run")
-    p.add_argument("overrides", nargs="*", help="dotted overrides applied to every run")
+    p.add_argument("overrides", nargs="*", default=[], help="optional dotted overrides applied to every run")
     p.set_defaults(func=demo_cmd)
 
 
 def train(args: argparse.Namespace) -> int:
-    from ..config import load_config
     from .entry import main as entry_main
 
-    load_config(args.config, args.overrides)  # a bad key fails here, before any process group forms
-    return entry_main([args.config, *args.overrides])
+    return entry_main([args.config, *args.overrides])  # reads the config once, behind its own error trap
 
 
 def evaluate_cmd(args: argparse.Namespace) -> int:
@@ -63,8 +62,12 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
 
 
 def demo_cmd(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import DemoInterrupted, run_demo
 
-    summary = run_demo(args.out, config=args.config, seed=args.seed, clips=args.clips, nproc=args.nproc,
-                       overrides=args.overrides)
+    try:
+        summary = run_demo(args.out, config=args.config, seed=args.seed, clips=args.clips, nproc=args.nproc,
+                           overrides=args.overrides)
+    except DemoInterrupted as e:
+        print(f"avpea demo: {e}", file=sys.stderr)
+        return 3
     return 0 if summary.get("ok") else 1

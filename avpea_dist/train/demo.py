@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .. import runtime
 from ..io import atomic_write_json
 from .evaluate import majority_accuracy
 
@@ -28,12 +29,17 @@ DEFAULT_CLIPS = 200
 VARIANTS = {"av_pea": "av", "audio_only": "audio", "visual_only": "visual"}
 
 
+class DemoInterrupted(Exception):
+    """Ctrl-C (or SIGTERM) during a run: the run saved a checkpoint; rerunning the demo continues."""
+
+
 def default_config() -> Path:
-    here = Path(__file__).resolve().parent.parent
-    for candidate in (here / "configs" / "avel_tiny.yaml", here.parent / "configs" / "avel_tiny.yaml"):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError("configs/avel_tiny.yaml not found next to the package; pass --config PATH")
+    from ..presets import find_config
+
+    path = find_config("avel_tiny")
+    if not path.is_file():
+        raise FileNotFoundError("the shipped config avel_tiny.yaml is missing from this install; pass --config PATH")
+    return path
 
 
 def prepare_data(out: Path, clips: int, seed: int, img_size: int, num_classes: int) -> Path:
@@ -66,11 +72,12 @@ def train_variant(config: Path, run_dir: Path, shards: Path, modalities: str, se
         done = json.loads(result_path.read_text())
         if done.get("status") == "finished":
             print(f"{run_dir.name}: reusing the finished run in {run_dir}", flush=True)
-            return done
+            return {**done, "reused": True}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-port",
-           str(_free_port()), "-m", "avpea_dist.train.entry", str(config), f"data.shards={shards}",
+           str(runtime.free_port()), "-m", "avpea_dist.train.entry", str(config), f"data.shards={shards}",
            f"train.out={run_dir}", f"model.modalities={modalities}", f"train.seed={seed}", *overrides]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu")}
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cpus // nproc)), "DS_ACCELERATOR": runtime.choose_accelerator()}
     print(f"\n== {run_dir.name}: {' '.join(cmd[2:])}", flush=True)
     t = time.perf_counter()
     log = run_dir.parent / f"{run_dir.name}.log"
@@ -79,11 +86,13 @@ def train_variant(config: Path, run_dir: Path, shards: Path, modalities: str, se
         # Everything goes to the log; the terminal gets the run's own messages (evaluations, errors).
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert proc.stdout is not None
-        for line in proc.stdout:
-            f.write(line)
-            text = line.decode(errors="replace").split("\r")[-1].strip()  # after a progress bar redraw
-            if text.startswith(("step ", "avpea train", "stopping at step")):
-                print(f"  {run_dir.name}: {text}", flush=True)
+        try:
+            _relay(proc, f, run_dir.name)
+        except KeyboardInterrupt:  # Ctrl-C reached torchrun and its ranks too: they save, then exit
+            f.write(proc.stdout.read())
+            proc.wait()
+            raise DemoInterrupted(f"{run_dir.name} stopped (Ctrl-C) with a checkpoint saved; rerun the same "
+                                  f"`avpea demo` to continue") from None
         rc = proc.wait()
     seconds = time.perf_counter() - t
     if rc != 0 or not result_path.is_file():
@@ -97,12 +106,13 @@ def train_variant(config: Path, run_dir: Path, shards: Path, modalities: str, se
     return result
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _relay(proc: subprocess.Popen, log: Any, name: str) -> None:
+    """Everything to the log; the terminal gets the run's own messages (evaluations, stops, errors)."""
+    for line in proc.stdout:
+        log.write(line)
+        text = line.decode(errors="replace").split("\r")[-1].strip()  # after a progress bar redraw
+        if text.startswith(("step ", "avpea train", "stopping at step")):
+            print(f"  {name}: {text}", flush=True)
 
 
 def run_demo(out: str | Path = "runs/demo", *, config: str | Path | None = None, seed: int = 0, clips: int = 0,
@@ -125,7 +135,9 @@ def run_demo(out: str | Path = "runs/demo", *, config: str | Path | None = None,
     acc = {name: r["test_accuracy"] for name, r in results.items()}
     acc["majority"] = majority_accuracy(hist["train"], hist["test"])
     margin = acc["av_pea"] - max(acc["majority"], acc["audio_only"], acc["visual_only"])
+    reused = [name for name, r in results.items() if r.get("reused")]
     summary = {
+        "reused_runs": reused,
         "test_accuracy": {k: round(acc[k], 4) for k in ("av_pea", "audio_only", "visual_only", "majority")},
         "train_seconds": round(train_seconds, 1),
         "data_seconds": round(data_seconds, 1),
@@ -138,6 +150,8 @@ def run_demo(out: str | Path = "runs/demo", *, config: str | Path | None = None,
     }
     atomic_write_json(out / "summary.json", summary)
     _print_table(summary)
+    print(f"next: avpea train avel_tiny data.shards={shards} train.out=runs/avel_tiny\n"
+          f"      avpea predict --run {out / 'runs' / 'av_pea'} {out / 'data' / 'raw' / 'AVE'}/*.mp4", flush=True)
     return summary
 
 
@@ -149,6 +163,13 @@ def _print_table(s: dict[str, Any]) -> None:
           f"ranks on CPU)")
     for name, value in rows:
         print(f"  {name:<32} {100 * value:6.2f} %")
-    print(f"training + evaluation: {s['train_seconds']:.0f} s (data synthesis and shards: {s['data_seconds']:.0f} s)")
+    reused = s.get("reused_runs", [])
+    if len(reused) == len(s["runs"]):
+        print(f"training + evaluation: reused the {len(reused)} finished runs (nothing trained; delete the run "
+              f"folders or pass another --out to train again)")
+    else:
+        note = f"; reused {', '.join(reused)}" if reused else ""
+        print(f"training + evaluation: {s['train_seconds']:.0f} s{note} (data synthesis and shards: "
+              f"{s['data_seconds']:.0f} s)")
     verdict = "fusion wins" if s["ok"] else "FUSION DID NOT WIN by 5 points: see the runs' metrics.jsonl"
     print(f"AV-PEA beats the best single stream / baseline by {100 * s['fusion_margin']:.1f} points: {verdict}")

@@ -2,15 +2,17 @@
 
 The program torchrun, the deepspeed launcher, ``srun`` and submitit start on every rank; rank, world
 size and master address come from their environment variables. Exit codes: 0 finished, 3 preempted
-(rerun to resume), 2 a user error (one line on stderr), 1 anything else.
+(rerun to resume; also after Ctrl-C or the launcher's death: every rank saves the same step), 2 a user error
+(one line on stderr), 1 anything else. Under torchrun, ranks other than 0 write their output to
+``train.out/logs/rank<R>.log``; the terminal shows rank 0 and every rank's error line.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
+from pathlib import Path
 
 
 def _drop_local_rank(argv: list[str]) -> list[str]:
@@ -27,25 +29,35 @@ def _drop_local_rank(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("DS_ACCELERATOR", "cuda" if os.path.exists("/dev/nvidiactl") else "cpu")
     argv = _drop_local_rank(list(sys.argv[1:] if argv is None else argv))
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: python -m avpea_dist.train.entry CONFIG [section.key=value ...]", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
-    from ..config import ConfigError, load_config
+    from .. import runtime
+    from . import preempt
+
+    runtime.start_process()
+    # From here on Ctrl-C and the scheduler's signals ask for a checkpoint instead of killing the rank.
+    preempt.install_handlers(only_default=True)
+    if runtime.under_torchrun():
+        runtime.exit_with_parent()
+    rank = os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))
+    from ..config import ConfigError, RefusedOnRankZero, load_config
     from .checkpoint import CheckpointError
     from .loop import TrainingError
-    from .run import RefusedOnRankZero, run_training
 
-    rank = os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))
-    try:
+    try:  # the one place a training rank turns a user error into one line
         cfg = load_config(argv[0], argv[1:])
+        if rank != "0" and runtime.under_torchrun():
+            # torchrun prints every rank to one terminal: rank 0 speaks, the others write to the run folder.
+            runtime.quiet_rank(Path(cfg.train.out) / "logs" / f"rank{rank}.log")
+        from .run import run_training
+
         result = run_training(cfg)
     except (ConfigError, ValueError, FileNotFoundError, CheckpointError, TrainingError) as e:
         if not isinstance(e, RefusedOnRankZero):  # rank 0 prints the reason; the others need not repeat it
-            print(f"avpea train (rank {rank}): error: {e}", file=sys.stderr, flush=True)
+            who = f" (rank {rank})" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+            print(f"avpea train{who}: error: {e}", file=runtime.terminal(), flush=True)
         return 2
     if rank == "0":
         print(json.dumps(result), flush=True)

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from .. import dist as avdist
-from ..config import Config, ConfigError, dump_yaml
+from ..config import Config, ConfigError, RefusedOnRankZero, dump_yaml
 from ..io import atomic_write_json, atomic_write_text
 from . import preempt
 from .checkpoint import (complete_tags, find_resumable, install_checkpoint_engine, load_checkpoint,
@@ -39,10 +39,6 @@ from .resume import check_resume, resume_signature, saved_signature
 log = logging.getLogger(__name__)
 
 OnEval = Callable[[int, dict[str, Any]], None]
-
-
-class RefusedOnRankZero(ConfigError):
-    """Raised on the other ranks when rank 0 refused the run: rank 0 states the reason, once."""
 
 
 def set_determinism(seed: int, deterministic: bool) -> None:

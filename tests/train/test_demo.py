@@ -35,3 +35,4 @@ def test_demo_writes_the_summary_and_the_table(tmp_path):
     # A rerun reuses the finished runs and the built shards instead of training again.
     again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=200)
     assert again.stdout.count("reusing the finished run") == 3, again.stdout[-2000:]
+    assert "reused the 3 finished runs" in again.stdout and "training + evaluation: 0 s" not in again.stdout

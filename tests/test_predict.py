@@ -1,0 +1,135 @@
+"""`avpea predict` on generated mp4s: a 10 s clip and a 35 s clip, a random-init tiny model from a run folder.
+
+The reference probabilities come through the shard path itself (``build.encode_clip`` -> the loader's
+``decode_sample``), not through the predict module's own decoding, so a preprocessing drift shows up.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from avpea_dist.config import dump_yaml, load_config
+from avpea_dist.data.synth import SynthSpec, write_mp4
+
+REPO = Path(__file__).resolve().parent.parent
+SIZE = 32
+
+
+def _clip(path: Path, seconds: int, seed: int, audio: bool = True) -> Path:
+    rng = np.random.default_rng(seed)
+    spec = SynthSpec(size=64, fps=2, seconds=float(seconds))
+    # One random picture and tone per second: every second differs, so a misplaced window shows up.
+    pics = rng.integers(0, 256, (seconds, 64, 64, 3), dtype=np.uint8)
+    frames = np.repeat(pics, spec.fps, axis=0)
+    t = np.arange(spec.sample_rate) / spec.sample_rate
+    wave = np.concatenate([0.3 * np.sin(2 * np.pi * rng.uniform(200, 3000) * t) for _ in range(seconds)])
+    write_mp4(path, frames, wave.astype(np.float32) if audio else np.zeros(0, np.float32), spec)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder as training leaves it: config.yaml and best/adapters.safetensors (random adapters)."""
+    from avpea_dist.models.model import build_model
+    from avpea_dist.train.export import export_trainable
+
+    run = tmp_path_factory.mktemp("run")
+    cfg = load_config(REPO / "configs" / "avel_tiny.yaml", [f"model.img_size={SIZE}", f"train.out={run}",
+                                                              f"data.shards={run / 'no-shards'}"])
+    (run / "config.yaml").write_text(dump_yaml(cfg))
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model)
+    with torch.no_grad():  # adapters away from their zero-gated start, so they matter
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.2 * torch.randn_like(p))
+    export_trainable(model, run / "best" / "adapters.safetensors", cfg.model, {"step": 1})
+    return run
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("videos")
+    return {"short": _clip(d / "short.mp4", 10, 1), "long": _clip(d / "long.mp4", 35, 2),
+            "silent": _clip(d / "silent.mp4", 10, 3, audio=False)}
+
+
+def _reference(run: Path, video: Path) -> torch.Tensor:
+    """Softmax of the first 10 seconds, through the shard build and the training loader's decoding."""
+    from avpea_dist.data.build import BuildOptions, encode_clip
+    from avpea_dist.data.stream import _collate, decode_sample
+    from avpea_dist.data.tario import RawSample
+    from avpea_dist.models.model import build_model
+    from avpea_dist.train.export import load_trainable
+
+    cfg = load_config(run / "config.yaml")
+    status, members = encode_clip(str(video), {"id": "clip", "labels": [0] * 10}, BuildOptions(frame_size=SIZE,
+                                                                                               min_seconds=0))
+    assert status == "ok", members
+    sample = decode_sample(RawSample("clip", members), num_classes=cfg.model.num_classes, frame_size=SIZE,
+                           img_size=SIZE)
+    batch = _collate([sample], 0, SIZE)
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model)
+    load_trainable(model, run / "best" / "adapters.safetensors", cfg.model)
+    with torch.inference_mode():
+        return model.eval()(batch["frames"], batch["audio"])[0].softmax(-1)
+
+
+def test_predict_matches_the_model_on_the_shard_path(run_dir, videos, tmp_path):
+    from avpea_dist.predict import load_predictor, predict_videos
+
+    predictor = load_predictor(run_dir / "config.yaml", run_dir / "best" / "adapters.safetensors", device="cpu",
+                               batch_size=2)
+    missing = tmp_path / "missing.mp4"
+    not_video = tmp_path / "notes.mp4"
+    not_video.write_text("<html>404</html>")
+    order = [videos["short"], missing, videos["long"], not_video, videos["silent"]]
+    done, problems = predict_videos(predictor, [str(v) for v in order], tmp_path / "out")
+    assert [Path(t["video"]).name for t in done] == ["short.mp4", "long.mp4"]
+    assert len(problems) == 3 and all("\n" not in p for p in problems)
+    assert "missing file" in problems[0] and "notes.mp4" in problems[1] and "no audio" in problems[2]
+
+    for name, seconds in (("short", 10), ("long", 35)):
+        data = json.loads((tmp_path / "out" / f"{name}.json").read_text())
+        assert set(data) == {"video", "seconds"}
+        assert [s["t"] for s in data["seconds"]] == list(range(seconds))
+        for s in data["seconds"]:
+            assert s["label"] == s["top3"][0]["label"] and s["prob"] == s["top3"][0]["prob"]
+            assert [x["prob"] for x in s["top3"]] == sorted((x["prob"] for x in s["top3"]), reverse=True)
+        ref = _reference(run_dir, videos[name])  # the first window, as the shards would hold it
+        got = torch.tensor([[dict((x["label"], x["prob"]) for x in s["top3"])[predictor.classes[k]]
+                             for k in ref[t].argsort(descending=True)[:3].tolist()]
+                            for t, s in enumerate(data["seconds"][:10])])
+        want = ref.sort(-1, descending=True).values[:, :3]
+        assert torch.allclose(got, want, atol=1e-4), (got, want)
+        png = (tmp_path / "out" / f"{name}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
+
+    # The 35 s clip in windows of 10 (10, 10, 10, 5) equals one pass over single seconds: windows cover it all.
+    frames_audio = __import__("avpea_dist.predict", fromlist=["video_inputs"]).video_inputs(
+        videos["long"], predictor.prep, SIZE)
+    predictor.window_s = 1
+    per_second = predictor.probabilities(*frames_audio)
+    data = json.loads((tmp_path / "out" / "long.json").read_text())
+    assert [s["prob"] for s in data["seconds"]] == pytest.approx(per_second.max(-1).values.tolist(), abs=1e-5)
+
+
+def test_predict_command_one_line_per_video(run_dir, videos, tmp_path):
+    cmd = [sys.executable, "-m", "avpea_dist.cli", "predict", "--run", str(run_dir), str(videos["short"]),
+           str(tmp_path / "gone.mp4"), "--batch-size", "1"]
+    p = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                       env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    assert p.returncode == 1, p.stderr[-2000:]
+    out = [line for line in p.stdout.splitlines() if line.strip()]
+    assert len(out) == 1 and out[0].startswith(str(videos["short"])) and ": 10 s;" in out[0]
+    errors = [line for line in p.stderr.splitlines() if line.startswith("avpea predict:")]
+    assert len(errors) == 2 and "gone.mp4: skipped: missing file" in errors[0]
+    assert (run_dir / "predictions" / "short.json").is_file() and (run_dir / "predictions" / "short.png").is_file()
