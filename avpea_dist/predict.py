@@ -82,14 +82,14 @@ def video_inputs(video: str | Path, prep: Preprocessing, img_size: int) -> tuple
 
     from .data.decode import DecodeError, decode_clip
     from .data.features import fbank_segments, jpeg_bytes, normalise_fbank
-    from .data.stream import _jpeg
+    from .data.stream import decode_jpeg
 
     n = video_seconds(video)
     frames, wave = decode_clip(video, segments=n, size=prep.frame_size, sample_rate=prep.sample_rate,
                                no_audio="skip", min_seconds=0.0)
     if not len(frames):
         raise DecodeError("no decodable video frames")
-    pics = np.stack([_jpeg(jpeg_bytes(f, prep.jpeg_quality), prep.frame_size, img_size) for f in frames])
+    pics = np.stack([decode_jpeg(jpeg_bytes(f, prep.jpeg_quality), prep.frame_size, img_size) for f in frames])
     fbank = normalise_fbank(fbank_segments(wave, n, prep.sample_rate))
     return torch.from_numpy(pics).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(fbank)
 

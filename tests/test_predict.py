@@ -64,7 +64,7 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def _reference(run: Path, video: Path) -> torch.Tensor:
     """Softmax of the first 10 seconds, through the shard build and the training loader's decoding."""
     from avpea_dist.data.build import BuildOptions, encode_clip
-    from avpea_dist.data.stream import _collate, decode_sample
+    from avpea_dist.data.stream import collate, decode_sample
     from avpea_dist.data.tario import RawSample
     from avpea_dist.models.model import build_model
     from avpea_dist.train.export import load_trainable
@@ -75,7 +75,7 @@ def _reference(run: Path, video: Path) -> torch.Tensor:
     assert status == "ok", members
     sample = decode_sample(RawSample("clip", members), num_classes=cfg.model.num_classes, frame_size=SIZE,
                            img_size=SIZE)
-    batch = _collate([sample], 0, SIZE)
+    batch = collate([sample], 0, SIZE)
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model)
     load_trainable(model, run / "best" / "adapters.safetensors", cfg.model)

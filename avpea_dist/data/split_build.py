@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..launch.job import BoundedRequeue, _configure_logging
+from .. import runtime
+from ..launch.job import BoundedRequeue
 from .build import BuildOptions, build_task
 from .synth import SynthSpec
 
@@ -98,7 +99,7 @@ class ShardBuildJob(BoundedRequeue):
     def __call__(self) -> dict[str, Any]:
         import submitit
 
-        _configure_logging()
+        runtime.start_process(threads=False)  # decoding workers set their own threads
         env = submitit.JobEnvironment()
         result = run_task(self.dataset, self.root, self.out, self.opts, task=env.global_rank,
                           tasks=env.num_tasks, run=str(env.job_id), synth=self.synth)

@@ -39,7 +39,7 @@ class SampleError(Exception):
 # Decoding one raw sample
 
 
-def _jpeg(data: bytes, frame_size: int, img_size: int) -> np.ndarray:
+def decode_jpeg(data: bytes, frame_size: int, img_size: int) -> np.ndarray:
     """JPEG bytes -> uint8 (img_size, img_size, 3). When shrinking, libjpeg decodes at a reduced DCT scale
     first (``draft``), which is several times faster than a full decode and resize."""
     im = Image.open(io.BytesIO(data))
@@ -75,7 +75,7 @@ def decode_sample(raw: RawSample, *, num_classes: int, frame_size: int, img_size
         audio = normalise_fbank(fbank)
         if not np.isfinite(audio).all():
             raise SampleError(f"sample '{raw.key}': fbank holds non-finite values")
-        frames = [_jpeg(m[name], frame_size, img_size) for name in FRAME_MEMBERS]  # HWC, stacked by _collate
+        frames = [decode_jpeg(m[name], frame_size, img_size) for name in FRAME_MEMBERS]  # HWC, stacked by collate
     except SampleError:
         raise
     except Exception as e:  # bad JSON, bad npy header, bad JPEG bytes...
