@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,11 @@ def _append_requeue(run_dir: Path, event: dict[str, Any]) -> None:
     path = run_dir / REQUEUE_LOG
     events = json.loads(path.read_text()) if path.is_file() else []
     atomic_write_json(path, [*events, event])
+
+
+def node_name() -> str:
+    """The Slurm node this task runs on (several nodes may share one host, as in the tests), else the host."""
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
 
 
 def _configure_logging() -> None:
@@ -98,7 +104,7 @@ class TrainJob(BoundedRequeue):
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
         cfg = config_from_dict(self.cfg)
         log.info("job %s rank %d/%d (local %d) on %s, master %s:%d, requeue %d of at most %d",
-                 job_env.job_id, dist_env.rank, dist_env.world_size, dist_env.local_rank, job_env.hostname,
+                 job_env.job_id, dist_env.rank, dist_env.world_size, dist_env.local_rank, node_name(),
                  dist_env.master_addr, dist_env.master_port, self.requeues, self.max_requeues)
         result = run_training(cfg)
         requeue = result.get("status") == "preempted" and usr_sig in received
