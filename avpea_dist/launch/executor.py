@@ -10,13 +10,20 @@ from __future__ import annotations
 import math
 import re
 import shlex
+import os
 import shutil
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 CLUSTERS = ("slurm", "local")
+
+
+def node_name() -> str:
+    """The Slurm node this process runs on (several nodes may share one host, as in the tests), else the host."""
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
 
 
 def parse_time(text: str) -> int:

@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import submitit
 from submitit.core.utils import DelayedSubmission
 
 from ..io import atomic_write_json
+from .executor import node_name
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,6 @@ def _append_requeue(run_dir: Path, event: dict[str, Any]) -> None:
     path = run_dir / REQUEUE_LOG
     events = json.loads(path.read_text()) if path.is_file() else []
     atomic_write_json(path, [*events, event])
-
-
-def node_name() -> str:
-    """The Slurm node this task runs on (several nodes may share one host, as in the tests), else the host."""
-    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
 
 
 def _configure_logging() -> None:

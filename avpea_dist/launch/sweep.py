@@ -166,6 +166,16 @@ def _val_metrics(record: dict[str, Any]) -> dict[str, Any]:
             for k, v in record.items() if k != "split"}
 
 
+def _placement(from_step: int) -> dict[str, Any]:
+    """Where this start of a trial runs: its Ray node, that node's Slurm name (or host), and the step it
+    resumes from. Ray nodes sharing one machine differ only in their node id."""
+    import ray
+
+    from .executor import node_name
+
+    return {"ray_node_id": ray.get_runtime_context().get_node_id(), "host": node_name(), "from_step": from_step}
+
+
 def train_trial(point: dict[str, Any], *, base: dict[str, Any], sweep_dir: str, workers: int = 1,
                 use_gpu: bool = False, cpus_per_worker: int = 1) -> None:
     """One Tune trial: a full ``run_training``, in this process (one rank: CPU or one GPU) or on
@@ -179,19 +189,20 @@ def train_trial(point: dict[str, Any], *, base: dict[str, Any], sweep_dir: str, 
     cfg = trial_config(base, point, folder)
     key = point_key(point)
     status = folder / "trials" / f"{key}.json"
-    prior_wall = 0.0
+    prior_wall, from_step = 0.0, 0
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             record = json.loads((Path(d) / "trial.json").read_text())
-        prior_wall = float(record["wall_time_s"])
+        prior_wall, from_step = float(record["wall_time_s"]), int(record["step"])
         log.info("trial %s resumes from %s (step %s)", key, record["run_dir"], record["step"])
     state = json.loads(status.read_text()) if status.is_file() else {}
     if state.get("status") == "finished":
         # It finished before the driver died, but Tune's snapshot (taken every ~10 s) missed it.
         log.info("trial %s already finished at step %s; not rerun", key, state.get("step"))
         return
-    _update(status, point=point, run_dir=cfg.train.out, status="running", starts=state.get("starts", 0) + 1)
+    _update(status, point=point, run_dir=cfg.train.out, status="running", starts=state.get("starts", 0) + 1,
+            nodes=[*state.get("nodes", []), _placement(from_step)])
 
     t0 = time.time()
     best = {"val": float(state.get("best_val_accuracy", float("-inf")))}
