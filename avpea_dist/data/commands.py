@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Callable
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,22 +18,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--root", required=True, help="folder of the AVE release (or of `shards synth` output)")
     a.add_argument("--out", required=True, help="shard folder to write (a rerun resumes it)")
     a.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes (default: all cores)")
-    a.add_argument("--shard-size", type=int, default=128, help="clips per shard (default 128, ~40-60 MB)")
-    a.add_argument("--no-audio", choices=("skip", "silence"), default="skip",
-                   help="clips without an audio stream: skip them (default) or keep them with silence")
-    a.add_argument("--min-seconds", type=float, default=8.0, help="refuse videos shorter than this (truncated)")
     a.add_argument("--strict", action="store_true", help="exit 1 if any clip was skipped")
+    build_options(a)
     a.set_defaults(func=build_ave_cmd)
+
+    y = bs.add_parser("synth", help="write a synthetic AVE-layout dataset to --root, then build it")
+    y.add_argument("--root", required=True, help="folder the synthetic dataset is written to")
+    y.add_argument("--out", required=True, help="shard folder to write (a rerun resumes it)")
+    y.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes (default: all cores)")
+    y.add_argument("--strict", action="store_true", help="exit 1 if any clip was skipped")
+    synth_options(y)
+    build_options(y)
+    y.set_defaults(func=build_synth_cmd)
 
     s = ss.add_parser("synth", help="write a synthetic AV-event dataset in the AVE layout (mp4 + annotations)")
     s.add_argument("--out", required=True, help="dataset folder to write (then: shards build ave --root OUT)")
-    s.add_argument("--clips", type=int, default=480, help="number of clips (default 480)")
-    s.add_argument("--seed", type=int, default=0, help="everything follows from this seed")
-    s.add_argument("--classes", type=int, default=8, help="event classes (2-8; background is added)")
-    s.add_argument("--size", type=int, default=128, help="video side in pixels (default 128)")
-    s.add_argument("--fps", type=int, default=4, help="video frame rate (default 4)")
-    s.add_argument("--sample-rate", type=int, default=16000, help="audio sample rate (default 16000)")
-    s.add_argument("--channels", type=int, choices=(1, 2), default=1, help="audio channels")
+    synth_options(s)
     s.set_defaults(func=synth_cmd)
 
     v = ss.add_parser("verify", help="re-hash every shard and recount its samples against the manifest")
@@ -46,25 +47,100 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.set_defaults(func=inspect_cmd)
 
 
-def build_ave_cmd(args: argparse.Namespace) -> int:
-    from .build import BuildOptions, build_ave
+def synth_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--clips", type=int, default=480, help="number of clips (default 480)")
+    p.add_argument("--seed", type=int, default=0, help="everything follows from this seed")
+    p.add_argument("--classes", type=int, default=8, help="event classes (2-8; background is added)")
+    p.add_argument("--size", type=int, default=128, help="video side in pixels (default 128)")
+    p.add_argument("--fps", type=int, default=4, help="video frame rate (default 4)")
+    p.add_argument("--sample-rate", type=int, default=16000, help="audio sample rate (default 16000)")
+    p.add_argument("--channels", type=int, choices=(1, 2), default=1, help="audio channels")
+
+
+def register_submit(what: argparse._SubParsersAction, job_args: Callable[[argparse.ArgumentParser], None]) -> None:
+    """``avpea submit shards build ave|synth`` (called by launch.commands with its job options)."""
+    shards = what.add_parser("shards", help="build shards split across Slurm tasks (or local processes)")
+    build = shards.add_subparsers(dest="shards_command", metavar="SUBCOMMAND", required=True).add_parser(
+        "build", help="build shards, each task a share of them; one manifest at the end")
+    ds = build.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    for name, help_text in (("ave", "from the AVE release layout"), ("synth", "a synthetic AVE-layout dataset")):
+        p = ds.add_parser(name, help=help_text)
+        if name == "ave":
+            p.add_argument("--root", required=True, help="folder of the AVE release")
+        else:
+            p.add_argument("--root", required=True, help="folder the synthetic dataset is written to")
+            synth_options(p)
+        p.add_argument("--out", required=True, help="shard folder to write (a rerun resumes it)")
+        p.add_argument("--workers", type=int, default=0, help="decoding processes per task (default: --cpus-per-task)")
+        p.add_argument("--strict", action="store_true", help="exit 1 if any clip was skipped")
+        build_options(p)
+        job_args(p)
+        p.set_defaults(func=_submit_build)
+
+
+def _submit_build(args: argparse.Namespace) -> int:
+    from .split_build import submit_build
+
+    return submit_build(args)
+
+
+def build_options(p: argparse.ArgumentParser) -> None:
+    """The options every shard builder shares (`shards build ...` and `submit shards build ...`)."""
+    p.add_argument("--shard-size", type=int, default=128, help="records per shard (default 128, ~40-60 MB)")
+    p.add_argument("--no-audio", choices=("skip", "silence"), default="skip",
+                   help="clips without an audio stream: skip them (default) or keep them with silence")
+    p.add_argument("--min-seconds", type=float, default=8.0, help="refuse videos shorter than this (truncated)")
+    p.add_argument("--order-seed", type=int, default=0,
+                   help="seed of the record shuffle before shards are cut (default 0; in the manifest)")
+    p.add_argument("--audio-windows", choices=("exact", "linspace"), default="exact",
+                   help="segment audio: exact seconds (default) or LAVisH's linspace windows")
+
+
+def options_from(args: argparse.Namespace, workers: int) -> "BuildOptions":  # noqa: F821
+    from .build import BuildOptions
+
+    return BuildOptions(workers=workers, shard_size=args.shard_size, no_audio=args.no_audio,
+                        min_seconds=args.min_seconds, order_seed=args.order_seed, audio_windows=args.audio_windows)
+
+
+def report(m: dict, out: str, strict: bool) -> int:
+    """Print what a finished build holds and every skipped record; -> the exit code."""
     from .verify import summary
 
-    opts = BuildOptions(workers=args.workers, shard_size=args.shard_size, no_audio=args.no_audio,
-                        min_seconds=args.min_seconds)
-    m = build_ave(args.root, args.out, opts, progress=sys.stderr.isatty())
-    st = m["stats"]
-    print(f"shards in {args.out}: {summary(m)}; this run decoded {st['clips_processed']} clips in "
-          f"{st['seconds']:.1f} s, reused {st['reused_shards']} finished shards")
+    records = sum(s["records"] for s in m["splits"].values())
+    print(f"shards in {out}: {summary(m)} from {records} records")
     skipped = [(split, e) for split, s in m["splits"].items() for e in s["skipped"]]
     if skipped:
         print(f"skipped {len(skipped)} clips (listed in manifest.json under splits.*.skipped):")
         for split, e in skipped:
             print(f"  {split:<5} {e['id']}: {e['reason']}")
+    for split, e in ((split, e) for split, s in m["splits"].items() for e in s.get("notes", [])):
+        print(f"note: {split:<5} {e['id']}: {e['note']}")
     if not any(s["samples"] for s in m["splits"].values()):
         print("error: no clip could be written; check the --root folder and the reasons above", file=sys.stderr)
         return 1
-    return 1 if skipped and args.strict else 0
+    return 1 if skipped and strict else 0
+
+
+def build_ave_cmd(args: argparse.Namespace) -> int:
+    from .build import build_ave
+
+    m = build_ave(args.root, args.out, options_from(args, args.workers), progress=sys.stderr.isatty())
+    st = m["stats"]
+    print(f"this run decoded {st['videos_decoded']} videos for {st['clips_processed']} records in "
+          f"{st['seconds']:.1f} s, reused {st['reused_shards']} finished shards")
+    return report(m, args.out, args.strict)
+
+
+def build_synth_cmd(args: argparse.Namespace) -> int:
+    from .split_build import run_task, synth_source
+
+    opts = options_from(args, args.workers)
+    result = run_task("synth", args.root, args.out, opts, synth=synth_source(args), progress=sys.stderr.isatty())
+    st = result["stats"]
+    print(f"this run decoded {st['videos_decoded']} videos for {st['clips_processed']} records in "
+          f"{st['seconds']:.1f} s, reused {st['reused_shards']} finished shards")
+    return report(result["manifest"], args.out, args.strict)
 
 
 def synth_cmd(args: argparse.Namespace) -> int:

@@ -21,11 +21,13 @@ class DecodeError(Exception):
 
 
 def decode_clip(path: str | Path, *, segments: int = 10, size: int = 224, sample_rate: int = 16000,
-                no_audio: str = "skip", min_seconds: float = 8.0) -> tuple[np.ndarray, np.ndarray]:
+                no_audio: str = "skip", min_seconds: float = 8.0,
+                whole_audio: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """-> (frames uint8 (segments, size, size, 3), mono float32 audio of exactly segments * sample_rate).
 
     Segment i spans [i, i+1) s; its frame is the one nearest to i + 0.5 s. Audio shorter than the clip is
-    padded with silence, longer is cut. ``no_audio``: 'skip' raises for a clip without audio, 'silence'
+    padded with silence, longer is cut; with ``whole_audio`` the whole track is returned as it is.
+    ``no_audio``: 'skip' raises for a clip without audio, 'silence'
     gives zeros. A clip whose video covers less than ``min_seconds`` is refused (a truncated download).
     """
     path = Path(path)
@@ -41,7 +43,8 @@ def decode_clip(path: str | Path, *, segments: int = 10, size: int = 224, sample
             if not has_audio and no_audio == "skip":
                 raise DecodeError("no audio stream (use --no-audio silence to keep such clips)")
             frames, last_t = _frames(container, segments, size)
-        audio = _audio(path, segments * sample_rate, sample_rate) if has_audio else None
+        n = None if whole_audio else segments * sample_rate
+        audio = _audio(path, n, sample_rate) if has_audio else None
     except DecodeError:
         raise
     except (av.FFmpegError, OSError, ValueError, RuntimeError) as e:
@@ -86,7 +89,8 @@ def _frames(container: av.container.InputContainer, segments: int, size: int) ->
     return out, last_t
 
 
-def _audio(path: Path, n: int, sample_rate: int) -> np.ndarray:
+def _audio(path: Path, n: int | None, sample_rate: int) -> np.ndarray:
+    """The mono track at ``sample_rate``: exactly ``n`` samples (cut, or padded with silence), or all of it."""
     chunks: list[np.ndarray] = []
     filled = 0
     with av.open(str(path), metadata_errors="ignore") as container:
@@ -98,11 +102,13 @@ def _audio(path: Path, n: int, sample_rate: int) -> np.ndarray:
             for chunk in resampler.resample(frame):
                 chunks.append(chunk.to_ndarray())  # planar: (channels, samples)
                 filled += chunks[-1].shape[1]
-            if filled >= n:
+            if n is not None and filled >= n:
                 break
         else:
             chunks += [c.to_ndarray() for c in resampler.resample(None)]  # flush
     if not chunks or not sum(c.shape[1] for c in chunks):
         raise DecodeError("audio stream holds no decodable samples")
-    mono = np.concatenate(chunks, axis=1).mean(0, dtype=np.float32)[:n]
-    return np.pad(mono, (0, n - len(mono)))  # a short clip ends in silence
+    mono = np.concatenate(chunks, axis=1).mean(0, dtype=np.float32)
+    if n is None:
+        return mono
+    return np.pad(mono[:n], (0, n - len(mono[:n])))  # a short clip ends in silence

@@ -58,3 +58,23 @@ def jpeg_bytes(frame: np.ndarray, quality: int = 90) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
+
+
+def audio_windows(audio: np.ndarray, segments: int, sample_rate: int, mode: str = "exact") -> np.ndarray:
+    """A mono track -> the (segments * sample_rate,) samples the segments' fbanks are computed from.
+
+    'exact': second i of the clip (the track cut or padded to ``segments`` seconds). 'linspace': LAVisH's
+    AVE loader: one second from each of ``np.linspace(0, len - 1.1 s, segments, dtype=int)``, spread over
+    the whole track; a track of at most 1.1 s gives its start (padded) to every segment.
+    """
+    n, sr = segments * sample_rate, sample_rate
+    if mode == "exact":
+        return np.pad(audio[:n], (0, max(0, n - len(audio))))
+    if mode != "linspace":
+        raise ValueError(f"audio windows {mode!r}: choose 'exact' or 'linspace'")
+    if len(audio) > sr * 1.1:
+        starts = np.linspace(0, len(audio) - sr * 1.1, num=segments, dtype=int)
+    else:
+        starts = np.zeros(segments, dtype=int)
+    first = np.pad(audio[:sr], (0, max(0, sr - len(audio))))
+    return np.concatenate([audio[s:s + sr] if s + sr <= len(audio) else first for s in starts])

@@ -1,9 +1,11 @@
 """The shard format: member names, constants and the validated ``manifest.json`` (no heavy imports).
 
-``manifest.json`` at the shard root: ``format``, ``version``, ``complete``, ``source``, ``preprocessing``,
-``members`` (the sample schema), ``classes`` (background last; ``labels`` index into it), ``shard_size``,
-``splits.<split>`` = ``{samples, shards: [{file, sha256, bytes, samples}], skipped: [{id, reason}],
-segment_histogram}``, and ``build`` (the resume records).
+``manifest.json`` at the shard root: ``format``, ``version``, ``complete``, ``source``, ``preprocessing``
+(including ``audio_windows``: 'exact' or 'linspace'), ``members`` (the sample schema), ``classes``
+(background last; ``labels`` index into it), ``shard_size``, ``splits.<split>`` = ``{records, order_seed,
+samples, shards: [{file, sha256, bytes, samples}], skipped: [{id, key, reason}], notes: [{id, key, note}],
+segment_histogram}`` with ``records == samples + len(skipped)``, and ``build`` (the resume records).
+Shards written before per-record keys lack ``records``, ``order_seed`` and ``notes``; readers need none.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ FIX = "rebuild them with `avpea shards build ave --root AVE_ROOT --out DIR` (or 
 def member_names() -> dict[str, str]:
     names = {m: f"frame of segment {i}, JPEG RGB frame_size x frame_size" for i, m in enumerate(FRAME_MEMBERS)}
     names["fbank.npy"] = "float16 (segments, mel_bins, fbank_frames) log-mel, numpy .npy (no pickle)"
-    names["json"] = "{id, category, labels[segments], split, start, end, quality, source}"
+    names["json"] = ("{id (video id), key (== the tar key, one per annotation record), category, labels[segments], "
+                     "split, start, end, quality, source}")
     return names
 
 

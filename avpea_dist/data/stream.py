@@ -75,8 +75,8 @@ def decode_sample(raw: RawSample, *, num_classes: int, frame_size: int, img_size
     try:
         meta = json.loads(m["json"])
         labels = meta["labels"]
-        if meta["id"] != raw.key:
-            raise SampleError(f"sample '{raw.key}': json id {meta['id']!r} differs from its key")
+        if meta.get("key", meta["id"]) != raw.key:  # shards before keys per record: key = id
+            raise SampleError(f"sample '{raw.key}': json key {meta.get('key', meta['id'])!r} differs from its tar key")
         if (len(labels) != NUM_SEGMENTS or not all(isinstance(x, int) and 0 <= x < num_classes for x in labels)):
             raise SampleError(f"sample '{raw.key}': labels {labels!r} are not {NUM_SEGMENTS} ints < {num_classes}")
         fbank = load_npy(m["fbank.npy"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Collection
 
 import av
 import numpy as np
@@ -143,13 +144,16 @@ def _video_id(rng: np.random.Generator) -> str:
     return "".join(_ID_CHARS[i] for i in rng.integers(len(_ID_CHARS), size=11))
 
 
-def make_dataset(out: str | Path, clips: int, seed: int = 0, num_classes: int = 8,
-                 spec: SynthSpec = SynthSpec(), progress: bool = False) -> dict[str, int]:
-    """Write ``out/AVE/<id>.mp4`` and the annotation/split files; -> clips per split."""
-    if clips < 3:
-        raise ValueError(f"--clips={clips} must be >= 3 (one per split at least)")
-    out = Path(out)
-    names = class_names(num_classes)
+@dataclass(frozen=True)
+class _Record:
+    id: str
+    event: int
+    start: int
+    end: int
+
+
+def _records(clips: int, seed: int, num_classes: int) -> list[_Record]:
+    """Every clip's id, class and event seconds, without drawing its pictures or sound."""
     rng = np.random.default_rng(seed)
     events = rng.permutation(np.arange(clips) % num_classes)
     ids: list[str] = []
@@ -157,15 +161,37 @@ def make_dataset(out: str | Path, clips: int, seed: int = 0, num_classes: int = 
         vid = _video_id(rng)
         if vid not in ids:
             ids.append(vid)
-    lines = []
-    from tqdm import tqdm
-    for n in tqdm(range(clips), desc="synth", unit="clip", disable=not progress):
+    records = []
+    for n in range(clips):
         clip_rng = np.random.default_rng([seed, n])  # each clip from its own stream: order-independent
         length = int(clip_rng.integers(2, 9))
         start = int(clip_rng.integers(0, NUM_SEGMENTS - length + 1))
-        frames, audio = _clip_content(int(events[n]), start, start + length, num_classes, spec, clip_rng)
-        write_mp4(out / "AVE" / f"{ids[n]}.mp4", frames, audio, spec)
-        lines.append(f"{names[events[n]]}&{ids[n]}&good&{start}&{start + length}")
+        records.append(_Record(ids[n], int(events[n]), start, start + length))
+    return records
+
+
+def _write_clip(out: Path, n: int, rec: _Record, seed: int, num_classes: int, spec: SynthSpec) -> None:
+    clip_rng = np.random.default_rng([seed, n])
+    clip_rng.integers(2, 9), clip_rng.integers(0, NUM_SEGMENTS - (rec.end - rec.start) + 1)  # as _records drew
+    frames, audio = _clip_content(rec.event, rec.start, rec.end, num_classes, spec, clip_rng)
+    write_mp4(out / "AVE" / f"{rec.id}.mp4", frames, audio, spec)
+
+
+def make_dataset(out: str | Path, clips: int, seed: int = 0, num_classes: int = 8,
+                 spec: SynthSpec = SynthSpec(), progress: bool = False,
+                 only: Collection[str] | None = None) -> dict[str, int]:
+    """Write the annotation/split files and ``out/AVE/<id>.mp4`` (only the ids in ``only``, when given:
+    a split build writes the videos its own shards need); -> clips per split."""
+    if clips < 3:
+        raise ValueError(f"--clips={clips} must be >= 3 (one per split at least)")
+    out = Path(out)
+    names = class_names(num_classes)
+    records = _records(clips, seed, num_classes)
+    from tqdm import tqdm
+    todo = [n for n, r in enumerate(records) if only is None or r.id in only]
+    for n in tqdm(todo, desc="synth", unit="clip", disable=not progress):
+        _write_clip(out, n, records[n], seed, num_classes, spec)
+    lines = [f"{names[r.event]}&{r.id}&good&{r.start}&{r.end}" for r in records]
     n_eval = max(1, round(0.15 * clips))
     parts = {"train": lines[:clips - 2 * n_eval], "val": lines[clips - 2 * n_eval:clips - n_eval],
              "test": lines[clips - n_eval:]}

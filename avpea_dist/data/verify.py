@@ -67,7 +67,7 @@ def describe(shards_dir: str | Path) -> str:
     m = read_manifest(shards_dir)
     pre = m["preprocessing"]
     lines = [f"shards   {Path(shards_dir)}  (format {m['format']} v{m['version']}, source {m['source']})",
-             "sample schema (one tar member per row, key = video id):"]
+             "sample schema (one tar member per row; key = one per annotation record, json id = video id):"]
     members = dict(m["members"])
     frames = [k for k in members if k.endswith(".jpg")]
     if len(frames) > 2:  # f0.jpg .. f9.jpg share one description

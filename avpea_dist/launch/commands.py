@@ -26,6 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     _sweep_args(p)
     p.set_defaults(func=submit_sweep)
 
+    from ..data.commands import register_submit  # `submit shards build`: the data area owns it
+
+    register_submit(what, _job_args)
+
     p = sub.add_parser("sweep", help="Ray Tune sweep of adapter bottleneck sizes (and more axes)")
     _config_args(p)
     _sweep_args(p)

@@ -85,17 +85,17 @@ def test_build_skips_bad_clips_keeps_good_and_resumes(messy_ave, tmp_path: Path)
                 cat, vid, _, start, end = annotations[meta["id"]]
                 assert meta["split"] == split and meta["category"] == cat
                 assert meta["labels"] == [m["classes"].index(cat) if int(start) <= i < int(end) else 8 for i in range(10)]
-                assert f"{meta['id']}.fbank.npy" in names and f"{meta['id']}.f9.jpg" in names
+                assert f"{meta['key']}.fbank.npy" in names and f"{meta['key']}.f9.jpg" in names
     # A rerun does no work; a lost shard (and an interrupted build: complete=false) is rebuilt alone.
     r = avpea("shards", "build", "ave", "--root", str(root), "--out", str(out), "--workers", "2", "--shard-size", "3")
-    assert r.returncode == 0 and "decoded 0 clips" in r.stdout
+    assert r.returncode == 0 and "decoded 0 videos" in r.stdout
     first = m["splits"]["train"]["shards"][0]
     (out / first["file"]).unlink()
     m["complete"] = False
     (out / "manifest.json").write_text(json.dumps(m))
     r = avpea("shards", "build", "ave", "--root", str(root), "--out", str(out), "--workers", "1", "--shard-size", "3")
     assert r.returncode == 0, r.stderr
-    assert "decoded 3 clips" in r.stdout
+    assert "decoded 3 videos" in r.stdout
     again = json.loads((out / "manifest.json").read_text())
     assert again["splits"]["train"]["shards"][0]["sha256"] == first["sha256"]  # same bytes: deterministic
     # Different options into the same folder are refused rather than mixed.
@@ -137,3 +137,58 @@ def test_synth_is_deterministic(tmp_path: Path) -> None:
         assert f.read_bytes() == (b / "AVE" / f.name).read_bytes()
     make_dataset(tmp_path / "c", 4, seed=8)
     assert (tmp_path / "c" / "Annotations.txt").read_text() != (a / "Annotations.txt").read_text()
+
+
+def test_real_annotations_one_sample_per_record(tmp_path: Path) -> None:
+    """The real excerpt (tests/data/fixtures/ave_real), header-less copies of two files, mp4s for 8 of its
+    15 videos: one sample per record with its own key and labels, a video decoded once for all its records,
+    every other record skipped with its reason, the zero-duration record kept as all-background."""
+    from tests.data.test_ave import real_copy
+
+    root = real_copy(tmp_path / "ave", strip_header=("Annotations.txt", "testSet.txt"))
+    have = ["0f_iTO5t3hU", "3tsi7DKGrWQ", "0i24WckNCeE", "0qvQIuQoODo", "VWi2ENBuTbw", "c---zaDCTaE",
+            "SiA-LmxRebg", "Hhqvvc4qu2Y"]
+    rng = np.random.default_rng(0)
+    for k, vid in enumerate(have):
+        tone = np.sin(2 * np.pi * (300 + 100 * k) * np.arange(160000) / 16000).astype(np.float32)
+        write_mp4(root / "AVE" / f"{vid}.mp4", rng.integers(0, 255, (20, 32, 32, 3), dtype=np.uint8), 0.3 * tone,
+                  SynthSpec(size=32, fps=2))
+    out = tmp_path / "shards"
+    r = avpea("shards", "build", "ave", "--root", str(root), "--out", str(out), "--workers", "2",
+              "--shard-size", "3", "--order-seed", "5")
+    assert r.returncode == 0, r.stderr
+    assert "decoded 15 videos for 21 records" in r.stdout and "note: train VWi2ENBuTbw" in r.stdout
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["preprocessing"]["audio_windows"] == "exact"
+    lines = {s: (root / f"{s}Set.txt").read_text().removeprefix("Category&VideoID&Quality&StartTime&EndTime\n")
+             .splitlines() for s in ("train", "val", "test")}
+    samples = {}
+    for split, s in m["splits"].items():
+        assert s["records"] == len(lines[split]) == s["samples"] + len(s["skipped"]) and s["order_seed"] == 5
+        assert {e["reason"] for e in s["skipped"]} == {"missing file"}
+        assert all(e["id"] not in have for e in s["skipped"])
+        for sh in s["shards"]:
+            with tarfile.open(out / sh["file"]) as tar:
+                for n in tar.getnames():
+                    key, member = n.split(".", 1)
+                    samples.setdefault(key, {})[member] = tar.extractfile(n).read()
+        written = [json.loads(v["json"]) for v in samples.values() if json.loads(v["json"])["split"] == split]
+        assert sorted(e["key"] for e in written) == sorted(
+            f"{split}-{i:05d}-{vid}" for i, vid in enumerate(x.split("&")[1] for x in lines[split]) if vid in have)
+        for e in written:  # its own record's labels
+            cat, vid, _, start, end = lines[split][int(e["key"].split("-")[1])].split("&")
+            assert (e["id"], e["category"]) == (vid, cat)
+            assert e["labels"] == [m["classes"].index(cat) if int(start) <= i < int(end) else 6 for i in range(10)]
+    assert len(samples) == 13
+    triple = [v for v in samples.values() if json.loads(v["json"])["id"] == "0f_iTO5t3hU"]
+    assert len(triple) == 3 and all(v["fbank.npy"] == triple[0]["fbank.npy"] and v["f3.jpg"] == triple[0]["f3.jpg"]
+                                    for v in triple)
+    zero = next(json.loads(v["json"]) for v in samples.values() if json.loads(v["json"])["id"] == "VWi2ENBuTbw")
+    assert zero["labels"] == [6] * 10
+    assert m["splits"]["train"]["notes"] == [{"id": "VWi2ENBuTbw", "key": zero["key"],
+                                              "note": m["splits"]["train"]["notes"][0]["note"]}]
+    # Shuffled before cutting: train's file order is class-grouped, its shards are not.
+    first = [json.loads(v["json"])["key"] for k, v in samples.items() if k.startswith("train-")]
+    assert first != sorted(first)
+    r = avpea("shards", "verify", str(out), "--decode")
+    assert r.returncode == 0 and "OK" in r.stdout, r.stdout

@@ -70,3 +70,27 @@ def test_broken_inputs_are_decode_errors_with_reasons(tmp_path: Path) -> None:
     assert reasons["silent"].startswith("no audio stream") and reasons["short"].startswith("too short")
     frames, audio = decode_clip(tmp_path / "silent.mp4", no_audio="silence")
     assert frames.shape == (10, 224, 224, 3) and not audio.any()
+
+
+def test_audio_windows_exact_and_lavish_linspace(tmp_path: Path) -> None:
+    """'linspace' takes LAVisH's one-second windows, starting at np.linspace(0, len - 1.1 s, 10) over the
+    whole track (here a 12 s ramp: the starts worked out by hand); 'exact' takes seconds 0..9."""
+    from avpea_dist.data.build import BuildOptions, encode_video, preprocessing
+    from avpea_dist.data.features import audio_windows
+
+    ramp = np.arange(12 * 16000, dtype=np.float32)
+    lin = audio_windows(ramp, 10, 16000, "linspace").reshape(10, 16000)
+    assert lin[:, 0].tolist() == [0, 19377, 38755, 58133, 77511, 96888, 116266, 135644, 155022, 174400]
+    assert (np.diff(lin, axis=1) == 1).all()  # contiguous seconds
+    assert (audio_windows(ramp, 10, 16000, "exact") == ramp[:160000]).all()
+    short = audio_windows(ramp[:8000], 10, 16000, "linspace").reshape(10, 16000)
+    assert (short[:, :8000] == ramp[:8000]).all() and not short[:, 8000:].any()
+    assert (audio_windows(ramp[:9 * 16000], 10, 16000, "exact")[9 * 16000:] == 0).all()
+    # Through the build's worker on a real 12 s clip: same frames, audio from other windows.
+    path = _clip(tmp_path / "long.mp4", 12.0, SynthSpec(fps=4), 64, 64)
+    _, whole = decode_clip(path, whole_audio=True)
+    assert abs(len(whole) - 12 * 16000) < 2048
+    (s1, exact), (s2, linspace) = (encode_video(str(path), BuildOptions(audio_windows=w))
+                                   for w in ("exact", "linspace"))
+    assert s1 == s2 == "ok" and exact["f5.jpg"] == linspace["f5.jpg"] and exact["fbank.npy"] != linspace["fbank.npy"]
+    assert preprocessing(BuildOptions(audio_windows="linspace"))["audio_windows"] == "linspace"
