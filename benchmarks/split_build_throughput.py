@@ -57,7 +57,8 @@ def main() -> None:
         runs = [build(root, Path(tmp) / f"out{t}", t, args.cluster) for t in args.tasks]
     record = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
               "cluster": args.cluster, "clips": args.clips,
-              "input": f"H.264 {spec.size}x{spec.size} {spec.fps} fps + AAC {spec.sample_rate} Hz {spec.channels} ch, 10 s", "runs": runs}
+              "input": f"H.264 {spec.size}x{spec.size} {spec.fps} fps + AAC {spec.sample_rate} Hz "
+                       f"{spec.channels} ch, 10 s", "runs": runs}
     RESULTS.mkdir(exist_ok=True)
     from avpea_dist.io import atomic_write_json
 
