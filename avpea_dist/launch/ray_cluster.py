@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -63,7 +64,8 @@ def _start_node(args: list[str], log_path: Path) -> subprocess.Popen:
     """``ray start ARGS --block`` as a child process, once its node is up (its output goes to ``log_path``)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen([*args, "--block"], stdout=log, stderr=subprocess.STDOUT)
+        # Its own process group: Ray's agents outlive a raylet that died first, and are found by group.
+        proc = subprocess.Popen([*args, "--block"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + START_TIMEOUT_S
     while "Ray runtime started" not in log_path.read_text(errors="replace"):
         if proc.poll() is not None or time.time() > deadline:
@@ -75,12 +77,17 @@ def _start_node(args: list[str], log_path: Path) -> subprocess.Popen:
 
 
 def _stop_node(proc: subprocess.Popen) -> None:
+    """End ``ray start --block`` (it stops its node's processes), then whatever of its group is left."""
     proc.terminate()
     try:
         proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:  # nothing left
+        pass
 
 
 class SweepJob(BoundedRequeue):

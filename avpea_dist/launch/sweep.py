@@ -166,14 +166,18 @@ def _val_metrics(record: dict[str, Any]) -> dict[str, Any]:
             for k, v in record.items() if k != "split"}
 
 
-def _placement(from_step: int) -> dict[str, Any]:
-    """Where this start of a trial runs: its Ray node, that node's Slurm name (or host), and the step it
-    resumes from. Ray nodes sharing one machine differ only in their node id."""
+def _placement(run_dir: Path) -> dict[str, Any]:
+    """Where this start of a trial runs: its Ray node, that node's Slurm name (or host), and the step of the
+    run folder's newest checkpoint, which the run resumes from (Tune's own record of the trial's checkpoint
+    may lag behind it after a driver restart). Ray nodes sharing one machine differ only in their node id."""
     import ray
 
+    from ..train.checkpoint import complete_tags
     from .executor import node_name
 
-    return {"ray_node_id": ray.get_runtime_context().get_node_id(), "host": node_name(), "from_step": from_step}
+    tags = complete_tags(run_dir / "checkpoints")
+    return {"ray_node_id": ray.get_runtime_context().get_node_id(), "host": node_name(),
+            "from_step": tags[-1][0] if tags else 0}
 
 
 def train_trial(point: dict[str, Any], *, base: dict[str, Any], sweep_dir: str, workers: int = 1,
@@ -189,12 +193,12 @@ def train_trial(point: dict[str, Any], *, base: dict[str, Any], sweep_dir: str, 
     cfg = trial_config(base, point, folder)
     key = point_key(point)
     status = folder / "trials" / f"{key}.json"
-    prior_wall, from_step = 0.0, 0
+    prior_wall = 0.0
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             record = json.loads((Path(d) / "trial.json").read_text())
-        prior_wall, from_step = float(record["wall_time_s"]), int(record["step"])
+        prior_wall = float(record["wall_time_s"])
         log.info("trial %s resumes from %s (step %s)", key, record["run_dir"], record["step"])
     state = json.loads(status.read_text()) if status.is_file() else {}
     if state.get("status") == "finished":
@@ -202,7 +206,7 @@ def train_trial(point: dict[str, Any], *, base: dict[str, Any], sweep_dir: str, 
         log.info("trial %s already finished at step %s; not rerun", key, state.get("step"))
         return
     _update(status, point=point, run_dir=cfg.train.out, status="running", starts=state.get("starts", 0) + 1,
-            nodes=[*state.get("nodes", []), _placement(from_step)])
+            nodes=[*state.get("nodes", []), _placement(Path(cfg.train.out))])
 
     t0 = time.time()
     best = {"val": float(state.get("best_val_accuracy", float("-inf")))}

@@ -160,6 +160,13 @@ def stop_pid_files(*pid_files: Path) -> None:
                 pass
 
 
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
 def _environ(pid: str) -> list[bytes]:
     try:
         return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
@@ -225,8 +232,12 @@ class SlurmCluster:
                 pass
 
     def lose_node(self, node: str) -> None:
-        """The node dies: its slurmd, its job step daemons and every task process on it, at once."""
-        self.kill(self.processes(node=node))
+        """The node dies: its slurmd, its job step daemons and every task process on it, at once (with the
+        process groups they lead: Ray's agents, for one, carry only a trimmed environment)."""
+        pids = self.processes(node=node)
+        groups = {pid for pid in pids if _pgid(pid) == pid}
+        self.kill(pids + [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
+                          and _pgid(int(p.name)) in groups])
 
     def drain(self) -> None:
         """Cancel this cluster's jobs and wait until they have left the queue (their step daemons exit too)."""

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from avpea_dist.train.checkpoint import complete_tags
+
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.distributed]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,6 +57,12 @@ def wait_for(what: str, check, timeout_s: float, folder: Path, logs: Path):
     pytest.fail(f"no {what} within {timeout_s:.0f} s; trials: {trial_states(folder)}\n{tails}")
 
 
+def saved_step(folder: Path, key: str) -> int:
+    """The step of the trial's newest complete checkpoint (0: none yet)."""
+    tags = complete_tags(folder / "runs" / key / "checkpoints")
+    return tags[-1][0] if tags else 0
+
+
 def on(state: dict, host: str) -> bool:
     return bool(state.get("nodes")) and state["nodes"][-1]["host"] == host
 
@@ -72,13 +80,13 @@ def test_sweep_survives_a_lost_node_and_resumes_after_the_job_ends(slurm_cluster
     job_id = re.search(r"submitted sweep job (\d+): 2 node\(s\) x 1 task\(s\) on slurm", submit.stdout).group(1)
     logs = folder / "submitit"
 
-    # Placed on both nodes; the trial on n2 has reported a checkpoint.
+    # Placed on both nodes; the trial on n2 has saved a checkpoint in its run folder.
     victim = wait_for("checkpointed trial on n2", lambda s: next(
-        (k for k, v in s.items() if on(v, "n2") and v.get("step", 0) >= 2 and v["status"] == "running"), None),
+        (k for k, v in s.items() if on(v, "n2") and v["status"] == "running" and saved_step(folder, k)), None),
         240, folder, logs)
     assert any(on(v, "n1") for v in trial_states(folder).values())
-    saved = trial_states(folder)[victim]["step"]
     slurm_cluster.lose_node("n2")
+    saved = saved_step(folder, victim)
 
     # The sweep goes on with n1 alone: the lost trial is retried there, from its checkpoint.
     retried = wait_for("retry of the lost trial", lambda s: s[victim] if s[victim].get("starts") == 2 else None,
