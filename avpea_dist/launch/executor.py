@@ -8,9 +8,9 @@ submitit's own generator, so what a user reads is what Slurm gets.
 from __future__ import annotations
 
 import math
+import os
 import re
 import shlex
-import os
 import shutil
 import socket
 import sys

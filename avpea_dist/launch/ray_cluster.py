@@ -6,9 +6,10 @@ writes ``done`` and stops its Ray node. The other tasks wait for the address, jo
 and GPUs, and leave when ``done`` appears. A requeued job reruns the sweep under the same name, which
 continues it (``Tuner.restore``).
 
-Each task runs its Ray node as a child, ``ray start --block``, and ends it by ending that child: Ray's
-reaper then stops that node's processes, and only those. ``ray stop`` would stop every Ray instance on
-the machine, another job's on a shared node included. A node lost mid-sweep takes its trials with it;
+Each task runs its Ray node as a child, ``ray start --block`` in a process group of its own, and ends it
+by ending that child (which stops its node's processes) and then that group: this node's processes, and
+only those. ``ray stop`` would stop every Ray instance on the machine, another job's on a shared node
+included. A node lost mid-sweep takes its trials with it;
 Ray marks it dead, and Tune retries each of its trials elsewhere from the trial's last checkpoint.
 """
 
