@@ -24,7 +24,7 @@ from . import exit_with, worker_context
 from ..io import atomic_open, sha256_file
 from .ave import NUM_SEGMENTS, Clip, read_ave
 from .manifest import FBANK_FRAMES, MEL_BINS
-from .parts import intact, load_done, merge_if_complete, write_part
+from .parts import intact, load_done, mark_unfinished, merge_if_complete, write_part
 from .plan import Shard, fingerprint, make_plan, task_shards
 from .tario import TarShardWriter
 
@@ -226,6 +226,8 @@ def build_task(root: str | Path, out: str | Path, opts: BuildOptions = BuildOpti
     done = {s.name: previous[s.name] for s in mine if s.name in previous and intact(out, previous[s.name])}
     todo = [s for s in mine if s.name not in done]
     write_part(out, task, tasks, fp, done, run=run, finished=False)
+    if todo:
+        mark_unfinished(out)
     if prepare is not None:
         prepare([c for s in todo for c in s.clips])
     t0 = time.perf_counter()
@@ -246,8 +248,8 @@ def build_task(root: str | Path, out: str | Path, opts: BuildOptions = BuildOpti
         "task": task, "tasks": tasks, "shards": len(mine), "built_shards": len(todo),
         "reused_shards": len(mine) - len(todo), "clips_processed": records, "videos_decoded": videos.decoded,
         "written": sum(done[s.name]["samples"] for s in todo),
-        "skipped": sum(len(done[s.name]["skipped"]) for s in todo), "seconds": seconds,
-        "clips_per_s": records / seconds if records and seconds > 0 else 0.0}}
+        "skipped": sum(len(done[s.name]["skipped"]) for s in todo), "seconds": round(seconds, 3),
+        "clips_per_s": round(records / seconds, 3) if records and seconds > 0 else 0.0}}
 
 
 def build_ave(root: str | Path, out: str | Path, opts: BuildOptions = BuildOptions(),

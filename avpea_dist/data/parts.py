@@ -53,6 +53,16 @@ def load_done(out: Path, fingerprint: str) -> dict[str, dict[str, Any]]:
     return done
 
 
+def mark_unfinished(out: Path) -> None:
+    """A task about to rebuild shards of a finished folder: readers see ``complete: false`` (and a one-line
+    'rerun to resume' error) until the final merge, not a manifest listing shards being rewritten."""
+    path = out / MANIFEST
+    if path.is_file():
+        manifest = _read_json(path)
+        if manifest.get("complete"):
+            atomic_write_json(path, {**manifest, "complete": False})
+
+
 def intact(out: Path, rec: dict[str, Any]) -> bool:
     """A finished shard whose file is still there with its recorded hash (or one that needed no file)."""
     if rec["file"] is None:

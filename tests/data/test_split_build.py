@@ -81,3 +81,16 @@ def test_killed_task_rebuilds_only_its_unfinished_shards(one_task, tmp_path: Pat
     assert (ranks[1]["reused_shards"], ranks[1]["built_shards"]) == ("1", "2")
     assert (ranks[0]["reused_shards"], ranks[0]["built_shards"]) == ("0", "3")
     _same_build(out, one)
+    # A finished folder with a lost shard reads as unfinished while that shard is rebuilt, then complete again.
+    from avpea_dist.data.build import BuildOptions, build_task
+
+    (out / "train-000001.tar").unlink()
+    seen = []
+
+    def look(records: list) -> None:
+        seen.append(json.loads((out / "manifest.json").read_text())["complete"])
+
+    result = build_task(data, out, BuildOptions(workers=1, shard_size=2), task=1, tasks=2, progress=False,
+                        prepare=look)
+    assert seen == [False] and result["stats"]["built_shards"] == 1 and result["manifest"]["complete"]
+    _same_build(out, one)
