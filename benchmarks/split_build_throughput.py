@@ -6,6 +6,7 @@ task) for each T, in a fresh process each, and reads every task's own rate from 
 The record goes to ``benchmarks/results/data_split_build.json``; the machine and its load are in it.
 
     python benchmarks/split_build_throughput.py --clips 16
+    python benchmarks/split_build_throughput.py --clips 16 --cluster slurm   # 1 and 2 nodes, one task each
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from pathlib import Path
 from build_throughput import RESULTS, machine
 
 
-def build(root: Path, out: Path, tasks: int) -> dict:
+def build(root: Path, out: Path, tasks: int, cluster: str = "local") -> dict:
+    # On Slurm one task per node (--nodes T), as a multi-node build runs; locally T tasks on this machine.
+    layout = ["--nodes", str(tasks), "--tasks-per-node", "1", "--wait"] if cluster == "slurm" else [
+        "--tasks-per-node", str(tasks)]
     cmd = [sys.executable, "-m", "avpea_dist.cli", "submit", "shards", "build", "ave", "--root", str(root),
-           "--out", str(out), "--cluster", "local", "--tasks-per-node", str(tasks), "--cpus-per-task", "1",
-           "--shard-size", "4"]
+           "--out", str(out), "--cluster", cluster, *layout, "--cpus-per-task", "1", "--shard-size", "4"]
     t = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, check=True)
     wall = time.perf_counter() - t
@@ -39,7 +42,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clips", type=int, default=16)
     ap.add_argument("--tasks", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--work", default=None, help="scratch folder (default: a temp folder)")
+    ap.add_argument("--work", default=None,
+                    help="scratch folder (default: a temp folder; on Slurm, one that every node sees)")
+    ap.add_argument("--cluster", choices=("local", "slurm"), default="local",
+                    help="slurm: each build a job of T nodes x 1 task on the cluster SLURM_CONF names")
     args = ap.parse_args()
 
     from avpea_dist.data.synth import SynthSpec, make_dataset
@@ -48,14 +54,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         root = Path(tmp) / "ave"
         make_dataset(root, args.clips, seed=0, spec=spec)
-        runs = [build(root, Path(tmp) / f"out{t}", t) for t in args.tasks]
+        runs = [build(root, Path(tmp) / f"out{t}", t, args.cluster) for t in args.tasks]
     record = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
-              "clips": args.clips, "input": f"H.264 {spec.size}x{spec.size} {spec.fps} fps + AAC "
-              f"{spec.sample_rate} Hz {spec.channels} ch, 10 s", "runs": runs}
+              "cluster": args.cluster, "clips": args.clips,
+              "input": f"H.264 {spec.size}x{spec.size} {spec.fps} fps + AAC {spec.sample_rate} Hz "
+                       f"{spec.channels} ch, 10 s", "runs": runs}
     RESULTS.mkdir(exist_ok=True)
     from avpea_dist.io import atomic_write_json
 
-    atomic_write_json(RESULTS / "data_split_build.json", record)
+    name = "data_split_build.json" if args.cluster == "local" else f"data_split_build_{args.cluster}.json"
+    atomic_write_json(RESULTS / name, record)
     print(json.dumps(record, indent=2))
 
 

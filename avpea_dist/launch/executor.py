@@ -8,15 +8,22 @@ submitit's own generator, so what a user reads is what Slurm gets.
 from __future__ import annotations
 
 import math
+import os
 import re
 import shlex
 import shutil
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 CLUSTERS = ("slurm", "local")
+
+
+def node_name() -> str:
+    """The Slurm node this process runs on (several nodes may share one host, as in the tests), else the host."""
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
 
 
 def parse_time(text: str) -> int:

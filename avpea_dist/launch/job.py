@@ -29,6 +29,7 @@ from submitit.core.utils import DelayedSubmission
 
 from .. import runtime
 from ..io import atomic_write_json
+from .executor import node_name
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class TrainJob(BoundedRequeue):
         runtime.start_process()  # accelerator, and this rank's share of the CPUs (LOCAL_WORLD_SIZE is set now)
         cfg = config_from_dict(self.cfg)
         log.info("job %s rank %d/%d (local %d) on %s, master %s:%d, requeue %d of at most %d",
-                 job_env.job_id, dist_env.rank, dist_env.world_size, dist_env.local_rank, job_env.hostname,
+                 job_env.job_id, dist_env.rank, dist_env.world_size, dist_env.local_rank, node_name(),
                  dist_env.master_addr, dist_env.master_port, self.requeues, self.max_requeues)
         result = run_training(cfg)
         requeue = result.get("status") == "preempted" and usr_sig in received

@@ -160,6 +160,20 @@ def _val_metrics(record: dict[str, Any]) -> dict[str, Any]:
             for k, v in record.items() if k != "split"}
 
 
+def _placement(run_dir: Path) -> dict[str, Any]:
+    """Where this start of a trial runs: its Ray node, that node's Slurm name (or host), and the step of the
+    run folder's newest checkpoint, which the run resumes from (Tune's own record of the trial's checkpoint
+    may lag behind it after a driver restart). Ray nodes sharing one machine differ only in their node id."""
+    import ray
+
+    from ..train.checkpoint import complete_tags
+    from .executor import node_name
+
+    tags = complete_tags(run_dir / "checkpoints")
+    return {"ray_node_id": ray.get_runtime_context().get_node_id(), "host": node_name(),
+            "from_step": tags[-1][0] if tags else 0}
+
+
 def train_trial(point: dict[str, Any], *, base: dict[str, Any], sweep_dir: str, workers: int = 1,
                 use_gpu: bool = False, cpus_per_worker: int = 1) -> None:
     """One Tune trial: a full ``run_training``, in this process (one rank: CPU or one GPU) or on
@@ -184,7 +198,8 @@ def train_trial(point: dict[str, Any], *, base: dict[str, Any], sweep_dir: str, 
         # It finished before the driver died, but Tune's snapshot (taken every ~10 s) missed it.
         log.info("trial %s already finished at step %s; not rerun", key, state.get("step"))
         return
-    _update(status, point=point, run_dir=cfg.train.out, status="running", starts=state.get("starts", 0) + 1)
+    _update(status, point=point, run_dir=cfg.train.out, status="running", starts=state.get("starts", 0) + 1,
+            nodes=[*state.get("nodes", []), _placement(Path(cfg.train.out))])
 
     t0 = time.time()
     best = {"val": float(state.get("best_val_accuracy", float("-inf")))}

@@ -17,7 +17,7 @@ from ..io import atomic_open, atomic_write_text
 from .sweep import point_key, trial_config
 
 COLUMNS = ("adapter_params", "trainable_params", "trainable_share", "best_val_accuracy", "steps", "wall_time_s",
-           "status")
+           "status", "hosts", "ray_nodes")
 
 
 def _param_counts(cfg: Any) -> dict[str, Any]:
@@ -59,6 +59,9 @@ def collect_rows(folder: Path, base: dict[str, Any], points: list[dict[str, Any]
             "steps": state.get("step"),
             "wall_time_s": state.get("wall_time_s"),
             "status": status,
+            # Every node a trial ran on, in order (a trial retried after a lost node ran on two).
+            "hosts": " ".join(dict.fromkeys(n["host"] for n in state.get("nodes", []))) or None,
+            "ray_nodes": " ".join(dict.fromkeys(n["ray_node_id"] for n in state.get("nodes", []))) or None,
         })
     return rows
 
@@ -72,6 +75,8 @@ def _fmt(key: str, value: Any) -> str:
         return f"{100 * value:.2f}%"
     if key == "wall_time_s":
         return f"{value:.1f}"
+    if key == "ray_nodes":  # ids of 56 hex digits: their first 8 tell the nodes of one sweep apart
+        return " ".join(node[:8] for node in value.split())
     if key in ("adapter_params", "trainable_params"):
         return f"{value:,}"
     return str(value)

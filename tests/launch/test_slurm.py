@@ -1,4 +1,4 @@
-"""`avpea submit train --cluster slurm` through a real single-node Slurm (see conftest.py): sbatch, srun,
+"""`avpea submit train --cluster slurm` on one node of the session's real Slurm (see slurmkit.py): sbatch, srun,
 2 tasks, DeepSpeed on gloo, to a finished run folder."""
 
 from __future__ import annotations
