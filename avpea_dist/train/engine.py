@@ -100,7 +100,9 @@ def deepspeed_config(cfg: Config, trainable_params: int = 50_000_000, world_size
     return {
         "train_micro_batch_size_per_gpu": cfg.data.batch_size,
         "gradient_accumulation_steps": cfg.optim.grad_accum,
-        "gradient_clipping": cfg.optim.grad_clip,
+        # ZeRO 1/2 clip their flat fp32 partitions and report the norm. At ZeRO 0 DeepSpeed would clip with
+        # a Python loop over every tensor and keep no norm: train_step clips there, in one foreach pass.
+        "gradient_clipping": cfg.optim.grad_clip if cfg.dist.zero_stage > 0 else 0.0,
         "zero_optimization": zero,
         "bf16": {"enabled": False},  # see the module docstring: fp32 engine, bf16 autocast forward
         "torch_autocast": {"enabled": precision == "bf16", "dtype": "bfloat16",
@@ -121,8 +123,8 @@ def build_engine(model: nn.Module, cfg: Config) -> tuple[Any, torch.optim.lr_sch
         model.set_backbone_dtype(torch.bfloat16)  # frozen weights only: adapters and head stay fp32
     groups = param_groups(model, cfg)
     optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr_adapter, betas=tuple(cfg.optim.betas),
-                                  eps=cfg.optim.eps, foreach=False,
-                                  fused=torch.cuda.is_available())  # one kernel per group on GPU
+                                  eps=cfg.optim.eps, foreach=not torch.cuda.is_available(),
+                                  fused=torch.cuda.is_available())  # never a Python loop over ~600 tensors
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, WarmupCosine(cfg.optim.warmup_steps, cfg.train.steps, cfg.optim.min_lr_ratio))
     trainable = sum(p.numel() for g in groups for p in g["params"])
@@ -130,4 +132,8 @@ def build_engine(model: nn.Module, cfg: Config) -> tuple[Any, torch.optim.lr_sch
     engine, _, _, scheduler = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule,
                                                    config=deepspeed_config(cfg, trainable, world),
                                                    dist_init_required=False)
+    engine.avpea_grad_clip = cfg.optim.grad_clip  # train_step clips at ZeRO 0 (see deepspeed_config)
+    if world == 1 and cfg.dist.zero_stage == 0:
+        # One rank: DeepSpeed would still flatten every gradient, scale it by 1 and copy it back.
+        engine.enable_backward_allreduce = False
     return engine, scheduler

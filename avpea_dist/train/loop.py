@@ -150,7 +150,12 @@ def _update(engine: Any) -> tuple[bool, float | None]:
         engine.global_steps, engine.global_samples = steps, samples
         return False, math.inf
     params = [p for g in engine.optimizer.param_groups for p in g["params"] if p.grad is not None]
-    norm = float(torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)) if params else 0.0
+    clip = getattr(engine, "avpea_grad_clip", 0.0)
+    grads = [p.grad for p in params]
+    # The global norm (gradients are already all-reduced); clipping a non-finite one is harmless: skipped.
+    total = (torch.nn.utils.clip_grad_norm_(params, clip, foreach=True) if clip > 0
+             else torch.nn.utils.get_total_norm(grads, foreach=True)) if grads else torch.zeros(())
+    norm = float(total)
     if math.isfinite(norm):
         engine.step()
         return True, norm
