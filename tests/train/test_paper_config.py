@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from test_resume_2rank import _kill_tree
 from trainkit import REPO, TINY, fake_batch, free_port, run_ranks
 
 pytestmark = [pytest.mark.distributed]
@@ -58,6 +58,8 @@ def _one_step_per_stage(rank: int) -> dict:
     return out
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_one_optimizer_step_at_every_zero_stage_for_both_shipped_configs():
     ranks = run_ranks(_one_step_per_stage, timeout=600)
     assert ranks[0]["vitl/zero2"]["trainable"] == 13_800_525  # odd: the count that broke ZeRO's alignment
@@ -104,12 +106,6 @@ def _train_lines(out: Path) -> list[dict]:
     return recs
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks: one session, started for this test
-        proc.wait()
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_paper_configuration_zero2_two_ranks_kill_and_resume_exactly(tmp_path):
@@ -119,7 +115,7 @@ def test_paper_configuration_zero2_two_ranks_kill_and_resume_exactly(tmp_path):
     try:
         assert proc.wait(timeout=400) == 0, log_a.read_text()[-3000:]
     finally:
-        _kill_group(proc)
+        _kill_tree(proc)
 
     proc = _start(b, log_b)
     try:
@@ -129,15 +125,15 @@ def test_paper_configuration_zero2_two_ranks_kill_and_resume_exactly(tmp_path):
             assert time.time() < deadline, f"run B logged no step 3:\n{log_b.read_text()[-3000:]}"
             time.sleep(0.2)
     finally:
-        _kill_group(proc)  # SIGKILL: no handler runs, the step-2 checkpoint is what survives
+        _kill_tree(proc)  # SIGKILL, torchrun and each rank: the step-2 checkpoint is what survives
     assert (b / "checkpoints" / "step_00000002" / "manifest.json").is_file()
 
     proc = _start(b, log_b)
     try:
         assert proc.wait(timeout=400) == 0, log_b.read_text()[-3000:]
     finally:
-        _kill_group(proc)
-    assert "resumed from" in log_b.read_text()
+        _kill_tree(proc)
+    assert "resumed from" in log_b.read_text() and "(step 2)" in log_b.read_text()
     la, lb = _train_lines(a), _train_lines(b)
     assert [r["step"] for r in la] == list(range(1, STEPS + 1))
     assert [r["step"] for r in lb] == list(range(1, STEPS + 1)), "the resumed metrics must read like run A's"
