@@ -152,6 +152,57 @@ def _profile(system: System, batch: dict[str, Any], steps: int, rows: int) -> st
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
+def activation_bytes(config: str, img: int, mel: int, frames: int) -> tuple[int, int]:
+    """(bytes the backward keeps, tokens) for one clip at these input sizes, bf16 autocast over a bf16 frozen
+    backbone (the GPU setting), counted by the autograd saved-tensor hooks; weights are not counted."""
+    from avpea_dist.config import load_config
+    from avpea_dist.models.model import build_model
+
+    cfg = load_config(config, SMALL + [f"model.img_size={img}", f"model.mel_bins={mel}",
+                                     f"model.audio_frames={frames}"])
+    torch.manual_seed(0)
+    model = build_model(cfg.model, load_weights=False)
+    model.set_backbone_dtype(torch.bfloat16)
+    weights = {p.data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in weights:
+            seen[ptr] = max(seen.get(ptr, 0), t.untyped_storage().nbytes())
+        return t
+
+    b = _batch(cfg, torch.device("cpu"))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(b["frames"], b["audio"])
+    patch = model.vit.patch_embed.patch_size[0]
+    tokens = cfg.model.num_segments * (1 + (img // patch) ** 2 + 1 + (mel // patch) * (frames // patch))
+    return sum(seen.values()), tokens
+
+
+def predict_gpu_memory(config: str) -> dict[str, Any]:
+    """Peak GPU memory of the real paper configuration (224x224, 128x102 audio) at 8 and 16 clips per step,
+    from activation sizes measured at two small input sizes (linear in tokens: fused attention keeps O(N))."""
+    from avpea_dist.config import load_config
+    from avpea_dist.models.model import build_model, param_counts
+
+    (b1, t1), (b2, t2) = activation_bytes(config, 32, 32, 32), activation_bytes(config, 64, 64, 64)
+    per_token = (b2 - b1) / (t2 - t1)
+    real = load_config(config, ["model.pretrained=none"]).model
+    patch = 16
+    tokens = real.num_segments * (1 + (real.img_size // patch) ** 2 + 1 + (real.mel_bins // patch) *
+                                  (real.audio_frames // patch))
+    counts = param_counts(build_model(load_config(config, SMALL).model, load_weights=False))
+    # bf16 frozen weights; fp32 trainable weights, gradients and AdamW's two moments (ZeRO 0: all on one GPU).
+    static = 2 * counts["backbone_params"] + 16 * counts["trainable_params"]
+    fixed = b1 - per_token * t1
+    out = {"activation_bytes_per_token": per_token, "tokens_per_clip": tokens, "static_gib": static / 2**30,
+           "measured": [{"tokens": t1, "bytes": b1}, {"tokens": t2, "bytes": b2}]}
+    for clips in (8, 16):
+        out[f"predicted_peak_gib_{clips}_clips"] = (static + fixed + per_token * tokens * clips) / 2**30
+    return out
+
+
 def measure_rank(rank: int, world: int, args: argparse.Namespace) -> dict[str, Any]:
     """Every stage on this rank's process group; rank 0's record is the one kept."""
     import deepspeed
@@ -164,6 +215,7 @@ def measure_rank(rank: int, world: int, args: argparse.Namespace) -> dict[str, A
         torch.cuda.set_device(device)
     deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo", verbose=False)
     rows = []
+    memory = predict_gpu_memory(args.config) if args.memory and world == 1 and not args.tiny else None
     try:
         for stage in args.stages:
             cfg = load_config(args.config, SMALL + (TINY if args.tiny else []) + args.overrides +
@@ -194,7 +246,7 @@ def measure_rank(rank: int, world: int, args: argparse.Namespace) -> dict[str, A
         peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
         dist.barrier()
         dist.destroy_process_group()
-    return {"rank": rank, "rows": rows, "peak_rss_gib": peak_rss,
+    return {"rank": rank, "rows": rows, "peak_rss_gib": peak_rss, "gpu_memory_prediction": memory,
             "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None}
 
 
@@ -254,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--tiny", action="store_true", help="ViT-Tiny structure, 2 segments: a smoke test")
     ap.add_argument("--profile", type=int, default=0, help="profile this many system steps on rank 0")
+    ap.add_argument("--no-memory", dest="memory", action="store_false",
+                    help="skip the activation-size measurement behind the GPU memory prediction")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds to wait for a rank count to finish")
     ap.add_argument("--json", default=None, help="write the record here")
     ap.add_argument("overrides", nargs="*", help="config overrides, e.g. model.num_classes=10")
@@ -286,6 +340,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"peak resident memory per rank: " + "; ".join(
         f"{rec['rows'][0]['ranks']} rank(s): {', '.join(f'{g:.2f}' for g in rec['peak_rss_gib_per_rank'])} GiB"
         for rec in records if rec["rows"]) + " (plain and system models together, frozen weights shared)")
+    memory = next((rec["gpu_memory_prediction"] for rec in records if rec.get("gpu_memory_prediction")), None)
+    if memory:
+        print(f"activations: {memory['activation_bytes_per_token'] / 2**10:.1f} KiB per token (bf16 autocast, "
+              f"measured at {memory['measured'][0]['tokens']} and {memory['measured'][1]['tokens']} tokens); the real "
+              f"paper configuration ({memory['tokens_per_clip']} tokens per clip) predicts a peak of "
+              f"{memory['predicted_peak_gib_8_clips']:.1f} GiB at 8 clips and {memory['predicted_peak_gib_16_clips']:.1f} "
+              f"GiB at 16 clips per GPU step (weights and AdamW state {memory['static_gib']:.2f} GiB)", flush=True)
     print(f"load average before {load_before[0]:.1f}, after {load_after[0]:.1f} on {os.cpu_count()} cores; "
           f"{time.time() - started:.0f} s", flush=True)
     if args.json:
@@ -302,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             "torch": torch.__version__, "deepspeed": __import__("deepspeed").__version__,
             "config": args.config, "tiny": args.tiny, "overrides": SMALL + (TINY if args.tiny else []) + args.overrides,
             "steps_per_round": args.steps, "rounds": args.rounds, "seconds": round(time.time() - started, 1),
-            "ratios": ratios, "rows": rows,
+            "ratios": ratios, "rows": rows, "gpu_memory_prediction": memory,
             "peak_rss_gib_per_rank": {str(rec["rows"][0]["ranks"]): rec["peak_rss_gib_per_rank"]
                                       for rec in records if rec["rows"]}})
         print(f"wrote {args.json}")
