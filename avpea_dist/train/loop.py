@@ -99,9 +99,10 @@ def train_step(engine: Any, micro_batches: Iterable[dict[str, Any]], device: tor
     ``segment_loss`` (looked up at call time)."""
     loss_fn = loss_fn or segment_loss
     batches = list(micro_batches)
+    if not batches:
+        raise ValueError("train_step needs at least one micro-batch")
     engine.train()
-    losses, correct, bad, seen, digest = [], 0, 0, 0, 0
-    segments = 0
+    losses, correct, segments, bad, seen, digest = [], 0, 0, 0, 0, 0
     for i, batch in enumerate(batches):
         frames = batch["frames"].to(device, non_blocking=True) if modalities != "audio" else None
         audio = batch["audio"].to(device, non_blocking=True) if modalities != "visual" else None
@@ -121,14 +122,15 @@ def train_step(engine: Any, micro_batches: Iterable[dict[str, Any]], device: tor
         if i < len(batches) - 1:
             engine.step()  # between accumulation boundaries this only advances DeepSpeed's counter
     applied, grad_norm = _update(engine)
-    flag, loss_sum, digest_sum, correct_sum, segments_sum = packet.tolist()
+    _, loss_sum, digest_sum, correct_sum, segments_sum = packet.tolist()
     world = dist.get_world_size() if dist.is_initialized() else 1
     return StepResult(loss_sum / world if applied else math.nan, applied, bad, seen, int(digest_sum),
                       int(correct_sum), int(segments_sum), grad_norm)
 
 
 def _share(losses: list[torch.Tensor], correct: Any, segments: int, digest: int) -> torch.Tensor:
-    """All-reduce [any rank non-finite, loss sum, correct, segments, digest]: one collective, no host sync."""
+    """All-reduce [ranks with a non-finite loss, loss, digest, correct, segments]: one collective, no host
+    sync (the loss of a non-finite rank counts 0: the step is skipped and reports NaN anyway)."""
     local = torch.stack(losses).mean()
     finite = torch.isfinite(local)
     packet = torch.stack([(~finite).double(), torch.where(finite, local, 0.0).double(),
