@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default="configs/avel_vitl.yaml")
     ap.add_argument("--stages", default="0,1,2", help="ZeRO stages, comma-separated")
     ap.add_argument("--ranks", default="1,2", help="rank counts, comma-separated")
-    ap.add_argument("--steps", type=int, default=4, help="timed steps per round and loop")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per round and loop")
     ap.add_argument("--rounds", type=int, default=3, help="system rounds (plain: one more)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps of each loop first")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per host (0: all cores), split over ranks")
