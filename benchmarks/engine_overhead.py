@@ -5,7 +5,7 @@
 
 In one process per rank, the same model, data and batch, at each ZeRO stage (0, 1, 2) and on 1 and 2 real
 ranks (gloo on CPU, NCCL on a GPU):
-  (a) plain   forward, backward, (DDP gradient all-reduce on 2 ranks), clip, torch AdamW, zero_grad
+  (a) plain   forward, backward, (DDP gradient all-reduce on 2 ranks), foreach clip, torch AdamW, zero_grad
   (b) system  ``avpea_dist.train.loop.train_step`` on the DeepSpeed engine that ``avpea train`` builds
 Timings alternate: plain, system, plain, system, ..., plain (the plain loop is measured before and after
 every system round, so a change in machine load shows in both). Each row prints the median and the
@@ -14,7 +14,7 @@ CPU time (which a machine shared with other jobs disturbs far less); the JSON re
 time, the machine, its load average before and after, ``ratios`` (wall time, the worst over rank counts
 per stage) and ``cpu_time_ratios``. The run also measures activation sizes and predicts the real paper
 configuration's peak GPU memory at 8 and 16 clips per step. Default: the paper configuration's parameter structure (ViT-L, 24 blocks, bottleneck 128, the
-paper's head: ~600 trainable tensors, 13.8M parameters) with small inputs (32x32 frames and spectrograms,
+paper's head: 340 trainable tensors, 13.8M parameters) with small inputs (32x32 frames and spectrograms,
 random-init backbone), one clip of 10 segments per step, so that the engine's own cost is visible.
 ``--profile`` adds a torch-profiler table of the system step's heaviest operators.
 """
@@ -90,7 +90,7 @@ class Plain:
         if dist.is_initialized() and dist.get_world_size() > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(self.model)
         cuda = device.type == "cuda"
-        self.opt = torch.optim.AdamW(self.params, lr=1e-4, fused=cuda, foreach=None if cuda else True)
+        self.opt = torch.optim.AdamW(self.params, lr=1e-4, fused=cuda)  # torch's own choice on CPU: per tensor
         self.clip, self.device, self.F = cfg.optim.grad_clip, device, F
 
     def step(self, batch: dict[str, Any]) -> None:
