@@ -4,8 +4,8 @@
 #   1. benchmarks/step.py at the paper configuration (ViT-L/16, 224x224, 10 segments, 16 clips per step,
 #      bf16 autocast with a bf16 frozen backbone, the configured ZeRO stage; no weights download: random init)
 #   2. benchmarks/engine_overhead.py on the GPU (1 rank: the machine has one GPU), ZeRO 0, 1, 2
-# Records land in $OUT (when the runner sets it) or benchmarks/results/. Limits: STEP_S (default 330 s) and
-# OVERHEAD_S (default 200 s): both together leave room for a rerun inside a 15-minute device budget.
+# Records land in $OUT (when the runner sets it) or benchmarks/results/. Limits: STEP_S (default 270 s) and
+# OVERHEAD_S (default 120 s): ~7 minutes with the install, so a rerun fits a 15-minute device budget.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-benchmarks/results}"
@@ -23,10 +23,10 @@ python3 -c "import torch, deepspeed, timm; print('torch', torch.__version__, 'de
   || { echo "gpu_check: imports failed"; exit 1; }
 
 status=0
-timeout -k 10 "${STEP_S:-330}" python3 benchmarks/step.py --config configs/avel_vitl.yaml --batch 16 --steps 20 \
+timeout -k 10 "${STEP_S:-270}" python3 benchmarks/step.py --config configs/avel_vitl.yaml --batch 16 --steps 20 \
   --warmup 5 --max-batch 0 --out "$out" model.pretrained=none 2>&1 | grep -v "^\[" | tee "$out/step.log" \
   || status=1
-timeout -k 10 "${OVERHEAD_S:-200}" python3 benchmarks/engine_overhead.py --ranks 1 --steps 10 --rounds 3 \
+timeout -k 10 "${OVERHEAD_S:-120}" python3 benchmarks/engine_overhead.py --ranks 1 --steps 5 --rounds 2 --no-memory \
   --json "$out/engine_overhead_gpu.json" model.img_size=224 model.mel_bins=128 model.audio_frames=102 \
   data.batch_size=8 2>&1 | grep -v "^\[" | tee "$out/engine_overhead.log" || status=1
 exit $status
