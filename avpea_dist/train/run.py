@@ -148,9 +148,7 @@ def _run(cfg: Config, info: avdist.WorldInfo, backend: str, on_eval: OnEval | No
     model = build_model(cfg.model)
     if main:
         _write_run_files(cfg, run_dir, info, backend, model.weights_report)
-    if cfg.model.backbone_dtype == "bf16":  # 'auto' follows the engine: DeepSpeed's bf16 mode casts it all
-        model.set_backbone_dtype(torch.bfloat16)
-    engine, scheduler = build_engine(model, cfg)
+    engine, scheduler = build_engine(model, cfg)  # stores the frozen backbone in bf16 when training in bf16
     install_checkpoint_engine(engine)
     if cfg.model.compile:
         engine.compile()  # in place: the module, its state-dict names and checkpoints stay the same
