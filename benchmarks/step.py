@@ -9,8 +9,9 @@ Variants, one lever at a time (see benchmarks/RESULTS.md for each prediction and
                  (what LAVisH-style code does)
   bf16_frozen    + the frozen backbone stored in bf16 once, adapters/head fp32 under bf16 autocast
   fused_streams  + both streams through each frozen token-wise layer in one call
-  system         the system's own step: DeepSpeed engine (bf16, the configured ZeRO stage), fused AdamW,
-                 fused streams, torch.compile (unless --no-compile)
+  system         the system's own step: DeepSpeed engine (fp32 adapters/head, bf16 autocast over the bf16
+                 frozen backbone, the configured ZeRO stage), fused AdamW, fused streams, torch.compile
+                 (unless --no-compile)
 Each prints clips/s, step time (median and p10-p90 over the timed steps), TFLOP/s from FlopCounterMode on one
 real step, MFU against the bf16 (fp32 on CPU) matrix-product rate measured here, peak memory, compile time.
 """

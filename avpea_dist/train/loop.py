@@ -1,8 +1,13 @@
-"""One optimizer step: forward, backward, an all-ranks finiteness check, then update or skip.
+"""One optimizer step: forward, backward, then update, or skip on every rank when anything is non-finite.
 
-The decision to skip is collective: each rank raises a flag for a non-finite loss or gradient, the
-flags are all-reduced (MAX), and every rank either steps or discards its gradients. A skipped step
-leaves parameters, optimizer state, the schedule and the step counter bitwise unchanged.
+The skip decision is collective and mostly DeepSpeed's own. Before the last backward of a step, one
+all-reduce carries each rank's non-finite-loss flag (with the loss, the accuracy counts and the data
+digest); if any rank raised it, every rank multiplies its last loss by NaN, so every rank's gradients are
+non-finite. At ZeRO 1/2 DeepSpeed's optimizer then finds the non-finite gradient norm itself (a collective
+check), drops the gradients and skips the update; ``engine.was_step_applied()`` says so. At ZeRO 0 with
+fp32 gradients DeepSpeed checks nothing, so the step computes the global norm itself (gradients are
+already all-reduced, identical on every rank) and skips when it is not finite. Either way a skipped step
+leaves parameters, optimizer state, the schedule and the step counters bitwise unchanged.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.distributed as dist
@@ -65,44 +70,6 @@ def segment_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
 
 
-def _local_grads_finite(engine: Any) -> bool:
-    """Whether this rank's (already reduced) gradients are all finite, wherever DeepSpeed keeps them."""
-    opt = engine.optimizer
-    if engine.zero_optimization():
-        grads = [g for group in getattr(opt, "averaged_gradients", {}).values() for g in (group or [])]
-        grads += [p.grad for group in opt.bit16_groups for p in group if p.grad is not None]
-        ipg = getattr(opt, "grads_in_partition", None)
-        if ipg is not None:
-            grads.append(ipg)
-    else:
-        grads = [p.grad for p in engine.module.parameters() if p.grad is not None]
-    checks = [torch.isfinite(g).all() for g in grads if g is not None]
-    return bool(torch.stack(checks).all()) if checks else True  # one host sync, not one per tensor
-
-
-def _discard_gradients(engine: Any) -> None:
-    """Drop this step's gradients and keep DeepSpeed's micro-step counter in phase, without updating."""
-    opt = engine.optimizer
-    if engine.zero_optimization():
-        # What DeepSpeed's ZeRO optimizer does itself on an fp16 overflow.
-        opt.zero_grad(set_to_none=True)
-        release = getattr(opt, "_release_preflattened_grad_buffers", None)
-        if release is not None:
-            release()
-        for k in getattr(opt, "averaged_gradients", {}):
-            opt.averaged_gradients[k] = None
-            if hasattr(opt, "all_grad_tensors"):
-                opt.all_grad_tensors[k] = None
-        if getattr(opt, "grads_in_partition", None) is not None:
-            opt.grads_in_partition.zero_()
-            opt.grads_in_partition_offset = 0
-        if hasattr(opt, "micro_step_id"):
-            opt.micro_step_id = -1
-    else:
-        engine.zero_grad()
-    engine.micro_steps += 1
-
-
 def keys_digest(keys: Iterable[str]) -> int:
     """A checksum of the sample keys of a batch: equal digests per step mean the same samples, same order."""
     h = 0
@@ -118,35 +85,82 @@ class StepResult:
     bad: int  # corrupt samples the loader replaced on this rank
     seen: int  # samples trained on this rank
     data_digest: int  # sum over ranks of each rank's keys digest (exact in float64)
+    correct: int = 0  # training segments predicted right (argmax), summed over ranks and micro-batches
+    segments: int = 0  # training segments, summed over ranks and micro-batches
+    grad_norm: float | None = None  # global gradient norm before clipping (inf when skipped); None: unknown
 
 
-def train_step(engine: Any, micro_batches: Iterable[dict[str, Any]], device: torch.device,
-               modalities: str) -> StepResult:
-    """One optimizer step over ``grad_accum`` micro-batches."""
-    losses, bad, seen, digest = [], 0, 0, 0
-    engine.train()
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def train_step(engine: Any, micro_batches: Iterable[dict[str, Any]], device: torch.device, modalities: str,
+               loss_fn: LossFn | None = None) -> StepResult:
+    """One optimizer step over ``grad_accum`` micro-batches; ``loss_fn(logits, labels)`` defaults to
+    ``segment_loss`` (looked up at call time)."""
+    loss_fn = loss_fn or segment_loss
     batches = list(micro_batches)
+    if not batches:
+        raise ValueError("train_step needs at least one micro-batch")
+    engine.train()
+    losses, correct, segments, bad, seen, digest = [], 0, 0, 0, 0, 0
     for i, batch in enumerate(batches):
         frames = batch["frames"].to(device, non_blocking=True) if modalities != "audio" else None
         audio = batch["audio"].to(device, non_blocking=True) if modalities != "visual" else None
         labels = batch["labels"].to(device, non_blocking=True)
-        loss = segment_loss(engine(frames, audio), labels)
-        engine.backward(loss)
+        logits = engine(frames, audio)
+        loss = loss_fn(logits, labels)
         losses.append(loss.detach().float())
+        correct = correct + (logits.detach().argmax(-1) == labels).sum()
+        segments += labels.numel()
         bad += int(batch.get("skipped", 0))
         digest = (digest * 31 + keys_digest(batch.get("key", []))) % (1 << 40)
         seen += int(labels.shape[0])
+        if i == len(batches) - 1:
+            packet = _share(losses, correct, segments, digest)
+            loss = loss * torch.where(packet[0] > 0, math.nan, 1.0).to(loss.device)  # see the module docstring
+        engine.backward(loss)
         if i < len(batches) - 1:
             engine.step()  # between accumulation boundaries this only advances DeepSpeed's counter
-    local = torch.stack(losses).mean()
-    finite = bool(torch.isfinite(local)) and _local_grads_finite(engine)
-    # One all-reduce carries the skip flag, the loss and the data digest.
-    packet = torch.tensor([0.0 if finite else 1.0, local.item() if finite else 0.0, float(digest)],
-                          dtype=torch.float64)
-    all_reduce_(packet)
+    applied, grad_norm = _update(engine)
+    _, loss_sum, digest_sum, correct_sum, segments_sum = packet.tolist()
     world = dist.get_world_size() if dist.is_initialized() else 1
-    if packet[0].item() > 0:
-        _discard_gradients(engine)
-        return StepResult(math.nan, False, bad, seen, int(packet[2].item()))
-    engine.step()
-    return StepResult(packet[1].item() / world, True, bad, seen, int(packet[2].item()))
+    return StepResult(loss_sum / world if applied else math.nan, applied, bad, seen, int(digest_sum),
+                      int(correct_sum), int(segments_sum), grad_norm)
+
+
+def _share(losses: list[torch.Tensor], correct: Any, segments: int, digest: int) -> torch.Tensor:
+    """All-reduce [ranks with a non-finite loss, loss, digest, correct, segments]: one collective, no host
+    sync (the loss of a non-finite rank counts 0: the step is skipped and reports NaN anyway)."""
+    local = torch.stack(losses).mean()
+    finite = torch.isfinite(local)
+    packet = torch.stack([(~finite).double(), torch.where(finite, local, 0.0).double(),
+                          torch.as_tensor(float(digest), dtype=torch.float64, device=local.device),
+                          torch.as_tensor(correct, device=local.device).double(),
+                          torch.as_tensor(float(segments), dtype=torch.float64, device=local.device)])
+    return all_reduce_(packet)
+
+
+def _update(engine: Any) -> tuple[bool, float | None]:
+    """Apply the step or skip it on every rank; (applied, global gradient norm before clipping)."""
+    if engine.zero_optimization():
+        steps, samples = engine.global_steps, engine.global_samples
+        engine.step()
+        norm = engine.get_global_grad_norm()
+        if engine.was_step_applied():
+            return True, None if norm is None else float(norm)
+        # DeepSpeed counts a skipped step as a step; ours leaves the counters where they were.
+        engine.global_steps, engine.global_samples = steps, samples
+        return False, math.inf
+    params = [p for g in engine.optimizer.param_groups for p in g["params"] if p.grad is not None]
+    clip = getattr(engine, "avpea_grad_clip", 0.0)
+    grads = [p.grad for p in params]
+    # The global norm (gradients are already all-reduced); clipping a non-finite one is harmless: skipped.
+    total = (torch.nn.utils.clip_grad_norm_(params, clip, foreach=True) if clip > 0
+             else torch.nn.utils.get_total_norm(grads, foreach=True)) if grads else torch.zeros(())
+    norm = float(total)
+    if math.isfinite(norm):
+        engine.step()
+        return True, norm
+    engine.zero_grad()
+    engine.micro_steps += 1  # keep DeepSpeed's accumulation boundary in phase, as engine.step() would
+    return False, math.inf

@@ -18,14 +18,13 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .loop import segment_loss
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
+cross_entropy = segment_loss  # the loop's own default objective
+
 _LOG_CLAMP = -100.0  # what torch's BCELoss does to log(0)
-
-
-def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean softmax cross-entropy over every segment of every clip (the loop's own default)."""
-    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
 
 
 def bce_softmax(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

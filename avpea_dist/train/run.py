@@ -174,9 +174,8 @@ def _run(cfg: Config, info: avdist.WorldInfo, backend: str, on_eval: OnEval | No
     model = build_model(cfg.model)
     if main:
         _write_run_files(cfg, run_dir, info, backend, model.weights_report, steps)
-    if cfg.model.backbone_dtype == "bf16":  # 'auto' follows the engine: DeepSpeed's bf16 mode casts it all
-        model.set_backbone_dtype(torch.bfloat16)
-    # The engine's schedule runs over the resolved length (train.epochs may have set it).
+    # The engine's schedule runs over the resolved length (train.epochs may have set it); the engine also
+    # stores the frozen backbone in bf16 when training in bf16.
     engine, scheduler = build_engine(model, dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps)))
     install_checkpoint_engine(engine)
     if cfg.model.compile:
