@@ -255,7 +255,7 @@ def timeline_png(timeline: dict[str, Any], classes: list[str]) -> bytes:
 def predict_videos(predictor: Predictor, videos: list[str], out: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Every video in turn; -> (timelines written, one problem line per video that failed)."""
     from .data.decode import DecodeError
-    from .io import atomic_write_bytes, atomic_write_json
+    from .fileio import atomic_write_bytes, atomic_write_json
 
     done, problems, stems = [], [], set()
     for video in videos:

@@ -83,7 +83,7 @@ def threads_per_rank() -> int:
         return int(os.environ["OMP_NUM_THREADS"])
     if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit() and "SUBMITIT_LOCAL_JOB_ID" not in os.environ:
         return max(1, int(os.environ["SLURM_CPUS_PER_TASK"]))
-    from .dist import world_info_from_env
+    from .world import world_info_from_env
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cpus // max(1, world_info_from_env().local_world_size))

@@ -77,7 +77,7 @@ def update_results_md() -> None:
     else:
         end = text.find("\n## ", start + 1)
         text = text[:start + 1] + section + ("\n" + text[end + 1:] if end >= 0 else "")
-    from avpea_dist.io import atomic_write_text
+    from avpea_dist.fileio import atomic_write_text
 
     atomic_write_text(md, text.rstrip("\n") + "\n")
 
@@ -116,7 +116,7 @@ def main() -> None:
                        f"{spec.channels} ch, 10 s, {mb:.1f} MB each",
               "serial_clips_per_s": serial, "end_to_end": end_to_end}
     RESULTS.mkdir(exist_ok=True)
-    from avpea_dist.io import atomic_write_json
+    from avpea_dist.fileio import atomic_write_json
 
     atomic_write_json(RESULTS / "data_build.json", record)
     update_results_md()

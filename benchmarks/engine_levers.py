@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<14} old {old:8.1f}  new {new:8.1f}  saved {old - new:8.1f}")
     torch.distributed.destroy_process_group()
     if args.json:
-        from avpea_dist.io import atomic_write_json
+        from avpea_dist.fileio import atomic_write_json
 
         atomic_write_json(Path(args.json), {"tensors": len(params), "loadavg": list(os.getloadavg()),
                                             "threads": args.threads, "reps": args.reps,

@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average before {load_before[0]:.1f}, after {load_after[0]:.1f} on {os.cpu_count()} cores; "
           f"{time.time() - started:.0f} s", flush=True)
     if args.json:
-        from avpea_dist.io import atomic_write_json
+        from avpea_dist.fileio import atomic_write_json
 
         for rec in records:
             for row in rec["rows"]:

@@ -69,7 +69,7 @@ def main() -> None:
               "shards": f"{args.clips} synthetic clips, {kb:.0f} kB per clip (10 JPEG q90 224x224 + float16 fbank)",
               "rows": rows}
     RESULTS.mkdir(exist_ok=True)
-    from avpea_dist.io import atomic_write_json
+    from avpea_dist.fileio import atomic_write_json
 
     atomic_write_json(RESULTS / "data_loader.json", record)
     update_results_md()

@@ -60,7 +60,7 @@ def main() -> None:
               "input": f"H.264 {spec.size}x{spec.size} {spec.fps} fps + AAC {spec.sample_rate} Hz "
                        f"{spec.channels} ch, 10 s", "runs": runs}
     RESULTS.mkdir(exist_ok=True)
-    from avpea_dist.io import atomic_write_json
+    from avpea_dist.fileio import atomic_write_json
 
     name = "data_split_build.json" if args.cluster == "local" else f"data_split_build_{args.cluster}.json"
     atomic_write_json(RESULTS / name, record)

@@ -37,7 +37,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from avpea_dist.config import Config, load_config  # noqa: E402
-from avpea_dist.io import atomic_write_json  # noqa: E402
+from avpea_dist.fileio import atomic_write_json  # noqa: E402
 from avpea_dist.models.model import build_model  # noqa: E402
 
 

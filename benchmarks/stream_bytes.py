@@ -49,7 +49,7 @@ def write_split(root: Path, samples: int, shard_size: int, frame_kb: float) -> i
 
     from avpea_dist.data.ave import BACKGROUND
     from avpea_dist.data.tario import TarShardWriter
-    from avpea_dist.io import sha256_file
+    from avpea_dist.fileio import sha256_file
 
     rng = np.random.default_rng(0)
     fbank = bytes(128) + rng.bytes(10 * 128 * 102 * 2)  # the npy header is 128 bytes
@@ -128,7 +128,7 @@ def main() -> None:
               "shuffle_buffer": args.shuffle_buffer,
               "rows": rows}
     RESULTS.mkdir(exist_ok=True)
-    from avpea_dist.io import atomic_write_json
+    from avpea_dist.fileio import atomic_write_json
 
     atomic_write_json(RESULTS / "stream_bytes.json", record)
     print(json.dumps(record, indent=2))

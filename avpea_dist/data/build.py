@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import exit_with, worker_context
-from ..io import atomic_open, sha256_file
+from ..fileio import atomic_open, sha256_file
 from .ave import NUM_SEGMENTS, Clip, read_ave
 from .manifest import FBANK_FRAMES, MEL_BINS
 from .parts import intact, load_done, mark_unfinished, merge_if_complete, write_part

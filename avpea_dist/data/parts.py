@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_write_json, sha256_file
+from ..fileio import atomic_write_json, sha256_file
 from .ave import Clip
 from .manifest import FORMAT, MANIFEST, VERSION, member_names
 from .plan import Shard

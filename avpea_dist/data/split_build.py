@@ -40,7 +40,7 @@ class SynthSource:
     def prepare(self, root: Path) -> Callable[[list[Any]], None]:
         """Write the annotation files now; -> the hook that writes the missing videos of the records a
         task is about to decode (videos are deterministic per clip, so any task can write any of them)."""
-        from ..io import atomic_write_json
+        from ..fileio import atomic_write_json
         from .synth import make_dataset
 
         marker, wanted = root / "synth.json", json.loads(json.dumps(asdict(self)))

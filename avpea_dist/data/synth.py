@@ -19,7 +19,7 @@ from typing import Collection
 import av
 import numpy as np
 
-from ..io import atomic_open, atomic_write_text
+from ..fileio import atomic_open, atomic_write_text
 from .ave import ANNOTATIONS, NUM_SEGMENTS, SPLIT_FILES
 
 HEADER = "Category&VideoID&Quality&StartTime&EndTime"

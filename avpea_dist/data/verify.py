@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..io import sha256_file
+from ..fileio import sha256_file
 from .manifest import read_manifest
 from .tario import iter_raw_samples
 

@@ -28,7 +28,7 @@ import submitit
 from submitit.core.utils import DelayedSubmission
 
 from .. import runtime
-from ..io import atomic_write_json
+from ..fileio import atomic_write_json
 from .executor import node_name
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from typing import Any
 
 import submitit
 
-from ..io import atomic_write_text
+from ..fileio import atomic_write_text
 from .. import runtime
 from .job import BoundedRequeue
 from .sweep import SweepSpec, run_sweep

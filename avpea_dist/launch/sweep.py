@@ -29,7 +29,7 @@ import yaml
 
 from .. import runtime
 from ..config import Config, ConfigError, config_from_dict
-from ..io import atomic_write_json
+from ..fileio import atomic_write_json
 
 log = logging.getLogger(__name__)
 

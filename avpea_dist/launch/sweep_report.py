@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_open, atomic_write_text
+from ..fileio import atomic_open, atomic_write_text
 from .sweep import point_key, trial_config
 
 COLUMNS = ("adapter_params", "trainable_params", "trainable_share", "best_val_accuracy", "steps", "wall_time_s",

@@ -16,7 +16,7 @@ newest complete one, so a crash at any point of a save leaves the previous check
 Frozen backbone weights are never saved (``exclude_frozen_parameters``): they come back from
 ``model.pretrained`` and the seed. On load, the learning-rate schedule keeps its position (the step)
 but takes its shape (peak rates, warm-up, total, floor) and AdamW's hyper-parameters from the current
-config, not from the checkpoint. Every file is written through ``avpea_dist.io.atomic_open`` and read
+config, not from the checkpoint. Every file is written through ``avpea_dist.fileio.atomic_open`` and read
 with ``torch.load(weights_only=True)``: DeepSpeed's own engine would unpickle with ``weights_only=False``.
 """
 
@@ -34,8 +34,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..dist import comm_device
-from ..io import atomic_open, atomic_write_json, atomic_write_text, sha256_file
+from ..world import comm_device
+from ..fileio import atomic_open, atomic_write_json, atomic_write_text, sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import runtime
-from ..io import atomic_write_json
+from ..fileio import atomic_write_json
 from .evaluate import majority_accuracy
 
 DEFAULT_CLIPS = 200

@@ -66,7 +66,7 @@ def majority_accuracy(train_label_counts: list[int], eval_label_counts: list[int
 def evaluate_export(cfg: Any, checkpoint: str, split: str) -> dict[str, Any]:
     """``avpea eval``: the frozen backbone of ``cfg`` + an adapter export, on ``split``, across the ranks
     of the environment (one process without a launcher)."""
-    from .. import dist as avdist
+    from .. import world as avdist
     from ..models.model import build_model
     from .data_source import ShardData
     from .export import load_trainable

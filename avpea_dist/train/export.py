@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..io import atomic_write_bytes
+from ..fileio import atomic_write_bytes
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:

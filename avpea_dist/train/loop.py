@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from ..dist import comm_device
+from ..world import comm_device
 
 
 class TrainingError(RuntimeError):

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_write_text
+from ..fileio import atomic_write_text
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

@@ -21,9 +21,9 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from .. import dist as avdist
+from .. import world as avdist
 from ..config import Config, ConfigError, RefusedOnRankZero, dump_yaml
-from ..io import atomic_write_json, atomic_write_text
+from ..fileio import atomic_write_json, atomic_write_text
 from . import preempt
 from .checkpoint import (complete_tags, find_resumable, install_checkpoint_engine, load_checkpoint,
                          read_manifest, save_checkpoint, tag_for, verify)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from avpea_dist.data.tario import RawSample, iter_raw_samples
-from avpea_dist.io import sha256_file
+from avpea_dist.fileio import sha256_file
 
 
 def copy_shards(src: Path, dst: Path) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from avpea_dist.data.ave import BACKGROUND
 from avpea_dist.data.tario import TarShardWriter
-from avpea_dist.io import sha256_file
+from avpea_dist.fileio import sha256_file
 
 
 def write_split(root: Path, classes: list[int], shard_size: int, pad: int = 0) -> dict[str, int]:

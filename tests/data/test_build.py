@@ -13,7 +13,7 @@ import pytest
 
 from avpea_dist.cli import main
 from avpea_dist.data.synth import SynthSpec, make_dataset, write_mp4
-from avpea_dist.io import sha256_file
+from avpea_dist.fileio import sha256_file
 
 
 @dataclass

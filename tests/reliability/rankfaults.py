@@ -229,7 +229,7 @@ def _record_and_plant_in_checkpoints() -> None:
 
     import torch.distributed as dist
 
-    import avpea_dist.io as avio
+    import avpea_dist.fileio as avio
     import avpea_dist.train.checkpoint as ckpt
     import avpea_dist.train.run as run
 

@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from avpea_dist.io import sha256_file
+from avpea_dist.fileio import sha256_file
 from avpea_dist.models.model import build_model
 from avpea_dist.train.checkpoint import (CheckpointError, find_resumable, install_checkpoint_engine,
                                          load_checkpoint, save_checkpoint, tag_for, verify)
@@ -21,7 +21,7 @@ from trainkit import fake_batch, tiny_config
 
 @pytest.fixture(scope="module")
 def engine():
-    from avpea_dist import dist as avdist
+    from avpea_dist import world as avdist
 
     avdist.init_process_group(avdist.world_info_from_env(), "gloo", 60)
     cfg = tiny_config()
