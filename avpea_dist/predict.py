@@ -167,7 +167,7 @@ def load_predictor(config: Path, checkpoint: Path, *, device: str = "auto", wind
                    batch_size: int = 8, overrides: list[str] | tuple[str, ...] = ()) -> Predictor:
     import torch
 
-    from .config import load_config
+    from .config_load import load_config
     from .models.model import build_model
     from .train.export import load_trainable
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors  # noqa: E402
 
-from avpea_dist.config import load_config  # noqa: E402
+from avpea_dist.config_load import load_config  # noqa: E402
 from avpea_dist.models.model import build_model  # noqa: E402
 
 

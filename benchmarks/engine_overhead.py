@@ -158,7 +158,7 @@ def _profile(system: System, batch: dict[str, Any], steps: int, rows: int) -> st
 def activation_bytes(config: str, img: int, mel: int, frames: int) -> tuple[int, int]:
     """(bytes the backward keeps, tokens) for one clip at these input sizes, bf16 autocast over a bf16 frozen
     backbone (the GPU setting), counted by the autograd saved-tensor hooks; weights are not counted."""
-    from avpea_dist.config import load_config
+    from avpea_dist.config_load import load_config
     from avpea_dist.models.model import build_model
 
     cfg = load_config(config, SMALL + [f"model.img_size={img}", f"model.mel_bins={mel}",
@@ -186,7 +186,7 @@ def activation_bytes(config: str, img: int, mel: int, frames: int) -> tuple[int,
 def predict_gpu_memory(config: str) -> dict[str, Any]:
     """Peak GPU memory of the real paper configuration (224x224, 128x102 audio) at 8 and 16 clips per step,
     from activation sizes measured at two small input sizes (linear in tokens: fused attention keeps O(N))."""
-    from avpea_dist.config import load_config
+    from avpea_dist.config_load import load_config
     from avpea_dist.models.model import build_model, param_counts
 
     (b1, t1), (b2, t2) = activation_bytes(config, 32, 32, 32), activation_bytes(config, 64, 64, 64)
@@ -211,7 +211,7 @@ def measure_rank(rank: int, world: int, args: argparse.Namespace) -> dict[str, A
     import deepspeed
     import torch.distributed as dist
 
-    from avpea_dist.config import load_config
+    from avpea_dist.config_load import load_config
 
     device = torch.device("cuda", rank) if args.device == "cuda" else torch.device("cpu")
     if device.type == "cuda":

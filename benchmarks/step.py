@@ -36,7 +36,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from avpea_dist.config import Config, load_config  # noqa: E402
+from avpea_dist.config import Config
+
+from avpea_dist.config_load import load_config  # noqa: E402
 from avpea_dist.fileio import atomic_write_json  # noqa: E402
 from avpea_dist.models.model import build_model  # noqa: E402
 

@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from avpea_dist.config import load_config
+from avpea_dist.config_load import load_config
 from avpea_dist.launch.executor import JobSpec, make_executor
 from avpea_dist.launch.job import TrainJob
 from avpea_dist.launch.sweep import absolute_paths

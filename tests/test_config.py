@@ -2,7 +2,9 @@
 
 import pytest
 
-from avpea_dist.config import Config, ConfigError, config_from_dict, dump_yaml, load_config, read_yaml
+from avpea_dist.config import Config, ConfigError
+
+from avpea_dist.config_load import config_from_dict, dump_yaml, load_config, read_yaml
 
 import yaml
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from avpea_dist.config import dump_yaml, load_config
+from avpea_dist.config_load import dump_yaml, load_config
 from avpea_dist.data.synth import SynthSpec, write_mp4
 
 REPO = Path(__file__).resolve().parent.parent

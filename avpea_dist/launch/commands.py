@@ -86,13 +86,14 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from ..config import load_config
+    from ..config_load import load_config
 
     return load_config(args.config, args.overrides)
 
 
 def _sweep_spec(args: argparse.Namespace) -> Any:
-    from ..config import _valid_keys, Config
+    from ..config import Config
+    from ..config_load import valid_keys
     from .sweep import SweepSpec, parse_values
 
     axes: dict[str, list] = {}
@@ -101,7 +102,7 @@ def _sweep_spec(args: argparse.Namespace) -> Any:
         text = getattr(args, flag[2:].replace("-", "_"))
         if text is not None:
             axes[key] = parse_values(flag, text)
-    valid = _valid_keys(Config)
+    valid = valid_keys(Config)
     for text in args.axis:
         key, sep, values = text.partition("=")
         if not sep or key not in valid:
@@ -217,7 +218,7 @@ def _print_results(results: list[Any]) -> int:
 
 
 def submit_train(args: argparse.Namespace) -> int:
-    from ..config import config_from_dict, dump_yaml
+    from ..config_load import config_from_dict, dump_yaml
     from .executor import make_executor
     from .sweep import absolute_paths
 
@@ -234,7 +235,7 @@ def submit_train(args: argparse.Namespace) -> int:
 
 
 def submit_sweep(args: argparse.Namespace) -> int:
-    from ..config import dump_yaml
+    from ..config_load import dump_yaml
     from .executor import make_executor
 
     cfg = _load(args)

@@ -69,7 +69,7 @@ class TrainJob(BoundedRequeue):
         self.requeues = 0
 
     def __call__(self) -> dict[str, Any]:
-        from ..config import config_from_dict
+        from ..config_load import config_from_dict
         from ..train import preempt
         from ..train.run import run_training
 

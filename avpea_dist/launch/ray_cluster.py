@@ -100,7 +100,7 @@ class SweepJob(BoundedRequeue):
         self.requeues = 0
 
     def __call__(self) -> dict[str, Any] | None:
-        from ..config import config_from_dict
+        from ..config_load import config_from_dict
 
         runtime.setup_logging()
         env = submitit.JobEnvironment()

@@ -28,7 +28,8 @@ from typing import Any
 import yaml
 
 from .. import runtime
-from ..config import Config, ConfigError, config_from_dict
+from ..config import Config, ConfigError
+from ..config_load import config_from_dict
 from ..fileio import atomic_write_json
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ def run_workers(cfg_dict: dict[str, Any], workers: int, use_gpu: bool, cpus_per_
 
     def worker_loop() -> None:
         from avpea_dist import runtime
-        from avpea_dist.config import config_from_dict
+        from avpea_dist.config_load import config_from_dict
         from avpea_dist.train.run import run_training
 
         runtime.start_process()

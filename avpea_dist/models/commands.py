@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def model_info(args: argparse.Namespace) -> int:
     import torch
 
-    from ..config import load_config
+    from ..config_load import load_config
     from .model import AVPEAModel, param_counts
 
     cfg = load_config(args.config, args.overrides)

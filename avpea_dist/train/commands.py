@@ -47,7 +47,7 @@ def train(args: argparse.Namespace) -> int:
 
 
 def evaluate_cmd(args: argparse.Namespace) -> int:
-    from ..config import load_config
+    from ..config_load import load_config
     from .evaluate import evaluate_export
 
     cfg = load_config(args.config, args.overrides)

@@ -117,7 +117,7 @@ def _relay(proc: subprocess.Popen, log: Any, name: str) -> None:
 
 def run_demo(out: str | Path = "runs/demo", *, config: str | Path | None = None, seed: int = 0, clips: int = 0,
              nproc: int = 2, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    from ..config import load_config
+    from ..config_load import load_config
     from ..data.stream import read_manifest
 
     out = Path(out)

@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     if runtime.under_torchrun():
         runtime.exit_with_parent()
     rank = os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))
-    from ..config import ConfigError, RefusedOnRankZero, load_config
+    from ..config import ConfigError, RefusedOnRankZero
+    from ..config_load import load_config
     from .checkpoint import CheckpointError
     from .loop import TrainingError
 

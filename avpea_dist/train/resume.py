@@ -23,7 +23,9 @@ from typing import Any
 
 import yaml
 
-from ..config import RESUME_OVERRIDABLE, Config, ConfigError, config_from_dict
+from ..config import RESUME_OVERRIDABLE, Config, ConfigError
+
+from ..config_load import config_from_dict
 from .engine import resolve_precision
 
 MODEL_FIXED = ("backbone", "num_classes", "modalities", "adapters", "bottleneck", "head_hidden",

@@ -22,7 +22,8 @@ import torch
 import torch.distributed as dist
 
 from .. import world as avdist
-from ..config import Config, ConfigError, RefusedOnRankZero, dump_yaml
+from ..config import Config, ConfigError, RefusedOnRankZero
+from ..config_load import dump_yaml
 from ..fileio import atomic_write_json, atomic_write_text
 from . import preempt
 from .checkpoint import (complete_tags, find_resumable, install_checkpoint_engine, load_checkpoint,

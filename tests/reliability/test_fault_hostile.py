@@ -70,7 +70,8 @@ def test_shard_pickle_members_and_a_lying_manifest_are_refused(synth_shards, tmp
 
 @pytest.mark.timeout(120)
 def test_yaml_config_with_python_tags_is_refused(tmp_path):
-    from avpea_dist.config import ConfigError, load_config
+    from avpea_dist.config import ConfigError
+    from avpea_dist.config_load import load_config
 
     marker = tmp_path / "PAYLOAD_RAN"
     evil = tmp_path / "evil.yaml"

@@ -9,7 +9,7 @@ import logging
 import sys
 
 from avpea_dist import world as avdist
-from avpea_dist.config import load_config
+from avpea_dist.config_load import load_config
 from avpea_dist.train.run import run_training
 
 from trainkit import MemoryData

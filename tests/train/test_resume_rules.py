@@ -100,7 +100,7 @@ def test_resume_override_names_are_checked():
 
 
 def test_checkpoints_without_a_signature_are_checked_against_the_run_folders_config(tmp_path):
-    from avpea_dist.config import dump_yaml
+    from avpea_dist.config_load import dump_yaml
     from avpea_dist.train.resume import check_resume, resume_signature, saved_signature
 
     old = tiny_config()

@@ -203,7 +203,7 @@ def test_validation_splits_accuracy_into_event_and_background_segments():
 
 
 def test_the_lavish_recipe_differs_from_ours_in_the_recipe_only():
-    from avpea_dist.config import load_config
+    from avpea_dist.config_load import load_config
     from trainkit import REPO
 
     ours = load_config(f"{REPO}/configs/avel_vitl.yaml")

@@ -9,7 +9,9 @@ from typing import Any, Callable
 import torch
 import torch.multiprocessing as mp
 
-from avpea_dist.config import Config, load_config
+from avpea_dist.config import Config
+
+from avpea_dist.config_load import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(REPO, "configs", "avel_tiny.yaml")
