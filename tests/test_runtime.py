@@ -85,6 +85,9 @@ def test_unknown_config_name_is_one_line(capsys):
 _SIGINT_SCRIPT = textwrap.dedent("""
     import os, signal, sys, time
     from avpea_dist.train import preempt
+    # As in a foreground terminal: a shell that started the suite in the background made SIGINT ignored,
+    # and the handlers rightly leave an ignored signal alone.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     preempt.install_handlers(only_default=True)
     os.kill(os.getpid(), signal.SIGINT)
     os.kill(os.getpid(), signal.SIGINT)  # the same press, forwarded (torchrun does this)
