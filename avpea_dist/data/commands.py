@@ -16,17 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     bs = b.add_subparsers(dest="dataset", metavar="DATASET", required=True)
     a = bs.add_parser("ave", help="from the AVE release layout: Annotations.txt, {train,val,test}Set.txt, AVE/*.mp4")
     a.add_argument("--root", required=True, help="folder of the AVE release (or of `shards synth` output)")
-    a.add_argument("--out", required=True, help="shard folder to write (a rerun resumes it)")
-    a.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes (default: all cores)")
-    a.add_argument("--strict", action="store_true", help="exit 1 if any clip was skipped")
     build_options(a)
     a.set_defaults(func=build_ave_cmd)
 
     y = bs.add_parser("synth", help="write a synthetic AVE-layout dataset to --root, then build it")
     y.add_argument("--root", required=True, help="folder the synthetic dataset is written to")
-    y.add_argument("--out", required=True, help="shard folder to write (a rerun resumes it)")
-    y.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes (default: all cores)")
-    y.add_argument("--strict", action="store_true", help="exit 1 if any clip was skipped")
     synth_options(y)
     build_options(y)
     y.set_defaults(func=build_synth_cmd)
@@ -70,10 +64,7 @@ def register_submit(what: argparse._SubParsersAction, job_args: Callable[[argpar
         else:
             p.add_argument("--root", required=True, help="folder the synthetic dataset is written to")
             synth_options(p)
-        p.add_argument("--out", required=True, help="shard folder to write (a rerun resumes it)")
-        p.add_argument("--workers", type=int, default=0, help="decoding processes per task (default: --cpus-per-task)")
-        p.add_argument("--strict", action="store_true", help="exit 1 if any clip was skipped")
-        build_options(p)
+        build_options(p, workers=0, workers_help="decoding processes per task (default: --cpus-per-task)")
         job_args(p)
         p.set_defaults(func=_submit_build)
 
@@ -84,8 +75,13 @@ def _submit_build(args: argparse.Namespace) -> int:
     return submit_build(args)
 
 
-def build_options(p: argparse.ArgumentParser) -> None:
+def build_options(p: argparse.ArgumentParser, workers: int | None = None,
+                  workers_help: str = "decoding processes (default: all cores)") -> None:
     """The options every shard builder shares (`shards build ...` and `submit shards build ...`)."""
+    p.add_argument("--out", required=True, help="shard folder to write (a rerun resumes it)")
+    p.add_argument("--workers", type=int, default=(os.cpu_count() or 1) if workers is None else workers,
+                   help=workers_help)
+    p.add_argument("--strict", action="store_true", help="exit 1 if any clip was skipped")
     p.add_argument("--shard-size", type=int, default=128, help="records per shard (default 128, ~40-60 MB)")
     p.add_argument("--no-audio", choices=("skip", "silence"), default="skip",
                    help="clips without an audio stream: skip them (default) or keep them with silence")
