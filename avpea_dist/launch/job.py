@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -103,5 +105,18 @@ class TrainJob(BoundedRequeue):
                 "max_requeues": self.max_requeues,
                 "action": "requeue" if self.requeues < self.max_requeues else "stop (requeue limit reached)"})
             if callable(submitit_handler):  # submitit's checkpoint_and_try_requeue: pickle, requeue, exit
-                submitit_handler(usr_sig, None)
+                _requeue_via(submitit_handler, usr_sig)
         return result
+
+
+def _requeue_via(submitit_handler: Any, usr_sig: int) -> None:
+    """Run submitit's requeue. Slurm ends the job step as soon as it accepts ``scontrol requeue``, and that
+    can SIGTERM the ``scontrol`` child before it returns: the requeue happened, so leave as submitit would
+    (no result file, which would mark the requeued job as failed), instead of raising its error."""
+    try:
+        submitit_handler(usr_sig, None)
+    except subprocess.CalledProcessError as e:
+        if e.returncode != -signal.SIGTERM:
+            raise
+        log.info("scontrol requeue was ended by the requeue it asked for; leaving this step")
+        sys.exit(-1)
