@@ -13,7 +13,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-
+from .config_base import ConfigError, RefusedOnRankZero  # noqa: F401 (re-exported: most modules import them from here)
+from .config_base import check_choice as _choice, check_positive as _positive
+from .tasks.avqa.config import AVQAConfig
+from .tasks.captioning.config import CaptioningConfig
+from .tasks.registry import task_names
+from .tasks.retrieval.config import RetrievalConfig
 
 # Settings a resume from a checkpoint may change only when the user says so (train.allow_resume_changes):
 # each breaks the exact continuation (data order, batch composition, inputs, objective). 'data' stands for
@@ -23,22 +28,6 @@ RESUME_OVERRIDABLE = ("data", "data.batch_size", "data.epoch_batches", "data.shu
                       "model.mel_bins", "model.audio_frames", "model.num_segments", "model.adapter_activation")
 
 
-class ConfigError(ValueError):
-    """A configuration the user wrote is wrong; the message says which key and how to fix it."""
-
-
-class RefusedOnRankZero(ConfigError):
-    """Raised on the other ranks when rank 0 refused the run: rank 0 states the reason, once."""
-
-
-def _choice(name: str, value: Any, allowed: tuple) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{name}={value!r} is not allowed; choose one of {', '.join(map(repr, allowed))}")
-
-
-def _positive(name: str, value: float, zero_ok: bool = False) -> None:
-    if value < 0 or (value == 0 and not zero_ok):
-        raise ConfigError(f"{name}={value!r} must be {'>= 0' if zero_ok else '> 0'}")
 
 
 @dataclass
@@ -263,7 +252,8 @@ class DistConfig:
 @dataclass
 class Config:
     task: str = "avel"
-    """Task trained: 'avel' (audio-visual event localisation, per-segment classification)."""
+    """Task trained: 'avel' (event localisation, AVE), 'avqa' (question answering, MUSIC-AVQA), 'retrieval'
+    (text <-> clip, VALOR-32K) or 'captioning' (VALOR-32K); see avpea_dist/tasks/registry.py."""
     model: ModelConfig = field(default_factory=ModelConfig)
     """The frozen backbone, the AV-PEA adapters and the head."""
     data: DataConfig = field(default_factory=DataConfig)
@@ -276,9 +266,15 @@ class Config:
     """Evaluation and model selection."""
     dist: DistConfig = field(default_factory=DistConfig)
     """Distributed engine settings."""
+    avqa: AVQAConfig = field(default_factory=AVQAConfig)
+    """Question answering (read when task is 'avqa')."""
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    """Text <-> clip retrieval (read when task is 'retrieval')."""
+    captioning: CaptioningConfig = field(default_factory=CaptioningConfig)
+    """Captioning (read when task is 'captioning')."""
 
     def __post_init__(self) -> None:
-        _choice("task", self.task, ("avel",))
+        _choice("task", self.task, task_names())
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,0 +1,1 @@
+"""Audio-visual event localisation (AVEL) on AVE: one event class per one-second segment."""

@@ -1,0 +1,112 @@
+"""What a task plug-in is: the contract between one task and the shared encoder, loader and trainer.
+
+Data flows one way: shards -> stream -> encoder -> task head -> engine -> run folder. The stream decodes
+what every sample has (one JPEG frame and one log-mel window per segment) and hands the sample's ``json``
+member to the task's ``SampleCodec``; the shared encoder (frozen ViT + AV-PEA adapters) turns the media into
+tokens; the task's head turns tokens (and the batch's task fields: labels, questions, captions) into
+outputs; the task's loss and evaluation turn outputs into numbers. The trainer, checkpoints, exports,
+exactly-once evaluation, Slurm and Ray Tune paths never look inside a task (torchtitan's ``TrainSpec``
+is the model followed).
+
+A task is registered by name in ``tasks/registry.py`` (imported lazily, so reading a config does not
+import torch). Adding a task adds a folder under ``tasks/`` and a line in the registry; it edits neither
+the trainer nor the stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Protocol
+
+if TYPE_CHECKING:  # torch is imported by the modules that run models, not by config readers
+    import torch
+    from torch import nn
+
+    from ..config import Config
+    from ..models.encoder import EncoderOutput  # noqa: F401  (the head's input, see below)
+
+
+class SampleCodec(Protocol):
+    """Turns a sample's ``json`` member into the task's fields of a batch. Runs in loader workers: it must
+    pickle (plain attributes; a tokenizer is loaded lazily on first use in the worker)."""
+
+    def parse(self, meta: dict[str, Any], key: str) -> Any:
+        """One sample's targets (labels, questions, captions...). Raise ``ValueError`` with the reason for a
+        malformed record: the stream skips the sample and counts it (it never stops the run)."""
+        ...
+
+    def collate(self, targets: list[Any]) -> dict[str, Any]:
+        """The parsed targets of a batch's samples, in order -> batch fields (tensors, lists). Called with
+        ``[]`` for a batch whose samples were all skipped: return the same fields, empty."""
+        ...
+
+
+@dataclass
+class TaskLoss:
+    """A training step's objective and what the metrics line reports about it."""
+
+    loss: "torch.Tensor"
+    """Scalar, fp32, differentiable; mean over this rank's micro-batch."""
+    correct: Any = 0
+    """Training predictions right in this micro-batch (a tensor or int; summed over ranks by the loop)."""
+    count: int = 0
+    """What ``correct`` is out of (segments for AVEL, questions for AVQA, 0 when the task has no accuracy)."""
+
+
+class Task:
+    """Base class of a task plug-in. Subclasses set the class attributes and implement the methods.
+
+    Lifetime: one instance per rank per run, built by the trainer as ``Task(cfg, manifest)`` after the shard
+    manifest is read (``manifest`` is None for a model built without shards: ``avpea predict``).
+    """
+
+    name: ClassVar[str]
+    """The value of the config's ``task`` key that picks this task."""
+    schema: ClassVar[str]
+    """The shard schema this task reads (``manifest["schema"]``; shards written before schemas existed are
+    'avel'). Retrieval and captioning share the 'captions' schema."""
+    selection_metric: ClassVar[str]
+    """Key of ``evaluate()``'s result maximised on val to keep the best model (never on test)."""
+    metric_label: ClassVar[str] = ""
+    """How the selection metric reads in messages ('accuracy', 'overall accuracy', 'R@1 sum', 'CIDEr')."""
+
+    def __init__(self, cfg: "Config", manifest: dict[str, Any] | None) -> None:
+        """Check the config against the shards (class count, vocabulary, tokenizer...): a mismatch is a
+        ``ConfigError`` naming the key and the fix."""
+        self.cfg = cfg
+        self.manifest = manifest
+
+    def codec(self, split: str, epoch: int) -> SampleCodec:
+        """The sample codec of ``split`` (train or an eval split) in virtual epoch ``epoch`` (training may
+        pick, e.g., one caption per video per epoch, as a pure function of seed, epoch and key)."""
+        raise NotImplementedError
+
+    def build_head(self, embed_dim: int, streams: tuple[str, ...]) -> "nn.Module":
+        """The task head: ``head(enc: EncoderOutput, batch: dict) -> outputs``. Built right after the encoder
+        (the initialisation order is part of a seed's result). Everything trainable outside the encoder's
+        adapters lives in the head (text encoders, decoders, projections, temperatures): the trainer gives
+        it the head learning rate, checkpoints and exports it. Frozen parts are reloaded by ``build_head``."""
+        raise NotImplementedError
+
+    def loss(self, outputs: Any, batch: dict[str, Any]) -> TaskLoss:
+        """The training objective on this rank's micro-batch (a contrastive task gathers across ranks here,
+        with gradients)."""
+        raise NotImplementedError
+
+    def evaluate(self, model: "nn.Module", batches: Iterable[dict[str, Any]], device: "torch.device") -> dict[str, Any]:
+        """Every rank calls it with its exactly-once share of the split (ranks may get different numbers of
+        batches: no collective inside the batch loop). Returns the same dict on every rank: flat scalars
+        (float, int or None) written to metrics.jsonl, including ``selection_metric``, ``samples`` (clips
+        scored) and ``skipped`` (clips the loader could not decode); nested values (tables, examples) are
+        allowed and kept in result.json."""
+        raise NotImplementedError
+
+    def baselines(self, split: str) -> dict[str, Any]:
+        """Model-free reference figures on ``split`` from the manifest/shards (majority class, most frequent
+        answer per question kind, most frequent caption), same keys as ``evaluate``; {} when none."""
+        return {}
+
+
+def batch_size_of(batch: dict[str, Any]) -> int:
+    """Clips in a batch (every batch carries one key per clip)."""
+    return len(batch.get("key", ()))

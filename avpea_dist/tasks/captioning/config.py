@@ -1,0 +1,39 @@
+"""The ``captioning:`` section of a run config (VALOR-32K captioning). Read when ``task: captioning``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...config_base import ConfigError, check_positive
+
+
+@dataclass
+class CaptioningConfig:
+    decoder: str = "scratch"
+    """Text decoder: 'scratch' (a small transformer decoder built from the sizes below, with the shards'
+    tokenizer), a local folder holding a Hugging Face BERT-family model and tokenizer turned decoder
+    (``is_decoder`` + ``add_cross_attention``), or a hub name in the local cache (no network at run time)."""
+    layers: int = 2
+    """Decoder layers ('scratch' only)."""
+    width: int = 256
+    """Decoder width ('scratch' only)."""
+    heads: int = 4
+    """Decoder attention heads ('scratch' only)."""
+    max_len: int = 30
+    """Caption length in tokens, in training and in decoding."""
+    label_smoothing: float = 0.0
+    """Label smoothing of the teacher-forced cross-entropy."""
+    beam: int = 3
+    """Beam width at evaluation and in `avpea caption`; 1 is greedy decoding."""
+    length_penalty: float = 1.0
+    """Beam scores are divided by length ** length_penalty."""
+
+    def __post_init__(self) -> None:
+        for name in ("layers", "width", "heads", "max_len", "beam"):
+            check_positive(f"captioning.{name}", getattr(self, name))
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"captioning.label_smoothing={self.label_smoothing} must lie in [0, 1)")
+        if self.width % self.heads:
+            raise ConfigError(f"captioning.heads={self.heads} must divide captioning.width={self.width}")
+        if not self.decoder:
+            raise ConfigError("captioning.decoder is empty; give 'scratch', a local model folder or a hub name")
