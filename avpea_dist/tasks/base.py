@@ -101,6 +101,12 @@ class Task:
         allowed and kept in result.json."""
         raise NotImplementedError
 
+    def signature(self) -> dict[str, Any]:
+        """Settings of this task a checkpoint is bound to besides the model's (e.g. the head's sizes, the
+        vocabulary's hash), as plain JSON values: a resume with other values is refused. Keys are dotted
+        config names ('avqa.lstm_hidden')."""
+        return {}
+
     def baselines(self, split: str) -> dict[str, Any]:
         """Model-free reference figures on ``split`` from the manifest/shards (majority class, most frequent
         answer per question kind, most frequent caption), same keys as ``evaluate``; {} when none."""
@@ -110,3 +116,13 @@ class Task:
 def batch_size_of(batch: dict[str, Any]) -> int:
     """Clips in a batch (every batch carries one key per clip)."""
     return len(batch.get("key", ()))
+
+
+def to_device(batch: dict[str, Any], device: "torch.device", streams: tuple[str, ...] = ("a", "v")) -> dict[str, Any]:
+    """The batch with every tensor on ``device``; the media of a stream the model lacks (the ablations) is
+    dropped (None) instead of copied."""
+    import torch
+
+    drop = {name for name, s in (("frames", "v"), ("audio", "a")) if s not in streams}
+    return {k: None if k in drop else v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+            for k, v in batch.items()}
