@@ -59,6 +59,16 @@ class AVELTask(Task):
             return {}
         return {"accuracy": majority_accuracy(*hist)}  # the majority class
 
+    @classmethod
+    def example_manifest(cls, cfg: Any, folder: Any) -> dict[str, Any]:
+        n = cfg.model.num_classes
+        return {"schema": "avel", "classes": [f"event {k}" for k in range(n - 1)] + ["background"], "splits": {}}
+
+    def example_meta(self, index: int) -> dict[str, Any]:
+        g = torch.Generator().manual_seed(index)
+        labels = torch.randint(0, self.cfg.model.num_classes, (10,), generator=g).tolist()
+        return {"id": f"example{index}", "labels": labels, "split": "train"}
+
     def label_histogram(self, split: str) -> list[int] | None:
         hist = ((self.manifest or {}).get("splits", {}).get(split) or {}).get("segment_histogram")
         return list(hist) if hist else None
