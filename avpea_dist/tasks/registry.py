@@ -20,6 +20,10 @@ TASKS: dict[str, str] = {
     "captioning": "avpea_dist.tasks.captioning.task:CaptioningTask",
 }
 
+# shard schema -> the registered tasks that read it (for error messages; each class states its own schema)
+SCHEMA_READERS: dict[str, tuple[str, ...]] = {"avel": ("avel",), "avqa": ("avqa",),
+                                              "captions": ("retrieval", "captioning")}
+
 
 def task_names() -> tuple[str, ...]:
     return tuple(TASKS)
@@ -42,16 +46,8 @@ def build_task(cfg: Any, manifest: dict[str, Any] | None) -> "Task":
     if manifest is not None:
         schema = manifest.get("schema", "avel")
         if schema != cls.schema:
-            users = [n for n in TASKS if n != cfg.task and _schema_of(n) == schema]
-            hint = f"task={users[0]}" if users else "another task"
+            users = " or ".join(f"task={n}" for n in SCHEMA_READERS.get(schema, ()) if n != cfg.task)
             raise ConfigError(f"task={cfg.task} reads shards of schema '{cls.schema}', but data.shards="
                               f"'{cfg.data.shards}' holds schema '{schema}'; point data.shards at {cls.schema} "
-                              f"shards or set {hint}")
+                              f"shards{' or set ' + users if users else ''}")
     return cls(cfg, manifest)
-
-
-def _schema_of(name: str) -> str | None:
-    try:
-        return get_task(name).schema
-    except ImportError:  # a registered task whose module is not there yet
-        return None
