@@ -92,3 +92,13 @@ def test_a_sample_the_codec_refuses_is_skipped_and_counted(tmp_path):
                                    **kw))
     assert len(train) == 3 and all(i % 2 == 0 for b in train for i in b["index"].tolist())
     assert sum(b["skipped"] for b in train) >= 3  # refused ones are replaced by accepted draws, and counted
+
+
+def test_a_task_without_a_demo_module_says_so(toy_registered, tmp_path):
+    from avpea_dist.train.demo import run_task_demo
+
+    with pytest.raises(ValueError, match=r"the toy demo is not available in this version \(no "
+                                         r"avpea_dist/tasks/toy/demo.py\); demos available: avel"):
+        run_task_demo("toy", tmp_path)
+    with pytest.raises(ValueError, match=r"--task 'nope': choose one of avel, "):
+        run_task_demo("nope", tmp_path)
