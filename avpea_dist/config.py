@@ -46,9 +46,9 @@ class ModelConfig:
     num_segments: int = 10
     """One-second segments per clip."""
     num_classes: int = 29
-    """Classes per segment; AVE has 28 events + background. Must match the shards' manifest."""
+    """AVEL: classes per segment; AVE has 28 events + background. Must match the shards' manifest."""
     head_hidden: int = 512
-    """Hidden width of the AVEL head: concat(audio CLS, visual CLS) -> hidden -> classes."""
+    """AVEL: hidden width of the head: concat(audio CLS, visual CLS) -> hidden -> classes."""
     adapters: bool = True
     """False trains the head alone on frozen features (linear-probe ablation)."""
     modalities: str = "av"
@@ -185,8 +185,9 @@ class TrainConfig:
     ceil(epochs * epoch_batches / optim.grad_accum), so a run means the same on 1 GPU and on 32.
     eval_every, ckpt_every and log_every still count optimizer steps."""
     loss: str = "ce"
-    """Training objective per segment: 'ce' (softmax cross-entropy) or 'bce_softmax' (LAVisH's: binary
-    cross-entropy between the softmax and the one-hot target, averaged over every class of every segment)."""
+    """AVEL's training objective per segment: 'ce' (softmax cross-entropy) or 'bce_softmax' (LAVisH's: binary
+    cross-entropy between the softmax and the one-hot target, averaged over every class of every segment).
+    Other tasks set their objective in their own section."""
     allow_resume_changes: list[str] = field(default_factory=list)
     """Settings a resume may change although the run then differs from an uninterrupted one, e.g.
     [data.batch_size, train.seed]. Allowed: data (the shards' content), data.batch_size, data.epoch_batches,
@@ -255,7 +256,7 @@ class Config:
     """Task trained: 'avel' (event localisation, AVE), 'avqa' (question answering, MUSIC-AVQA), 'retrieval'
     (text <-> clip, VALOR-32K) or 'captioning' (VALOR-32K); see avpea_dist/tasks/registry.py."""
     model: ModelConfig = field(default_factory=ModelConfig)
-    """The frozen backbone, the AV-PEA adapters and the head."""
+    """The frozen backbone and the AV-PEA adapters (the encoder every task shares), and AVEL's head."""
     data: DataConfig = field(default_factory=DataConfig)
     """Shards and the streaming loader."""
     optim: OptimConfig = field(default_factory=OptimConfig)
