@@ -67,7 +67,6 @@ class Trainer:
 
     def __init__(self, cfg: Config, info: avdist.WorldInfo, backend: str, on_eval: OnEval | None,
                  data: DataSource | None) -> None:
-        from ..models.model import build_model
         from ..tasks.registry import build_task
 
         self.cfg, self.info, self.on_eval = cfg, info, on_eval
@@ -78,17 +77,34 @@ class Trainer:
         self.data = data if data is not None else ShardData(cfg, info.rank, info.world_size)
         manifest = getattr(self.data, "manifest", None)
         self.task = getattr(self.data, "task", None) or build_task(cfg, manifest)
-        g = cfg.optim.grad_accum
-        self.steps = cfg.train.total_steps(self.data.epoch_batches, g)
+        self.steps = cfg.train.total_steps(self.data.epoch_batches, cfg.optim.grad_accum)
         if cfg.train.epochs > 0:
             log.info("train.epochs=%d: %d optimizer steps (%d batches per rank per epoch, grad_accum %d); "
-                     "train.steps is not used", cfg.train.epochs, self.steps, self.data.epoch_batches, g)
+                     "train.steps is not used", cfg.train.epochs, self.steps, self.data.epoch_batches,
+                     cfg.optim.grad_accum)
         self.signature = {**resume_signature(cfg, info.world_size, manifest), **self.task.signature()}
         resume_from = choose_resume(cfg, self.ckpt_root, info.rank, self.signature)
+        self.build(backend, manifest)
+        self.state = self.restore(resume_from)
+        self.resumed = resume_from is not None
+        clips_per_step = cfg.data.batch_size * cfg.optim.grad_accum * info.world_size
+        self.metrics = MetricsLog(self.run_dir, self.main, self.state.step if self.resumed else None, self.steps,
+                                  cfg.train.progress, clips_per_step)
+        self.last_saved = self.state.step if self.resumed else -1
+        self.stats = TrainStats()
+        self.problems: list[str] = self.state.extra.setdefault("problems", [])
+        self.last_eval: dict[str, Any] = {}
+        self.data_problems = 0
+
+    def build(self, backend: str, manifest: dict[str, Any] | None) -> None:
+        """The model (encoder + the task's head), the run folder's files, the DeepSpeed engine."""
+        from ..models.model import build_model
+
+        cfg = self.cfg
         torch.manual_seed(cfg.train.seed)  # the frozen random-init backbone must be identical across restarts
         model = build_model(cfg.model, task=self.task)
         if self.main:
-            write_run_files(cfg, self.run_dir, info, backend, model.weights_report, self.steps)
+            write_run_files(cfg, self.run_dir, self.info, backend, model.weights_report, self.steps)
             if manifest is not None:  # the run stays usable (load_run) when its shards are gone
                 atomic_write_json(self.run_dir / RUN_MANIFEST, manifest)
         # The engine's schedule runs over the resolved length (train.epochs may have set it); the engine also
@@ -99,21 +115,15 @@ class Trainer:
         if cfg.model.compile:
             self.engine.compile()  # in place: the module, its state-dict names and checkpoints stay the same
         self.device = self.engine.device
-        self.state = LoopState()
-        if resume_from is not None:  # restores the RNG states too
-            self.state = LoopState.from_dict(load_checkpoint(self.engine, resume_from))
-            log.info("rank %d resumed from %s (step %d)", info.rank, resume_from, self.state.step)
-        else:
-            torch.manual_seed(cfg.train.seed * 1000 + info.rank)  # each rank its own stream for anything random
-        self.resumed = resume_from is not None
-        clips_per_step = cfg.data.batch_size * g * info.world_size
-        self.metrics = MetricsLog(self.run_dir, self.main, self.state.step if self.resumed else None, self.steps,
-                                  cfg.train.progress, clips_per_step)
-        self.last_saved = self.state.step if self.resumed else -1
-        self.stats = TrainStats()
-        self.problems: list[str] = self.state.extra.setdefault("problems", [])
-        self.last_eval: dict[str, Any] = {}
-        self.data_problems = 0
+
+    def restore(self, resume_from: Path | None) -> LoopState:
+        """The loop state (and engine, RNG states) of the checkpoint chosen by rank 0, or a fresh start."""
+        if resume_from is None:
+            torch.manual_seed(self.cfg.train.seed * 1000 + self.info.rank)  # each rank its own random stream
+            return LoopState()
+        state = LoopState.from_dict(load_checkpoint(self.engine, resume_from))  # restores the RNG states too
+        log.info("rank %d resumed from %s (step %d)", self.info.rank, resume_from, state.step)
+        return state
 
     # ------------------------------------------------------------------------------------------
     # The job
