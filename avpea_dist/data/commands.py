@@ -177,8 +177,8 @@ def report_samples(m: dict, out: str, strict: bool) -> int:
 
 
 def _stats_line(st: dict) -> str:
-    return (f"this run decoded {st['videos_decoded']} videos in {st['seconds']:.1f} s "
-            f"({st['clips_per_s']:.2f}/s), reused {st['reused_shards']} finished shards")
+    return (f"this run decoded {st['videos_decoded']} videos for {st['clips_processed']} samples in "
+            f"{st['seconds']:.1f} s ({st['videos_per_s']:.2f} videos/s), reused {st['reused_shards']} finished shards")
 
 
 def build_musicavqa_cmd(args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ per split, the number of release records, one ``Item`` per sample to write (a vi
 the records it holds) and the records already skipped while reading, with their reasons. This module does
 the rest as ``build.py`` does for AVE, with its pieces: items shuffled per split with a seed and cut into
 shards of ``shard_size`` samples, every video decoded once by ``encode_video`` in a pool of worker
-processes, each shard written atomically with its sha256, bytes and sample count, a part record after each
+processes (also when samples of several splits share it), each shard written atomically with its sha256, bytes and sample count, a part record after each
 shard (``parts.py``) so that a rerun resumes at the first unfinished shard, and a video that cannot be
 decoded skipped with its reason, once per record it held. ``manifest.json`` is written last, atomically.
 
@@ -18,10 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
+import tarfile
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from ..fileio import atomic_open, atomic_write_json, sha256_file
 from .build import BuildOptions, ordered_results, preprocessing
@@ -31,6 +34,7 @@ from .plan import Shard, shuffled
 from .tario import TarShardWriter
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+CACHE = ".decoded"
 
 
 def safe_id(video_id: str) -> str:
@@ -105,13 +109,60 @@ def _fingerprint(schema: Schema, splits: dict[str, SplitItems], plan: list[Shard
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _write_shard(out: Path, shard: Shard, results: Iterator[tuple[str, Any]], tick: Callable[[], None]) -> dict:
+class _Decoded:
+    """Each video decoded once, however many samples use it (MUSIC-AVQA puts one video in several splits):
+    a result still needed later waits on disk (``out/.decoded/``, one small tar each, removed at its last
+    use): holding it in memory from the train shards to the test shards could hold thousands of clips."""
+
+    def __init__(self, out: Path, paths: list[str], opts: BuildOptions) -> None:
+        self.uses = Counter(paths)
+        unique = list(dict.fromkeys(paths))  # first-use order, the order they are taken in
+        self.results = ordered_results(unique, opts) if unique else iter(())
+        self.decoded = len(unique)
+        self.cache = out / CACHE
+        shutil.rmtree(self.cache, ignore_errors=True)  # a killed build's leftovers
+        self.kept: dict[str, Path] = {}
+        self.stored = 0
+
+    def take(self, path: str) -> tuple[str, Any]:
+        self.uses[path] -= 1
+        if path in self.kept:
+            result = _read_result(self.kept[path])
+            if not self.uses[path]:
+                self.kept.pop(path).unlink()
+            return result
+        result = next(self.results)
+        if self.uses[path]:
+            self.kept[path] = self.cache / f"{self.stored:06d}.tar"
+            self.stored += 1
+            _write_result(self.kept[path], result)
+        return result
+
+    def close(self) -> None:
+        shutil.rmtree(self.cache, ignore_errors=True)
+
+
+def _write_result(path: Path, result: tuple[str, Any]) -> None:
+    status, payload = result
+    with atomic_open(path, "wb") as f:
+        writer = TarShardWriter(f)
+        writer.write("r", payload if status == "ok" else {"skip": str(payload).encode()})
+        writer.close()
+
+
+def _read_result(path: Path) -> tuple[str, Any]:
+    with tarfile.open(path) as tar:
+        members = {m.name[2:]: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+    return ("skip", members["skip"].decode()) if "skip" in members else ("ok", members)
+
+
+def _write_shard(out: Path, shard: Shard, videos: _Decoded, tick: Callable[[], None]) -> dict:
     rec: dict[str, Any] = {"file": None, "sha256": None, "bytes": 0, "samples": 0, "skipped": [], "written": []}
     path = out / f"{shard.name}.tar"
     with atomic_open(path, "wb") as f:
         writer = TarShardWriter(f)
         for item in shard.clips:
-            status, payload = next(results)
+            status, payload = videos.take(item.video)
             tick()
             if status == "skip":
                 rec["skipped"] += [{**r, "reason": f"video {Path(item.video).name}: {payload}"} for r in item.records]
@@ -172,12 +223,15 @@ def build_samples(out: str | Path, splits: dict[str, SplitItems], opts: BuildOpt
     if todo:
         mark_unfinished(out)
     t0 = time.perf_counter()
-    paths = [item.video for s in todo for item in s.clips]  # one decode per sample, in write order
-    results = ordered_results(paths, opts) if paths else iter(())
-    bar = tqdm(total=len(paths), desc=f"build {schema.name}", unit="video", disable=not progress)
-    for shard in todo:
-        done[shard.name] = _write_shard(out, shard, results, lambda: bar.update(1))
-        write_part(out, 0, 1, fp, done, run=None, finished=False)
+    paths = [item.video for s in todo for item in s.clips]  # in write order
+    videos = _Decoded(out, paths, opts)
+    bar = tqdm(total=len(paths), desc=f"build {schema.name}", unit="sample", disable=not progress)
+    try:
+        for shard in todo:
+            done[shard.name] = _write_shard(out, shard, videos, lambda: bar.update(1))
+            write_part(out, 0, 1, fp, done, run=None, finished=False)
+    finally:
+        videos.close()
     bar.close()
     write_part(out, 0, 1, fp, done, run=None, finished=True)
     seconds = time.perf_counter() - t0
@@ -185,8 +239,9 @@ def build_samples(out: str | Path, splits: dict[str, SplitItems], opts: BuildOpt
     atomic_write_json(out / MANIFEST, manifest)
     manifest["stats"] = {
         "shards": len(plan), "built_shards": len(todo), "reused_shards": len(plan) - len(todo),
-        "clips_processed": len(paths), "videos_decoded": len(paths),
+        "clips_processed": len(paths), "videos_decoded": videos.decoded,
         "written": sum(done[s.name]["samples"] for s in todo),
         "skipped": sum(len(done[s.name]["skipped"]) for s in todo), "seconds": round(seconds, 3),
-        "clips_per_s": round(len(paths) / seconds, 3) if paths and seconds > 0 else 0.0}
+        "clips_per_s": round(len(paths) / seconds, 3) if paths and seconds > 0 else 0.0,
+        "videos_per_s": round(videos.decoded / seconds, 3) if paths and seconds > 0 else 0.0}
     return manifest

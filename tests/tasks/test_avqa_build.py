@@ -87,9 +87,14 @@ def test_build_real_excerpt(avqa_build) -> None:
         assert re.search(pattern, entry["reason"]), entry
     # The release's repeated question ids with different answers (json/) are skipped, every copy.
     assert sum("occurs 2 times" in e["reason"] for e in m["splits"]["test"]["skipped"]) >= 6
-    # A video with questions in val and test is a sample in both (here: another such video than BROKEN).
+    # A video with questions in val and test is a sample in both (here: another such video than BROKEN),
+    # decoded once: every video of the release once, for more samples.
     both = {meta["id"] for meta in got["val"]} & {meta["id"] for meta in got["test"]}
-    assert both and "skipped" in avqa_build["stdout"]
+    videos = {q.video_id for sq in release.values() for q in sq.questions}
+    used = sum(len(group_by_video(sq.questions)) for sq in release.values())
+    assert both and used > len(videos)
+    assert f"decoded {len(videos)} videos for {used} samples" in avqa_build["stdout"]
+    assert not (out / ".decoded").exists()
 
 
 def test_release_folder_choice(tmp_path: Path) -> None:
