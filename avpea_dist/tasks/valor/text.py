@@ -64,6 +64,9 @@ def save_text_folder(folder: str | Path, captions: list[str], spec: TextSpec = T
     atomically); -> the manifest's ``text`` record (without ``folder``)."""
     import torch
     from transformers import BertConfig, BertModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a one-file save: its bar is only noise in the build's output
 
     if not captions:
         raise ValueError("no train caption to train the text folder's tokenizer on")
