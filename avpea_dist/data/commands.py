@@ -20,18 +20,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     build_options(a)
     a.set_defaults(func=build_ave_cmd)
 
-    q = bs.add_parser("musicavqa", help="from the MUSIC-AVQA release: avqa-{train,val,test}.json + <video_id>.mp4")
-    q.add_argument("--json-dir", required=True,
-                   help="folder holding avqa-{train,val,test}.json, or the release folder holding json/ and json_update/")
+    q = bs.add_parser("musicavqa", help="from the MUSIC-AVQA release: avqa-{train,val,test}.json + "
+                      "<video_id>.mp4")
+    q.add_argument("--json-dir", required=True, help="folder holding avqa-{train,val,test}.json, or the release "
+                   "folder holding json/ and json_update/")
     q.add_argument("--json-set", choices=("json_update", "json"), default="json_update",
-                   help="which question files when --json-dir holds both folders (default: the corrected json_update)")
+                   help="which question files when --json-dir holds both folders (default: the corrected "
+                        "json_update)")
     q.add_argument("--videos", required=True, help="folder of <video_id>.mp4 files")
     build_options(q, min_seconds=1.0, sampling="even", unit="videos")
     q.set_defaults(func=build_musicavqa_cmd)
 
     r = bs.add_parser("valor", help="from VALOR-32K: desc_{train,val,test}.json (or txt_mapper_en.json + "
                       "{train,test}_id.json) + <video_id>.mp4")
-    r.add_argument("--ann-dir", required=True, help="folder holding desc_{train,val,test}.json or VALOR's txt_mapper_en.json")
+    r.add_argument("--ann-dir", required=True,
+                   help="folder holding desc_{train,val,test}.json or VALOR's txt_mapper_en.json")
     r.add_argument("--videos", required=True, help="folder of <video_id>.mp4 files")
     r.add_argument("--val-fraction", type=float, default=0.1,
                    help="VALOR's own layout without val_id.json: share of the train videos held out as val "

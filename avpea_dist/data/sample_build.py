@@ -5,9 +5,10 @@ per split, the number of release records, one ``Item`` per sample to write (a vi
 the records it holds) and the records already skipped while reading, with their reasons. This module does
 the rest as ``build.py`` does for AVE, with its pieces: items shuffled per split with a seed and cut into
 shards of ``shard_size`` samples, every video decoded once by ``encode_video`` in a pool of worker
-processes (also when samples of several splits share it), each shard written atomically with its sha256, bytes and sample count, a part record after each
-shard (``parts.py``) so that a rerun resumes at the first unfinished shard, and a video that cannot be
-decoded skipped with its reason, once per record it held. ``manifest.json`` is written last, atomically.
+processes (also when samples of several splits share it), each shard written atomically with its sha256,
+bytes and sample count, a part record after each shard (``parts.py``) so that a rerun resumes at the first
+unfinished shard, and a video that cannot be decoded skipped with its reason, once per record it held.
+``manifest.json`` is written last, atomically.
 
 Keys are ``<split>-<5-digit index of the item in its split>-<id made webdataset-safe>``: unique, the same in
 every rebuild; the ``json`` member keeps the id verbatim.

@@ -95,8 +95,8 @@ def _desc_pairs(records: list[Any]) -> list[tuple[Any, Any, str | None]]:
         if not isinstance(r, dict):
             pairs.append(("", None, f"record is a {type(r).__name__}, not an object"))
             continue
-        missing = [k for k in ("video_id", "desc") if k not in r]
-        pairs.append((r.get("video_id", ""), r.get("desc"), f"missing key(s) {', '.join(missing)}" if missing else None))
+        missing = ", ".join(k for k in ("video_id", "desc") if k not in r)
+        pairs.append((r.get("video_id", ""), r.get("desc"), f"missing key(s) {missing}" if missing else None))
     return pairs
 
 
