@@ -111,6 +111,7 @@ def test_text_folder_loads_like_a_checkpoint(messy_valor, monkeypatch) -> None:
     model = AutoModel.from_pretrained(out / "text", local_files_only=True)
     assert len(tok) == m["text"]["vocab_size"] == model.config.vocab_size
     assert model.config.num_hidden_layers == 2 and model.config.hidden_size == 128
+    assert tok.model_max_length == model.config.max_position_embeddings  # truncation=True fits the model
     caption = messy_valor["desc"]["train"][0]["desc"]
     ids = tok(caption)["input_ids"]
     assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id and tok.unk_token_id not in ids

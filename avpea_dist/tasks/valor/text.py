@@ -56,7 +56,7 @@ def train_tokenizer(captions: Iterable[str], spec: TextSpec = TextSpec()) -> Any
     # Built from the trained vocabulary, BERT's own class sets up BERT's normaliser, pre-tokeniser,
     # [CLS] ... [SEP] template and decoder: the pipeline of a real BERT checkpoint.
     vocab = dict(sorted(tok.get_vocab().items(), key=lambda kv: kv[1]))
-    return BertTokenizerFast(vocab=vocab, do_lower_case=True)
+    return BertTokenizerFast(vocab=vocab, do_lower_case=True, model_max_length=spec.max_positions)
 
 
 def save_text_folder(folder: str | Path, captions: list[str], spec: TextSpec = TextSpec()) -> dict[str, Any]:
