@@ -1,11 +1,12 @@
 """`avpea shards build musicavqa`: the MUSIC-AVQA release -> shards of schema 'avqa'.
 
 One sample per (split, video) holding all of that video's questions of that split: the release splits by
-question, so a video with questions in train and test is stored once in each (decoded once per split).
-The question and answer vocabularies come from train (``vocab.py``) and go into the manifest; per split the
-manifest counts ``questions`` written, lists ``skipped`` records ({id, question_id, reason}: what
-``release.py`` refused, and every question of a video that is missing or cannot be decoded) and keeps an
-``answer_histogram`` per "<scenario>/<kind>" (the majority baselines come from it).
+question, so a video with questions in train and test is stored in each (and decoded once). The question
+and answer vocabularies come from the train questions written (``vocab.py``; what the shards hold, so a
+lost train video adds no word) and go into the manifest; per split the manifest counts ``questions``
+written, lists ``skipped`` records ({id, question_id, reason}: what ``release.py`` refused, and every
+question of a video that is missing or cannot be decoded) and keeps an ``answer_histogram`` per
+"<scenario>/<kind>" (the majority baselines come from it).
 """
 
 from __future__ import annotations
@@ -63,10 +64,14 @@ def build_musicavqa(json_dir: str | Path, videos: str | Path, out: str | Path, o
     if not release["train"].questions:
         raise ReleaseError(f"{folder / 'avqa-train.json'}: no usable train question; the vocabularies are "
                            f"built from train")
-    vocab = build_vocab(release["train"].questions)
     splits = {split: _split_items(release[split], videos) for split in SPLITS}
+    train_questions = group_by_video(release["train"].questions)
 
     def summary(written: dict[str, list[Item]]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        if not written["train"]:
+            raise ReleaseError(f"no train video of {folder} could be written (see the skip reasons in "
+                               f"{Path(out) / 'parts'}); the vocabularies are built from the train questions written")
+        vocab = build_vocab([q for item in written["train"] for q in train_questions[item.id]])
         return ({"vocab": vocab.to_json(), "json_set": folder.name},
                 {split: {"answer_histogram": answer_histogram(items)} for split, items in written.items()})
 
