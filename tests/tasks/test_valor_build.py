@@ -2,9 +2,15 @@
 README) plus the mess a real copy brings (several captions, duplicates, empty captions, missing and broken
 videos), with tiny generated mp4s standing in for the videos."""
 
+import contextlib
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -124,14 +130,14 @@ def test_text_folder_loads_like_a_checkpoint(messy_valor, monkeypatch) -> None:
         text_folder("./missing/folder")
 
 
-def test_rerun_resumes_and_interrupted_build_completes(messy_valor) -> None:
+def test_rerun_resumes_and_a_killed_build_completes(messy_valor, tmp_path: Path) -> None:
     out, ann, videos = messy_valor["out"], messy_valor["ann"], messy_valor["videos"]
     args = ("shards", "build", "valor", "--ann-dir", str(ann), "--videos", str(videos), "--out", str(out),
             "--workers", "1", "--shard-size", "3", "--no-text")
     before = json.loads((out / "manifest.json").read_text())
     r = avpea(*args)
     assert r.returncode == 0 and "decoded 0 videos" in r.stdout
-    # A build killed after some shards: manifest gone, a finished shard's file lost with it.
+    # A lost shard (and a manifest lost with it) is rebuilt alone, to the same bytes.
     lost = before["splits"]["val"]["shards"][0]
     (out / "manifest.json").unlink()
     (out / lost["file"]).unlink()
@@ -139,9 +145,35 @@ def test_rerun_resumes_and_interrupted_build_completes(messy_valor) -> None:
     assert r.returncode == 0, r.stderr
     assert f"decoded {lost['samples']} videos" in r.stdout
     after = json.loads((out / "manifest.json").read_text())
-    assert after["splits"] == before["splits"] and "text" not in after  # same bytes, same records
+    assert after["splits"] == before["splits"] and "text" not in after
     r = avpea(*args[:-3], "--shard-size", "4")
     assert r.returncode == 2 and "choose a new --out" in r.stderr
+    # A build killed (SIGKILL, with its decoding workers) after two shards resumes from the third.
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "avpea_dist.cli", *args[:8], str(killed), "--workers", "1", "--shard-size", "1",
+           "--no-text"]
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    part, deadline, finished = killed / "parts" / "task-0000-of-0001.json", time.monotonic() + 120, 0
+    while finished < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            finished = len(json.loads(part.read_text())["build"]["done"])
+    assert proc.poll() is None, "the build ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert finished >= 2 and not (killed / "manifest.json").exists()
+    r = avpea(*cmd[3:])
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"reused (\d+) finished shards", r.stdout).group(1) == str(finished)
+    resumed = json.loads((killed / "manifest.json").read_text())
+    for split, s in resumed["splits"].items():
+        b = before["splits"][split]
+        assert (s["records"], s["captions"], s["samples"]) == (b["records"], b["captions"], b["samples"])
+        assert sorted(e["reason"] for e in s["skipped"]) == sorted(e["reason"] for e in b["skipped"])
+    assert sorted(map(str, shard_samples(killed, resumed).items())) == sorted(map(str, shard_samples(out, after).items()))
 
 
 def test_valor_own_layout(messy_valor, tmp_path: Path) -> None:
