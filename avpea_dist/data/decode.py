@@ -60,23 +60,17 @@ def decode_clip(path: str | Path, *, segments: int = 10, size: int = 224, sample
             has_audio = bool(container.streams.audio)
             if not has_audio and no_audio == "skip":
                 raise DecodeError("no audio stream (use --no-audio silence to keep such clips)")
-            spans = None
             if sampling == "even":
                 index = _packet_index(path)
                 duration = _duration(container) or index.end - index.first
                 centres = (np.arange(segments) + 0.5) * duration / segments
-                spans = _seek_spans(index, centres)
+                frames, last_t = _frames(container, centres, size, _seek_spans(index, centres), index.first)
             else:
-                centres = np.arange(segments) + 0.5
-            frames, last_t = _frames(container, centres, size, spans, index.first if spans else 0.0)
+                frames, last_t = _frames(container, np.arange(segments) + 0.5, size)
         if sampling == "even":
-            starts = window_starts(centres, duration)
             if last_t + 1.0 < centres[-1]:  # the header promises more video than the file holds
                 raise DecodeError(f"truncated: video ends at {last_t:.1f} s, its header says {duration:.1f} s")
-            audio = None
-            if has_audio:
-                audio = centred_windows(_audio(path, int(round((starts[-1] + 1) * sample_rate)), sample_rate),
-                                        starts, sample_rate)
+            audio = _centred_audio(path, window_starts(centres, duration), sample_rate) if has_audio else None
         else:
             n = None if whole_audio else segments * sample_rate
             audio = _audio(path, n, sample_rate) if has_audio else None
@@ -204,6 +198,11 @@ def _frames(container: av.container.InputContainer, targets: np.ndarray, size: i
             cache[key] = frame.reformat(width=size, height=size, format="rgb24").to_ndarray()
         out[i] = cache[key]
     return out, last_t
+
+
+def _centred_audio(path: Path, starts: np.ndarray, sample_rate: int) -> np.ndarray:
+    """'even' sampling: the one-second windows from ``starts`` (s), concatenated."""
+    return centred_windows(_audio(path, int(round((starts[-1] + 1) * sample_rate)), sample_rate), starts, sample_rate)
 
 
 def _audio(path: Path, n: int | None, sample_rate: int) -> np.ndarray:
