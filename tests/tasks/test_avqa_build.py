@@ -110,3 +110,6 @@ def test_release_folder_choice(tmp_path: Path) -> None:
     r = avpea("shards", "build", "musicavqa", "--json-dir", str(FIXTURES), "--videos", str(tmp_path),
               "--out", str(tmp_path / "out"))
     assert r.returncode == 2 and "avqa-train.json is missing" in r.stderr  # json_update/ has no train excerpt
+    r = avpea("shards", "build", "musicavqa", "--json-dir", str(FIXTURES), "--videos", str(tmp_path / "no"),
+              "--out", str(tmp_path / "out"))
+    assert r.returncode == 2 and "--videos" in r.stderr and "is not a folder" in r.stderr
