@@ -35,6 +35,8 @@ from .plan import Shard, shuffled
 from .tario import TarShardWriter
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+ANY_LENGTH = BuildOptions(sampling="even", min_seconds=1.0)
+"""The builders' default options: segments spread over videos of any length, clips from 1 s (VALOR has 2 s ones)."""
 CACHE = ".decoded"
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ...data.build import BuildOptions
-from ...data.sample_build import Item, Schema, SplitItems, build_samples
+from ...data.sample_build import ANY_LENGTH, Item, Schema, SplitItems, build_samples
 from .release import SPLITS, ReleaseError, SplitQuestions, group_by_video, read_release
 from .vocab import build_vocab
 
@@ -53,7 +53,7 @@ def answer_histogram(items: list[Item]) -> dict[str, dict[str, int]]:
     return {kind: dict(sorted(counts[kind].items())) for kind in sorted(counts)}
 
 
-def build_musicavqa(json_dir: str | Path, videos: str | Path, out: str | Path, opts: BuildOptions = BuildOptions(),
+def build_musicavqa(json_dir: str | Path, videos: str | Path, out: str | Path, opts: BuildOptions = ANY_LENGTH,
                     *, json_set: str = "json_update", progress: bool = True) -> dict[str, Any]:
     """Build (or resume) the MUSIC-AVQA shards; -> the manifest, with an extra ``"stats"`` entry (not stored)."""
     folder = release_folder(json_dir, json_set)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ...data.build import BuildOptions
-from ...data.sample_build import Item, Schema, SplitItems, build_samples
+from ...data.sample_build import ANY_LENGTH, Item, Schema, SplitItems, build_samples
 from .release import SplitCaptions, read_release
 from .text import TEXT_FOLDER, TextSpec, save_text_folder
 
@@ -35,7 +35,7 @@ def most_frequent(captions: list[str]) -> str | None:
     return max(counts, key=counts.__getitem__) if counts else None
 
 
-def build_valor(ann_dir: str | Path, videos: str | Path, out: str | Path, opts: BuildOptions = BuildOptions(),
+def build_valor(ann_dir: str | Path, videos: str | Path, out: str | Path, opts: BuildOptions = ANY_LENGTH,
                 *, text: bool = True, text_spec: TextSpec = TextSpec(), val_fraction: float = 0.1,
                 progress: bool = True) -> dict[str, Any]:
     """Build (or resume) the VALOR-32K shards; -> the manifest, with an extra ``"stats"`` entry (not stored)."""
