@@ -53,7 +53,10 @@ def messy_valor(tmp_path_factory: pytest.TempPathFactory) -> dict:
         (ann / f"desc_{split}.json").write_text(json.dumps(desc[split]))
     ids = {r["video_id"] for s in SPLITS for r in desc[s] if isinstance(r, dict) and "video_id" in r}
     for vid in sorted(ids - {"gone-Video_1_0.000_10.000", "broken_Video_0.000_10.000", "../escape_0.000_10.000"}):
-        timed_mp4(videos / f"{vid}.mp4", 7.0 if "7.000" in vid else 10.0, fps=2, size=32)
+        suffix = ".mkv" if vid == t1 else ".mp4"  # a download tool's container: found as <id>.mkv
+        timed_mp4(videos / f"{vid}{suffix}", 7.0 if "7.000" in vid else 10.0, fps=2, size=32)
+    (videos / f"{t0}.webm").write_bytes(b"not a video")  # <id>.mp4 exists: preferred
+    (videos / "gone-Video_1_0.000_10.000.txt").write_text("not a video container")
     (videos / "broken_Video_0.000_10.000.mp4").write_bytes(b"<html>404</html>" * 64)
     out = root / "shards"
     r = avpea("shards", "build", "valor", "--ann-dir", str(ann), "--videos", str(videos), "--out", str(out),
@@ -84,12 +87,12 @@ def test_build_real_excerpt_with_its_mess(messy_valor) -> None:
     train = {meta["id"]: meta for meta in got["train"]}
     t0, t1, v0 = messy_valor["t0"], messy_valor["t1"], messy_valor["v0"]
     assert train[t0]["captions"] == [desc["train"][0]["desc"], "A second caption of the first clip."]
-    assert train[t1]["captions"] == [desc["train"][1]["desc"]]  # the duplicate written once
+    assert train[t1]["captions"] == [desc["train"][1]["desc"]]  # the duplicate written once (from <id>.mkv)
     reasons = [e["reason"] for e in m["splits"]["train"]["skipped"]]
     assert len(reasons) == 9
     expected = ["exact duplicate of record 1", "is empty or not a string", "is empty or not a string",
-                "missing key(s) desc", "not an object", "cannot name a file", "missing file", "undecodable",
-                "undecodable"]
+                "missing key(s) desc", "not an object", "cannot name a file",
+                "video gone-Video_1_0.000_10.000.mp4: missing file", "undecodable", "undecodable"]
     for pattern in expected:
         hit = next(r for r in reasons if pattern in r)
         reasons.remove(hit)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ...data.build import BuildOptions
-from ...data.sample_build import ANY_LENGTH, Item, Schema, SplitItems, build_samples
+from ...data.sample_build import ANY_LENGTH, Item, Schema, SplitItems, build_samples, video_paths
 from .release import SplitCaptions, read_release
 from .text import TEXT_FOLDER, TextSpec, save_text_folder
 
@@ -22,8 +22,8 @@ SCHEMA = Schema("captions", "captions", "{id (video id, verbatim), key (== the t
                 "(every caption of the video in this split, file order)}")
 
 
-def _split_items(sc: SplitCaptions, videos: Path) -> SplitItems:
-    items = [Item(sc.split, index, vid, str(videos / f"{vid}.mp4"), {"captions": caps},
+def _split_items(sc: SplitCaptions, videos: dict[str, str]) -> SplitItems:
+    items = [Item(sc.split, index, vid, videos[vid], {"captions": caps},
                   tuple({"id": vid} for _ in caps))
              for index, (vid, caps) in enumerate(sc.videos.items())]
     return SplitItems(sc.records, items, list(sc.skipped))
@@ -43,7 +43,8 @@ def build_valor(ann_dir: str | Path, videos: str | Path, out: str | Path, opts: 
     if not videos.is_dir():
         raise FileNotFoundError(f"--videos {videos} is not a folder; pass the folder of <video_id>.mp4 files")
     splits, annotations = read_release(ann_dir, val_fraction=val_fraction, seed=opts.order_seed)
-    items = {split: _split_items(sc, videos) for split, sc in splits.items()}
+    paths = video_paths(videos, {vid for sc in splits.values() for vid in sc.videos})
+    items = {split: _split_items(sc, paths) for split, sc in splits.items()}
 
     def summary(written: dict[str, list[Item]]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         train = [c for item in written.get("train", []) for c in item.meta["captions"]]
