@@ -179,7 +179,7 @@ def test_rerun_resumes_and_a_killed_build_completes(messy_valor, tmp_path: Path)
     assert sorted(map(str, shard_samples(killed, resumed).items())) == sorted(map(str, shard_samples(out, after).items()))
 
 
-def test_valor_own_layout(messy_valor, tmp_path: Path) -> None:
+def test_valor_own_layout(tmp_path: Path) -> None:
     """txt_mapper_en.json {id: [captions]} + train_id.json / test_id.json: val is a seeded hold-out of train."""
     ann = tmp_path / "valor"
     ann.mkdir()
@@ -205,4 +205,13 @@ def test_valor_own_layout(messy_valor, tmp_path: Path) -> None:
     assert info["val_from"] == {"source": "val_id.json"} and len(splits["val"].videos) == len(real("val"))
     shutil.rmtree(ann)
     with pytest.raises(release.ReleaseError, match="is not a folder"):
+        release.read_release(ann)
+    ann.mkdir()
+    with pytest.raises(release.ReleaseError, match="holds neither desc_train.json"):
+        release.read_release(ann)
+    shutil.copy(FIXTURES / "desc_train.json", ann)
+    with pytest.raises(release.ReleaseError, match="desc_val.json is missing"):
+        release.read_release(ann)
+    (ann / "desc_val.json").write_text('{"video_id": "a list was expected"}')
+    with pytest.raises(release.ReleaseError, match="expected a JSON list"):
         release.read_release(ann)
