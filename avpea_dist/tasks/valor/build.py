@@ -9,11 +9,15 @@ captioning baseline: the most frequent train caption written, ties broken by fir
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from ...data.build import BuildOptions
+from ...data.manifest import MANIFEST
 from ...data.sample_build import ANY_LENGTH, Item, Schema, SplitItems, build_samples, video_paths
 from .release import SplitCaptions, read_release
 from .text import TEXT_FOLDER, TextSpec, save_text_folder
@@ -35,6 +39,18 @@ def most_frequent(captions: list[str]) -> str | None:
     return max(counts, key=counts.__getitem__) if counts else None
 
 
+def _text_record(out: Path, train: list[str], spec: TextSpec) -> dict[str, Any]:
+    """The manifest's ``text``: the folder an earlier build saved from the same captions and spec, else a new one."""
+    digest = hashlib.sha256(json.dumps([train, asdict(spec)]).encode()).hexdigest()[:16]
+    try:
+        previous = json.loads((out / MANIFEST).read_text()).get("text") or {}
+    except (OSError, ValueError):
+        previous = {}
+    if previous.get("source_sha256") == digest and (out / TEXT_FOLDER / "config.json").is_file():
+        return previous
+    return {"folder": TEXT_FOLDER, **save_text_folder(out / TEXT_FOLDER, train, spec), "source_sha256": digest}
+
+
 def build_valor(ann_dir: str | Path, videos: str | Path, out: str | Path, opts: BuildOptions = ANY_LENGTH,
                 *, text: bool = True, text_spec: TextSpec = TextSpec(), val_fraction: float = 0.1,
                 progress: bool = True) -> dict[str, Any]:
@@ -50,7 +66,7 @@ def build_valor(ann_dir: str | Path, videos: str | Path, out: str | Path, opts: 
         train = [c for item in written.get("train", []) for c in item.meta["captions"]]
         top: dict[str, Any] = {"annotations": annotations, "most_frequent_caption": most_frequent(train)}
         if text and train:
-            top["text"] = {"folder": TEXT_FOLDER, **save_text_folder(out / TEXT_FOLDER, train, text_spec)}
+            top["text"] = _text_record(out, train, text_spec)
         return top, {}
 
     return build_samples(out, items, opts, schema=SCHEMA, source=str(Path(ann_dir).resolve()), summary=summary,
