@@ -164,7 +164,7 @@ def build_ave_cmd(args: argparse.Namespace) -> int:
 
 
 def report_samples(m: dict, out: str, strict: bool) -> int:
-    """Print what a finished musicavqa/valor build holds and every skipped record; -> the exit code."""
+    """Print what a finished musicavqa/valor build holds and its first skipped records; -> the exit code."""
     unit = {"avqa": "questions", "captions": "captions"}[m["schema"]]
     for split, s in m["splits"].items():
         print(f"{split:<5} {s['samples']} videos in {len(s['shards'])} shards, {s[unit]} {unit} written, "
