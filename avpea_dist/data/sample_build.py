@@ -162,6 +162,10 @@ class _Decoded:
         return result
 
     def close(self) -> None:
+        """Stop the decoding pool now (also after an error) and remove the waiting results."""
+        close = getattr(self.results, "close", None)
+        if close is not None:
+            close()
         shutil.rmtree(self.cache, ignore_errors=True)
 
 
