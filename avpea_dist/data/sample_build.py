@@ -35,12 +35,11 @@ from .parts import PARTS, intact, load_done, mark_unfinished, write_part
 from .plan import Shard, shuffled
 from .tario import TarShardWriter
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 ANY_LENGTH = BuildOptions(sampling="even", min_seconds=1.0)
 """The builders' default options: segments spread over videos of any length, clips from 1 s (VALOR has 2 s ones)."""
 CACHE = ".decoded"
-
-
+"""Under the shard folder: decoded videos waiting for a later split's sample (removed when the build ends)."""
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
 """Looked for in this order: the releases ship mp4; a download tool may have left another container."""
 _SUFFIX_RANK = {suffix: rank for rank, suffix in enumerate(VIDEO_SUFFIXES)}
