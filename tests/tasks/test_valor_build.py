@@ -156,7 +156,7 @@ def test_rerun_resumes_and_a_killed_build_completes(messy_valor, tmp_path: Path)
     assert r.returncode == 2 and "choose a new --out" in r.stderr
     # A build killed (SIGKILL, with its decoding workers) after two shards resumes from the third.
     killed = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "avpea_dist.cli", *args[:8], str(killed), "--workers", "1", "--shard-size", "1",
+    cmd = [sys.executable, "-m", "avpea_dist.cli", *args[:8], str(killed), "--workers", "2", "--shard-size", "1",
            "--no-text"]
     repo = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
