@@ -30,7 +30,7 @@ INSTRUMENTS: tuple[tuple[str, str, str], ...] = (
 )
 NAMES = tuple(i[0] for i in INSTRUMENTS)
 LEVEL_GAINS = (0.04, 0.1, 0.25, 0.6)  # ~8 dB apart: quiet .. loud, mixed to peak below 1
-NOISE = 0.004
+NOISE = 0.001  # a floor well under the quietest level (-32 dB)
 
 
 @dataclass(frozen=True)

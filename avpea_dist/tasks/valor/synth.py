@@ -146,7 +146,7 @@ def render(clip: Clip, spec: SynthSpec, rng: np.random.Generator) -> tuple[np.nd
     wave = sum(np.sin(2 * np.pi * f * r * t + rng.uniform(0, 2 * np.pi)) for r in ratios) / len(ratios)
     if clip.sound == "beeping":
         wave = wave * ((t * 4) % 1 < 0.5)  # 4 beeps a second: visible in 10 ms fbank frames
-    audio = rng.uniform(0.25, 0.4) * wave + rng.normal(0, 0.004, len(t))
+    audio = rng.uniform(0.25, 0.4) * wave + rng.normal(0, 0.001, len(t))
     return frames, np.clip(audio, -1, 1).astype(np.float32)
 
 
