@@ -96,6 +96,8 @@ def av_existential(s: Scene, absent: list[int]) -> list[Candidate]:
     t, out = ("Audio-Visual", "Existential"), []
     off_screen = any(p.slot is None for p in s.players)
     out.append(Candidate(t, "Is this sound from the instrument in the video?", (), _yes(not off_screen)))
+    out += [Candidate(t, "Is the instrument on the <LR> playing?", (SLOTS[p.slot],), _yes(p.sound is not None))
+            for p in s.visible]
     for p in s.players:  # off-screen players are asked about too: they are not "in the video"
         seen = p.slot is not None
         out.append(Candidate(t, "Is the <Object> in the video always playing?", (p.name,),
@@ -110,6 +112,12 @@ def av_counting(s: Scene, absent: list[int]) -> list[Candidate]:
     out = [Candidate(t, "How many instruments are sounding in the video?", (), NUMBERS[len(seen_heard)]),
            Candidate(t, "How many instruments in the video did not sound from beginning to end?", (),
                      NUMBERS[sum(p.sound is None for p in s.visible)])]
+    by_level = sorted(seen_heard, key=lambda p: p.sound.level)  # "the loudest instrument": of those seen
+    for ll, p in (by_level[-1:] and [("loudest", by_level[-1]), ("quietest", by_level[0])]) or []:
+        for lr in ("left", "right"):
+            n = sum((q.slot < p.slot) == (lr == "left") and q is not p for q in s.visible)
+            out.append(Candidate(t, "How many instruments are on the <LR> of the <LL> instrument?", (lr, ll),
+                                 NUMBERS[n]))
     out += [Candidate(t, "How many sounding <Object> in the video\uff1f", (p.name,),
                       NUMBERS[int(p.slot is not None and p.sound is not None)]) for p in s.players]
     return out
