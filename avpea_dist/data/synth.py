@@ -41,6 +41,7 @@ class SynthSpec:
     video_codec: str = "libx264"
     audio_codec: str = "aac"
     seconds: float = 10.0
+    aac_fast: bool = False  # ffmpeg's fast AAC coder: ~3x cheaper encoding (the task demos' sets use it)
 
 
 def class_names(num_classes: int) -> list[str]:
@@ -140,6 +141,8 @@ def write_mp4(path: Path, frames: np.ndarray, audio: np.ndarray, spec: SynthSpec
         a = out.add_stream(spec.audio_codec, rate=spec.sample_rate) if len(audio) else None
         if a is not None:
             a.layout = "mono" if spec.channels == 1 else "stereo"
+            if spec.aac_fast and spec.audio_codec == "aac":
+                a.options = {"aac_coder": "fast"}
         for j, rgb in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             frame.pts, frame.time_base = j, Fraction(1, spec.fps)

@@ -72,13 +72,14 @@ def _answer(scene: dict, template: str, v: list[str]) -> tuple[str, str]:
             and p["instrument"] != v[1]][-1 if v[0] == "left" else 0]["instrument"]),
         "Is this sound from the instrument in the video?": ("AV/Ext", lambda: yn(all(p["slot"] for p in heard))),
         "Is the <Object> in the video always playing?": ("AV/Ext", lambda: yn(
-            by[v[0]]["slot"] and by[v[0]]["sound"] and by[v[0]]["sound"]["onset"] == 0 and by[v[0]]["sound"]["end"] == 10)),
+            by[v[0]]["slot"] and by[v[0]]["sound"] and dur(by[v[0]]) == 10)),
         "Is the <Object> in the video playing?": ("AV/Ext", lambda: yn(by[v[0]]["slot"] and by[v[0]]["sound"])),
         "How many instruments are sounding in the video?": ("AV/Cnt", lambda: NUMBERS[len(seen_heard)]),
         "How many instruments in the video did not sound from beginning to end?": (
             "AV/Cnt", lambda: NUMBERS[sum(not p["sound"] for p in seen)]),
         "How many instruments are on the <LR> of the <LL> instrument?": ("AV/Cnt", lambda: NUMBERS[sum(
-            (SLOT_X[p["slot"]] - SLOT_X[seen_heard[-1 if v[1] == "loudest" else 0]["slot"]]) * (1 if v[0] == "right" else -1) > 0
+            (SLOT_X[p["slot"]] - SLOT_X[seen_heard[-1 if v[1] == "loudest" else 0]["slot"]])
+            * (1 if v[0] == "right" else -1) > 0
             for p in seen)]),
         "Is the instrument on the <LR> playing?": ("AV/Ext", lambda: yn(at[v[0]]["sound"])),
         "How many sounding <Object> in the video\uff1f": (
@@ -241,7 +242,8 @@ def test_deterministic_and_reused(tmp_path):
         assert mp4.read_bytes() == (tmp_path / "b" / "videos" / mp4.name).read_bytes()
     assert make_musicavqa(tmp_path / "a", videos=3, seed=5, questions=5, spec=spec)["reused"]
     c = make_musicavqa(tmp_path / "a", videos=3, seed=6, questions=5, spec=spec)  # other arguments: rewritten
-    assert not c["reused"] and (tmp_path / "a" / "scenes.json").read_bytes() != (tmp_path / "b" / "scenes.json").read_bytes()
+    assert not c["reused"]
+    assert (tmp_path / "a" / "scenes.json").read_bytes() != (tmp_path / "b" / "scenes.json").read_bytes()
     with pytest.raises(ValueError, match="--questions"):
         make_musicavqa(tmp_path / "d", videos=3, questions=10)
 

@@ -18,7 +18,8 @@ SPLITS = ("train", "val", "test")
 ID = re.compile(r"^[A-Za-z0-9_-]{11}_[0-9]+_[0-9]+$")
 # The grammar, written out here: every caption must be one of these with the clip's own words.
 GRAMMAR = (r"a (?P<colour>\w+) (?P<shape>\w+) on the (?P<side>\w+) while a (?P<pitch>\w+) (?P<sound>\w+) plays",
-           r"a (?P<pitch>\w+) (?P<sound>\w+) plays while a (?P<colour>\w+) (?P<shape>\w+) is shown on the (?P<side>\w+)",
+           r"a (?P<pitch>\w+) (?P<sound>\w+) plays while a (?P<colour>\w+) (?P<shape>\w+)"
+           r" is shown on the (?P<side>\w+)",
            r"on the (?P<side>\w+) a (?P<colour>\w+) (?P<shape>\w+) appears as a (?P<pitch>\w+) (?P<sound>\w+) plays")
 
 

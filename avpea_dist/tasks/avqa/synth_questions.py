@@ -45,7 +45,8 @@ def audio_counting(s: Scene, absent: list[int]) -> list[Candidate]:
                      NUMBERS[len(heard)]),
            Candidate(t, "How many instruments can be heard in the video?", (), NUMBERS[len(heard)])]
     out += [Candidate(t, "Is there a <Object> sound?", (NAMES[k],), _yes(k in heard)) for k in named]
-    out += [Candidate(t, "Are there <Object> and <Object> sound? ", (NAMES[a], NAMES[b]), _yes(a in heard and b in heard))
+    out += [Candidate(t, "Are there <Object> and <Object> sound? ", (NAMES[a], NAMES[b]),
+                      _yes(a in heard and b in heard))
             for a in named for b in named if a < b]
     return out
 
@@ -54,8 +55,9 @@ def audio_comparative(s: Scene, absent: list[int]) -> list[Candidate]:
     t, out = ("Audio", "Comparative"), []
     for a, b in _pairs(s.sounding):
         names = (a.name, b.name)
-        out.append(Candidate(t, "Is the <Object> louder than the <Object>?", names, _yes(a.sound.level > b.sound.level)))
-        out.append(Candidate(t, "Is the <Object> quieter than the <Object>?", names, _yes(a.sound.level < b.sound.level)))
+        louder = a.sound.level > b.sound.level
+        out.append(Candidate(t, "Is the <Object> louder than the <Object>?", names, _yes(louder)))
+        out.append(Candidate(t, "Is the <Object> quieter than the <Object>?", names, _yes(not louder)))
         if a.sound.duration != b.sound.duration:
             out.append(Candidate(t, "Is the <Object> playing longer than the <Object>?", names,
                                  _yes(a.sound.duration > b.sound.duration)))
