@@ -44,11 +44,13 @@ def make_scenes(videos: int, seed: int) -> list[Scene]:
 
 
 class _Balancer:
-    """Greedy choice of questions: kinds evenly, then within a kind the least used answer and template."""
+    """Greedy choice of questions: kinds evenly, then within a kind the candidate whose answer is the least used
+    for its template in its split (so the question text alone says little about the answer), then the least
+    used template."""
 
     def __init__(self) -> None:
         self.kinds: Counter = Counter()
-        self.answers: dict[tuple[str, tuple[str, str]], Counter] = defaultdict(Counter)
+        self.answers: dict[tuple[str, str], Counter] = defaultdict(Counter)  # (split, template)
         self.templates: Counter = Counter()
 
     def choose(self, scene: Scene, splits: list[str], rng: np.random.Generator) -> list[tuple[str, Candidate]]:
@@ -61,12 +63,11 @@ class _Balancer:
         chosen = []
         for split, (i, cands) in zip(splits, offers):
             tie = rng.random(len(cands))
-            answers = self.answers[split, cands[0].type]
-            best = min(range(len(cands)), key=lambda j: (answers[cands[j].answer], self.templates[cands[j].template],
-                                                         tie[j]))
+            best = min(range(len(cands)), key=lambda j: (self.answers[split, cands[j].template][cands[j].answer],
+                                                         self.templates[cands[j].template], tie[j]))
             c = cands[best]
             self.kinds[i] += 1
-            answers[c.answer] += 1
+            self.answers[split, c.template][c.answer] += 1
             self.templates[c.template] += 1
             chosen.append((split, c))
         return chosen

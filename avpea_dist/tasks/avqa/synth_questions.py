@@ -150,8 +150,6 @@ def av_comparative(s: Scene, absent: list[int]) -> list[Candidate]:
         if a.sound is not None and b.sound is not None:
             out.append(Candidate(t, "Is the instrument on the <LR> louder than the instrument on the <LR>?", (la, lb),
                                  _yes(a.sound.level > b.sound.level)))
-            out.append(Candidate(t, "Is the <Object> on the <LR> louder than the <Object> on the <LR>?",
-                                 (a.name, la, b.name, lb), _yes(a.sound.level > b.sound.level)))
         da, db = (0 if p.sound is None else p.sound.duration for p in (a, b))
         if da != db:
             out.append(Candidate(t, "Is the instrument on the <LR> playing longer than the instrument on the <LR>?",
