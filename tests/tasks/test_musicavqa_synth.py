@@ -234,7 +234,7 @@ def test_each_kind_needs_its_streams():
 
 
 def test_deterministic_and_reused(tmp_path):
-    spec = SynthSpec(size=48)
+    spec = SynthSpec(size=48, aac_fast=True)
     a = make_musicavqa(tmp_path / "a", videos=3, seed=5, questions=5, spec=spec)
     b = make_musicavqa(tmp_path / "b", videos=3, seed=5, questions=5, spec=spec)
     assert not a["reused"] and not b["reused"]
@@ -277,3 +277,24 @@ def test_mp4_shows_and_sounds_the_scene(small):
         peak_hz = np.argmax(spectrum) * 16000 / len(chunk)
         f0 = _tone(names.index(loudest["instrument"]), len(names))
         assert abs(peak_hz - f0) < 0.03 * f0 + 10, (second, peak_hz, f0)
+
+
+def test_builds_into_avqa_shards(small, tmp_path):
+    """Through the real builder (even sampling): every question written, none skipped, one sample per video
+    and split, the answer histograms those of the json files."""
+    from avpea_dist.data.build import BuildOptions
+    from avpea_dist.tasks.avqa.build import build_musicavqa
+
+    m = build_musicavqa(small / "json", small / "videos", tmp_path / "shards",
+                        BuildOptions(workers=1, frame_size=32, sampling="even", min_seconds=1.0), progress=False)
+    assert m["schema"] == "avqa"
+    for split in release.SPLITS:
+        records = json.loads((small / "json" / f"avqa-{split}.json").read_text())
+        s = m["splits"][split]
+        assert (s["records"], s["questions"], s["skipped"]) == (len(records), len(records), [])
+        assert s["samples"] == len({r["video_id"] for r in records})
+        hist = {}
+        for r in records:
+            kind = "/".join(json.loads(r["type"]))
+            hist.setdefault(kind, Counter())[r["anser"]] += 1
+        assert s["answer_histogram"] == {k: dict(v) for k, v in hist.items()}

@@ -15,12 +15,12 @@ from avpea_dist.data.synth import _COLOURS, SynthSpec
 from avpea_dist.tasks.valor.synth import PITCHES, make_clips, make_valor
 
 SPLITS = ("train", "val", "test")
-ID = re.compile(r"^[A-Za-z0-9_-]{11}_[0-9]+_[0-9]+$")
+ID = re.compile(r"^[A-Za-z0-9_-]{11}_[0-9]+\.000_[0-9]+\.000$")  # VALOR's form
 # The grammar, written out here: every caption must be one of these with the clip's own words.
-GRAMMAR = (r"a (?P<colour>\w+) (?P<shape>\w+) on the (?P<side>\w+) while a (?P<pitch>\w+) (?P<sound>\w+) plays",
-           r"a (?P<pitch>\w+) (?P<sound>\w+) plays while a (?P<colour>\w+) (?P<shape>\w+)"
-           r" is shown on the (?P<side>\w+)",
-           r"on the (?P<side>\w+) a (?P<colour>\w+) (?P<shape>\w+) appears as a (?P<pitch>\w+) (?P<sound>\w+) plays")
+GRAMMAR = (r"A (?P<colour>\w+) (?P<shape>\w+) on the (?P<side>\w+) while a (?P<pitch>\w+) (?P<sound>\w+) plays\.",
+           r"A (?P<pitch>\w+) (?P<sound>\w+) plays while a (?P<colour>\w+) (?P<shape>\w+)"
+           r" is shown on the (?P<side>\w+)\.",
+           r"On the (?P<side>\w+), a (?P<colour>\w+) (?P<shape>\w+) appears as a (?P<pitch>\w+) (?P<sound>\w+) plays\.")
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_valor_layout_and_planted_records(small):
             if r["desc"]:
                 assert r["desc"] in clips[r["video_id"]]["captions"]
     assert any(len(c["captions"]) == 2 for c in clips.values())
-    assert any("-" in v or v.count("_") > 2 for v in clips)  # ids with - and _, as YouTube's
+    assert any("-" in v[:11] for v in clips) and any("_" in v[:11] for v in clips)  # as YouTube ids
 
 
 def test_captions_name_what_is_seen_and_heard():
@@ -85,7 +85,7 @@ def test_each_clip_needs_both_streams_to_be_found():
 
 
 def test_deterministic_reused_and_checked(tmp_path):
-    spec = SynthSpec(size=32)
+    spec = SynthSpec(size=32, aac_fast=True)
     a = make_valor(tmp_path / "a", clips=12, seed=4, spec=spec)
     make_valor(tmp_path / "b", clips=12, seed=4, spec=spec)
     for name in ("desc_train.json", "desc_val.json", "desc_test.json", "clips.json"):
@@ -117,3 +117,22 @@ def test_mp4_shows_and_sounds_the_clip(small):
             assert quarter[::2].min() > 5 * quarter[1::2].max() or quarter[1::2].min() > 5 * quarter[::2].max()
         else:
             assert quarter.min() > 0.5 * quarter.max()
+
+
+def test_builds_into_caption_shards(small, tmp_path):
+    """Through the real builder: one sample per clip with all its captions; the planted duplicate and empty
+    records are the only skips."""
+    from avpea_dist.data.build import BuildOptions
+    from avpea_dist.tasks.valor.build import build_valor
+
+    m = build_valor(small, small / "videos", tmp_path / "shards",
+                    BuildOptions(workers=1, frame_size=32, sampling="even", min_seconds=1.0), text=False,
+                    progress=False)
+    clips = json.loads((small / "clips.json").read_text())
+    for split in SPLITS:
+        s, mine = m["splits"][split], [c for c in clips if c["split"] == split]
+        planted = 2 if split == "train" else 0
+        assert s["samples"] == len(mine) and s["captions"] == sum(len(c["captions"]) for c in mine)
+        assert s["records"] == s["captions"] + planted and len(s["skipped"]) == planted
+    reasons = " | ".join(x["reason"] for x in m["splits"]["train"]["skipped"])
+    assert "empty" in reasons and "duplicate" in reasons

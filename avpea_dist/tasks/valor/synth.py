@@ -2,13 +2,13 @@
 
 Each 10 s clip shows one pattern (a colour, a shape, on the left or the right half of the frame) and plays one
 sound (a pitch and a kind: chord, whistle or beeping) from start to end; its caption names both, from a small
-grammar ("a blue checkerboard on the left while a high chord plays"). Clips come in quads: two pictures x two
+grammar ("A blue checkerboard on the left while a high chord plays."). Clips come in quads: two pictures x two
 sounds, so every clip shares its picture with one clip and its sound with another clip of the same split:
 a model that sees only the picture (or hears only the sound) cannot tell a quad's clips apart, R@1 needs both
 streams and a caption must name both to match. A (picture, sound) pair occurs at most once per split.
 
 Writes ``OUT/desc_{train,val,test}.json`` (lists of ``{"video_id", "desc"}``, VALOR's keys; ids are
-11-character YouTube-like ids with ``-`` and ``_``, then ``_<start>_<end>``), ``OUT/videos/<video_id>.mp4``
+11-character YouTube-like ids with ``-`` and ``_``, then ``_<start>.000_<end>.000`` as VALOR's), ``OUT/videos/<video_id>.mp4``
 (H.264 + AAC), ``OUT/clips.json`` (each clip's picture, sound, split and captions: the ground truth) and
 ``OUT/synth.json`` (arguments and counts; a folder holding it with the same arguments is reused). Like a real
 set, some clips have two captions (two records), and train holds one exact duplicate record and one record
@@ -35,10 +35,10 @@ SHAPES = {"checkerboard": "checker", "square": "square", "circle": "circle"}  # 
 SIDES = ("left", "right")
 PITCHES = {"low": 250.0, "medium": 900.0, "high": 3000.0}  # Hz, far apart on the mel scale
 SOUNDS = ("chord", "whistle", "beeping")
-TEMPLATES = (
-    "a {colour} {shape} on the {side} while a {pitch} {sound} plays",
-    "a {pitch} {sound} plays while a {colour} {shape} is shown on the {side}",
-    "on the {side} a {colour} {shape} appears as a {pitch} {sound} plays",
+TEMPLATES = (  # sentences as VALOR's: a capital letter, a full stop (caption metrics drop both)
+    "A {colour} {shape} on the {side} while a {pitch} {sound} plays.",
+    "A {pitch} {sound} plays while a {colour} {shape} is shown on the {side}.",
+    "On the {side}, a {colour} {shape} appears as a {pitch} {sound} plays.",
 )
 EXTRA_CAPTION_SHARE = 0.1  # of clips with a second caption (another template)
 MARKER = "synth.json"
@@ -73,7 +73,7 @@ def caption(template: int, picture: tuple[str, str, str], audio: tuple[str, str]
 def _clip_id(rng: np.random.Generator) -> str:
     vid = "".join(_ID_CHARS[i] for i in rng.integers(len(_ID_CHARS), size=11))
     start = 10 * int(rng.integers(0, 30))
-    return f"{vid}_{start}_{start + SECONDS}"
+    return f"{vid}_{start}.000_{start + SECONDS}.000"  # VALOR's form, dots included
 
 
 def _quad_splits(quads: int) -> list[str]:
