@@ -83,8 +83,8 @@ def _split_of(home: str, rng: np.random.Generator) -> str:
 
 def _homes(videos: int, seed: int) -> list[str]:
     order = np.random.default_rng([seed, 2]).permutation(videos)
-    n_train = round(SPLIT_SHARES["train"] * videos)
-    n_val = round(SPLIT_SHARES["val"] * videos)
+    n_val, n_test = (max(1, round(SPLIT_SHARES[s] * videos)) for s in ("val", "test"))
+    n_train = videos - n_val - n_test  # >= 1: at least 3 videos
     homes = ["test"] * videos
     for rank, n in enumerate(order):
         homes[int(n)] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
