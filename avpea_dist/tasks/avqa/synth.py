@@ -129,7 +129,7 @@ def make_musicavqa(out: str | Path, videos: int = 240, seed: int = 0, questions:
     out = Path(out)
     wanted = {"dataset": "musicavqa", "videos": videos, "seed": seed, "questions": questions,
               "size": spec.size, "fps": spec.fps, "sample_rate": spec.sample_rate}
-    done = _finished(out, wanted)
+    done = finished_set(out, wanted)
     if done is not None:
         return {**done, "reused": True}
     (out / MARKER).unlink(missing_ok=True)  # a crash below must not leave an older set looking finished
@@ -155,7 +155,10 @@ def make_musicavqa(out: str | Path, videos: int = 240, seed: int = 0, questions:
     return {**summary, "reused": False}
 
 
-def _finished(out: Path, wanted: dict[str, Any]) -> dict[str, Any] | None:
+def finished_set(out: Path, wanted: dict[str, Any]) -> dict[str, Any] | None:
+    """The summary of a finished set in ``out`` made with the ``wanted`` arguments, or None (then it is made)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; pass a folder for the dataset")
     marker = out / MARKER
     if not marker.is_file():
         return None

@@ -26,7 +26,7 @@ import numpy as np
 
 from ...data.synth import _COLOURS, _ID_CHARS, SynthSpec, _background, paint, write_mp4
 from ...fileio import atomic_write_json
-from ..avqa.synth import _finished
+from ..avqa.synth import finished_set
 
 SPLITS = ("train", "val", "test")
 SECONDS = 10
@@ -159,7 +159,7 @@ def make_valor(out: str | Path, clips: int = 240, seed: int = 0, spec: SynthSpec
     out = Path(out)
     wanted = {"dataset": "valor", "clips": clips, "seed": seed, "size": spec.size, "fps": spec.fps,
               "sample_rate": spec.sample_rate}
-    done = _finished(out, wanted)
+    done = finished_set(out, wanted)
     if done is not None:
         return {**done, "reused": True}
     all_clips = make_clips(clips, seed)
