@@ -22,11 +22,12 @@ from ...data.synth import _COLOURS, _background, _tone, paint
 
 SECONDS = 10
 SLOTS = ("left", "middle", "right")
-# (answer word, colour, pattern); the names are MUSIC-AVQA's, spelt as its answers are.
+# (answer word, colour, pattern): colour and pattern each tell the kind (two cues for a random-init ViT);
+# the names are MUSIC-AVQA's, spelt as its answers are.
 INSTRUMENTS: tuple[tuple[str, str, str], ...] = (
     ("accordion", "red", "solid"), ("acoustic_guitar", "green", "bars"), ("cello", "blue", "checker"),
-    ("flute", "yellow", "columns"), ("piano", "white", "checker"), ("trumpet", "cyan", "solid"),
-    ("violin", "magenta", "bars"), ("xylophone", "orange", "frame"),
+    ("flute", "yellow", "columns"), ("piano", "white", "square"), ("trumpet", "cyan", "circle"),
+    ("violin", "magenta", "frame"), ("xylophone", "orange", "cross"),
 )
 NAMES = tuple(i[0] for i in INSTRUMENTS)
 LEVEL_GAINS = (0.04, 0.1, 0.25, 0.6)  # ~8 dB apart: quiet .. loud, mixed to peak below 1
