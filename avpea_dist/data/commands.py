@@ -224,7 +224,7 @@ def task_synth_options(s: argparse.ArgumentParser) -> None:
                    help="layout to write: ave (default), musicavqa (MUSIC-AVQA json/ + videos/) or valor "
                         "(VALOR-32K desc_*.json + videos/); for both --size defaults to 96, --clips to 240")
     s.add_argument("--videos", type=int, default=240, help="musicavqa: number of videos (default 240)")
-    s.add_argument("--questions", type=int, default=7, help="musicavqa: questions per video (1-9, default 7)")
+    s.add_argument("--questions", type=int, default=7, help="musicavqa: distinct questions per video (1-30, default 7)")
     s.set_defaults(clips=None, size=None)  # per dataset: see synth_cmd
 
 

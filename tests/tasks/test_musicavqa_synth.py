@@ -143,12 +143,15 @@ def test_answers_follow_from_the_scenes(small):
         assert 1 <= sum(p["slot"] is not None for p in s["players"]) <= 3
 
 
-def test_all_templates_answered_consistently_over_a_default_size_set(tmp_path):
-    """Questions only (no video): the default 240 scenes use every template; every answer checks out;
-    the majority answer of each kind is a weak baseline in every split."""
+@pytest.mark.parametrize("per_video", [7, 18])
+def test_all_templates_answered_consistently_over_a_default_size_set(per_video):
+    """Questions only (no video): the default 240 scenes use every template; every answer checks out; no
+    question twice for a video; the majority answer of each kind is a weak baseline in every split."""
     scenes = make_scenes(240, 0)
-    records = make_questions(scenes, 0, 7)
+    records = make_questions(scenes, 0, per_video)
     by_id = {s.video_id: s.to_json() for s in scenes}
+    asked = Counter((r["video_id"], r["question_content"], r["templ_values"]) for rs in records.values() for r in rs)
+    assert set(asked.values()) == {1} and len(asked) > 0.95 * 240 * per_video
     used = set()
     for split, recs in records.items():
         for r in recs:
@@ -247,7 +250,7 @@ def test_deterministic_and_reused(tmp_path):
     assert not c["reused"]
     assert (tmp_path / "a" / "scenes.json").read_bytes() != (tmp_path / "b" / "scenes.json").read_bytes()
     with pytest.raises(ValueError, match="--questions"):
-        make_musicavqa(tmp_path / "d", videos=3, questions=10)
+        make_musicavqa(tmp_path / "d", videos=3, questions=31)
 
 
 def test_mp4_shows_and_sounds_the_scene(small):

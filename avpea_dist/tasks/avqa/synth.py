@@ -6,9 +6,11 @@ H.264 + AAC), ``OUT/scenes.json`` (every scene: who is seen where, who is heard 
 ground truth the answers come from) and ``OUT/synth.json`` (the arguments and counts: a folder holding it
 with the same arguments is reused as is). Scenes and question templates: ``synth_scene``, ``synth_questions``.
 
-Questions are chosen per video so that every kind is asked about as often as the others and, within a kind,
-every answer about as often as the others (greedy: the least used answer, then the least used template), so
-that the majority answer of a kind is a weak baseline. Like the release, splits are by question: each video
+Questions are chosen per video (``questions`` of them, distinct, one kind after another) so that every kind
+is asked about as often as the others and every template's answers about equally often in each split (greedy:
+the least used answer of the template, then the least used template), so that neither the majority answer of
+a kind nor the question text predicts much. The encoder runs once per video whatever its number of questions:
+more questions per video are more supervision at almost no cost. Like the release, splits are by question: each video
 has a home split that gets most of its questions, the rest go elsewhere, so some videos are in two splits.
 """
 
@@ -31,6 +33,7 @@ from .synth_scene import INSTRUMENTS, LEVEL_GAINS, SECONDS, Scene, draw_scene, r
 SPLIT_SHARES = {"train": 0.65, "val": 0.15, "test": 0.2}
 HOME_SHARE = 0.95  # of a video's questions in its home split; the rest spread over the other two
 MARKER = "synth.json"
+MAX_QUESTIONS = 30
 
 
 def video_ids(videos: int, seed: int) -> list[str]:
@@ -54,18 +57,24 @@ class _Balancer:
         self.templates: Counter = Counter()
 
     def choose(self, scene: Scene, splits: list[str], rng: np.random.Generator) -> list[tuple[str, Candidate]]:
-        """One question per kind for ``len(splits)`` kinds; answers are balanced within each split."""
+        """``len(splits)`` distinct questions: one per kind in turn (the least asked kinds first), then another
+        round over the kinds, and so on while the scene supports more; answers balanced within each split."""
         absent = [int(k) for k in rng.permutation(len(INSTRUMENTS)) if k not in {p.instrument for p in scene.players}]
         offers = [(i, kind(scene, absent)) for i, kind in enumerate(KINDS)]
-        offers = [(i, c) for i, c in offers if c]
         noise = rng.random(len(offers))
         offers = [o for _, o in sorted(zip(noise, offers), key=lambda x: (self.kinds[x[1][0]], x[0]))]
-        chosen = []
-        for split, (i, cands) in zip(splits, offers):
+        turns = [(i, cands) for _ in range(max(len(c) for _, c in offers)) for i, cands in offers]
+        chosen: list[tuple[str, Candidate]] = []
+        for i, cands in turns:
+            if len(chosen) == len(splits):
+                break
+            if not cands:
+                continue
+            split = splits[len(chosen)]
             tie = rng.random(len(cands))
             best = min(range(len(cands)), key=lambda j: (self.answers[split, cands[j].template][cands[j].answer],
                                                          self.templates[cands[j].template], tie[j]))
-            c = cands[best]
+            c = cands.pop(best)  # asked once per video
             self.kinds[i] += 1
             self.answers[split, c.template][c.answer] += 1
             self.templates[c.template] += 1
@@ -122,8 +131,9 @@ def make_musicavqa(out: str | Path, videos: int = 240, seed: int = 0, questions:
     A folder already holding a finished set with the same arguments is reused."""
     if videos < 3:
         raise ValueError(f"--videos={videos} must be >= 3 (one home video per split at least)")
-    if not 1 <= questions <= len(KINDS):
-        raise ValueError(f"--questions={questions} must lie in [1, {len(KINDS)}] (at most one per kind per video)")
+    if not 1 <= questions <= MAX_QUESTIONS:
+        raise ValueError(f"--questions={questions} must lie in [1, {MAX_QUESTIONS}] (per video; a scene with fewer "
+                         "distinct questions gets them all)")
     if spec.seconds != SECONDS:
         raise ValueError(f"clips are {SECONDS} s long (one segment per second); got seconds={spec.seconds}")
     out = Path(out)
