@@ -228,9 +228,9 @@ def test_each_kind_needs_its_streams():
     visual_only = _one_stream_best(records, by_id, keep="picture")
     for kind in SHORT.values():
         if kind.startswith("A/"):
-            assert audio_only[kind] == 1 and visual_only[kind] < 0.7, kind
+            assert audio_only[kind] == 1 and visual_only[kind] < 0.75, kind
         elif kind.startswith("V/"):
-            assert visual_only[kind] == 1 and audio_only[kind] < 0.7, kind
+            assert visual_only[kind] == 1 and audio_only[kind] < 0.75, kind
         else:
             assert max(audio_only[kind], visual_only[kind]) < 0.8, (kind, audio_only[kind], visual_only[kind])
     assert audio_only["AV"] < 0.6 and visual_only["AV"] < 0.6, (audio_only, visual_only)
