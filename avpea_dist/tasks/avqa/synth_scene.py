@@ -1,7 +1,7 @@
 """Scenes of the embedded AVQA set: who is seen where, who is heard when and how loud; and their rendering.
 
 A scene has one to three visible instruments at the left / middle / right of the picture and up to one
-instrument heard off screen. Each instrument kind has its own look (a colour and a pattern filling its third
+instrument heard off screen. Each instrument kind has its own look (a colour and a pattern drawn in its third
 of the frame) and its own sound (a pitch, spread over the mel range, and a timbre). A sounding instrument has
 an onset and an end (whole seconds: the shard builder's ten segments of a 10 s video are those seconds) and a
 loudness level; onsets and levels are distinct within a scene so that "first", "louder" and "loudest" always
@@ -142,7 +142,7 @@ def render_audio(scene: Scene, sr: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def render_frames(scene: Scene, size: int, fps: int, rng: np.random.Generator) -> np.ndarray:
-    """(SECONDS * fps, size, size, 3) uint8: each visible instrument fills most of its third of the frame."""
+    """(SECONDS * fps, size, size, 3) uint8: each visible instrument drawn in a box taking most of its third."""
     base = _background(size, rng).copy()
     third = size / 3
     for p in scene.visible:
