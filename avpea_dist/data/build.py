@@ -96,7 +96,7 @@ def sampling_record(opts: BuildOptions) -> dict[str, Any]:
         return {}
     return {"sampling": "even", "sampling_rule": "segment i centred at (i + 0.5) * duration / segments: the frame "
             "nearest that centre, the audio second around it (shifted to lie inside the clip)",
-            "frame_pick": "nearest to segment centre, resized (no crop)"}
+            "audio_window_rule": "segment i = the audio second around its centre (sampling_rule)"}
 
 
 def encode_video(path: str, opts: BuildOptions) -> tuple[str, Any]:

@@ -104,9 +104,10 @@ def _submit_build(args: argparse.Namespace) -> int:
 
 def build_options(p: argparse.ArgumentParser, workers: int | None = None,
                   workers_help: str = "decoding processes (default: all cores)", min_seconds: float = 8.0,
-                  sampling: str = "first", unit: str = "records") -> None:
+                  sampling: str | None = None, unit: str = "records") -> None:
     """The options every shard builder shares (`shards build ...` and `submit shards build ...`); the
-    per-dataset defaults: shortest video, segment sampling, what a shard's size counts."""
+    per-dataset defaults: shortest video, segment sampling (None: AVE's per-second segments, no option, since
+    its labels are per second), what a shard's size counts."""
     p.add_argument("--out", required=True, help="shard folder to write (a rerun resumes it)")
     p.add_argument("--workers", type=int, default=(os.cpu_count() or 1) if workers is None else workers,
                    help=workers_help)
@@ -116,9 +117,10 @@ def build_options(p: argparse.ArgumentParser, workers: int | None = None,
                    help="clips without an audio stream: skip them (default) or keep them with silence")
     p.add_argument("--min-seconds", type=float, default=min_seconds,
                    help=f"refuse videos shorter than this (truncated; default {min_seconds:g})")
-    p.add_argument("--sampling", choices=("first", "even"), default=sampling,
-                   help=f"segments: the first seconds, one each (AVE), or spread evenly over a video of any length "
-                        f"(default {sampling})")
+    if sampling is not None:
+        p.add_argument("--sampling", choices=("first", "even"), default=sampling,
+                       help=f"segments: the first seconds, one each, or spread evenly over a video of any length "
+                            f"(default {sampling})")
     p.add_argument("--order-seed", type=int, default=0,
                    help="seed of the record shuffle before shards are cut (default 0; in the manifest)")
     p.add_argument("--audio-windows", choices=("exact", "linspace"), default="exact",
@@ -130,7 +132,7 @@ def options_from(args: argparse.Namespace, workers: int) -> "BuildOptions":  # n
 
     return BuildOptions(workers=workers, shard_size=args.shard_size, no_audio=args.no_audio,
                         min_seconds=args.min_seconds, order_seed=args.order_seed, audio_windows=args.audio_windows,
-                        sampling=args.sampling)
+                        sampling=getattr(args, "sampling", "first"))
 
 
 def report(m: dict, out: str, strict: bool) -> int:
@@ -163,7 +165,7 @@ def build_ave_cmd(args: argparse.Namespace) -> int:
 
 
 def report_samples(m: dict, out: str, strict: bool) -> int:
-    """Print what a finished musicavqa/valor build holds and every skipped record; -> the exit code."""
+    """Print what a finished musicavqa/valor build holds and its first skipped records; -> the exit code."""
     unit = {"avqa": "questions", "captions": "captions"}[m["schema"]]
     for split, s in m["splits"].items():
         print(f"{split:<5} {s['samples']} videos in {len(s['shards'])} shards, {s[unit]} {unit} written, "

@@ -3,8 +3,10 @@ samples of built shards read back."""
 
 import json
 import tarfile
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 
 from avpea_dist.data.synth import SynthSpec, write_mp4
@@ -12,7 +14,7 @@ from avpea_dist.fileio import sha256_file
 
 
 def brightness_at(t: np.ndarray | float, seconds: float) -> np.ndarray | float:
-    """The grey level of the frame shown at time ``t`` of a ``timed_mp4`` clip of ``seconds``."""
+    """The grey level (median pixel) of the frame shown at time ``t`` of a ``timed_mp4`` clip of ``seconds``."""
     return np.round(8 + 240 * np.asarray(t) / seconds)
 
 
@@ -21,12 +23,28 @@ def amplitude_at(t: np.ndarray | float, seconds: float) -> np.ndarray | float:
     return 0.05 + 0.45 * np.asarray(t) / seconds
 
 
-def timed_mp4(path: Path, seconds: float, fps: int = 4, size: int = 32, sample_rate: int = 16000) -> Path:
-    """A clip whose frame at time t has grey level ``brightness_at(t)`` and whose audio is a 1 kHz tone of
-    amplitude ``amplitude_at(t)``."""
+def timed_mp4(path: Path, seconds: float, fps: int = 4, size: int = 32, sample_rate: int = 16000,
+              gop: int | None = None) -> Path:
+    """A clip whose frame at time t has grey level ``brightness_at(t)`` (plus a moving bar, so that frames
+    differ in more than their level) and whose audio is a 1 kHz tone of amplitude ``amplitude_at(t)``.
+    ``gop``: a keyframe every ``gop`` frames (H.264 without the audio), else the synth writer's encoding."""
     n = max(1, int(round(seconds * fps)))
     grey = brightness_at(np.arange(n) / fps, seconds).astype(np.uint8)
     frames = np.broadcast_to(grey[:, None, None, None], (n, size, size, 3)).copy()
+    for j in range(n):
+        frames[j, :, (j * 3) % size] = 255 - grey[j]
+    if gop is not None:
+        with av.open(str(path), mode="w") as out:
+            v = out.add_stream("libx264", rate=fps)
+            v.height = v.width = size
+            v.pix_fmt, v.options = "yuv420p", {"preset": "ultrafast", "threads": "1",
+                                               "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"}
+            for j, rgb in enumerate(frames):
+                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                frame.pts, frame.time_base = j, Fraction(1, fps)
+                out.mux(v.encode(frame))
+            out.mux(v.encode(None))
+        return path
     t = np.arange(int(round(seconds * sample_rate))) / sample_rate
     audio = (amplitude_at(t, seconds) * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
     write_mp4(path, frames, audio, SynthSpec(size=size, fps=fps, sample_rate=sample_rate, seconds=seconds))

@@ -109,7 +109,7 @@ def test_even_sampling_any_length(tmp_path: Path, seconds: float) -> None:
     assert frames.shape == (10, 32, 32, 3) and audio.shape == (160000,)
     centres = (np.arange(10) + 0.5) * seconds / 10
     nearest = np.round(centres * 4) / 4  # the 4 fps frame nearest each centre
-    assert np.allclose(frames.reshape(10, -1).mean(1), brightness_at(nearest, seconds), atol=3)
+    assert np.allclose(np.median(frames.reshape(10, -1), 1), brightness_at(nearest, seconds), atol=3)
     starts = window_starts(centres, seconds)
     assert starts.min() >= 0 and starts.max() <= seconds - 1 and np.allclose(np.diff(starts) >= 0, True)
     if seconds == 60.0:
@@ -121,4 +121,49 @@ def test_even_sampling_any_length(tmp_path: Path, seconds: float) -> None:
     assert np.allclose(rms, amplitude_at(starts + 0.5, seconds), atol=0.04), rms
     if seconds >= 10:  # 'first' on the same clip: seconds 0..9
         first, _ = decode_clip(path, size=32, min_seconds=1.0)
-        assert np.allclose(first.reshape(10, -1).mean(1), brightness_at(np.arange(10) + 0.5, seconds), atol=3)
+        assert np.allclose(np.median(first.reshape(10, -1), 1), brightness_at(np.arange(10) + 0.5, seconds), atol=3)
+
+
+def test_even_sampling_seeks_to_keyframes_with_the_same_frames(tmp_path: Path) -> None:
+    """With keyframes close together 'even' decodes only from the keyframe before each centre: the same
+    frames as decoding straight through; with one keyframe in 60 s it decodes straight through."""
+    import av
+
+    from avpea_dist.data import decode
+
+    from .media import timed_mp4
+
+    centres = (np.arange(10) + 0.5) * 6.0
+    for gop, seeks in ((8, True), (240, False)):
+        path = timed_mp4(tmp_path / f"g{gop}.mp4", 60.0, fps=4, gop=gop)
+        index = decode._packet_index(path)
+        spans = decode._seek_spans(index, centres)
+        assert (spans is not None) == seeks and len(index.keyframes) == 240 // gop
+        with av.open(str(path)) as container:
+            straight, last = decode._frames(container, centres, 32)
+        frames, _ = decode_clip(path, size=32, sampling="even", min_seconds=1.0, no_audio="silence")
+        assert np.array_equal(frames, straight) and last >= centres[-1]
+        if seeks:
+            assert len(spans) == 10 and sum(end - start for _, start, end in spans) < 0.5 * 60
+
+
+def test_even_sampling_seeks_to_audio_windows(tmp_path: Path) -> None:
+    """On a 60 s clip 'even' decodes the audio only around its ten windows: the same samples as decoding
+    straight through at 16 kHz; from 44.1 kHz the resampler's grid shifts by under a sample (fbank ~same)."""
+    from avpea_dist.data import decode
+    from avpea_dist.data.features import centred_windows, fbank_segments, window_starts
+
+    from .media import timed_mp4
+
+    starts = window_starts((np.arange(10) + 0.5) * 6.0, 60.0)
+    for rate in (16000, 44100):
+        path = timed_mp4(tmp_path / f"a{rate}.mp4", 60.0, fps=1, sample_rate=rate)
+        straight = centred_windows(decode._audio(path, int(round((starts[-1] + 1) * 16000)), 16000), starts, 16000)
+        seeked = decode._centred_audio(path, starts, 16000)
+        assert seeked.shape == straight.shape == (160000,)
+        if rate == 16000:
+            assert np.array_equal(seeked, straight)
+        else:
+            diff = np.abs(fbank_segments(seeked, 10).astype(np.float32)
+                          - fbank_segments(straight, 10).astype(np.float32))
+            assert diff.mean() < 0.02 and np.abs(seeked - straight).max() < 0.15  # a 1 kHz tone, amplitude <= 0.5

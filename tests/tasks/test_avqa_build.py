@@ -25,6 +25,7 @@ BAD = [  # (split, record changes on a copy of the split's first record, reason 
     ("test", {"question_id": 900004, "anser": None}, "missing key"),
 ]
 MISSING, BROKEN = "00000093", "00000098"  # 00000098 has questions in val and test
+TRAIN_LOST = "vv00003080"  # a train video: its words and answer ("it", "piano") leave the vocabulary
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def avqa_build(tmp_path_factory: pytest.TempPathFactory) -> dict:
         path.write_text(json.dumps(records))
     ids = {r["video_id"] for s in SPLITS for r in json.loads((data / "json" / f"avqa-{s}.json").read_text())}
     one = timed_mp4(root / "clip.mp4", 60.0, fps=1, size=32)  # the same bytes serve every video id
-    for vid in ids - {MISSING, BROKEN}:
+    for vid in ids - {MISSING, BROKEN, TRAIN_LOST}:
         shutil.copyfile(one, videos / f"{vid}.mp4")
     (videos / f"{BROKEN}.mp4").write_bytes(one.read_bytes()[:2000])
     out = root / "shards"
@@ -56,7 +57,8 @@ def test_build_real_excerpt(avqa_build) -> None:
     m = json.loads((out / "manifest.json").read_text())
     assert m["schema"] == "avqa" and m["json_set"] == "json" and m["preprocessing"]["sampling"] == "even"
     release = {s: read_split(data, s) for s in SPLITS}
-    assert m["vocab"] == build_vocab(release["train"].questions).to_json()
+    kept = [q for q in release["train"].questions if q.video_id != TRAIN_LOST]
+    assert m["vocab"] == build_vocab(kept).to_json() != build_vocab(release["train"].questions).to_json()
     got = shard_samples(out, m)
     keys = [meta["key"] for metas in got.values() for meta in metas]
     assert len(set(keys)) == len(keys) and all(re.fullmatch(r"(train|val|test)-\d{5}-[A-Za-z0-9_-]+", k) for k in keys)
@@ -67,7 +69,7 @@ def test_build_real_excerpt(avqa_build) -> None:
         assert all(set(e) == {"id", "question_id", "reason"} and e["reason"] for e in s["skipped"])
         # One sample per video of the split, holding its questions as the release reader fills them.
         expected = {vid: [q.to_json() for q in qs] for vid, qs in group_by_video(sq.questions).items()
-                    if vid not in (MISSING, BROKEN)}
+                    if vid not in (MISSING, BROKEN, TRAIN_LOST)}
         assert {meta["id"]: meta["questions"] for meta in got[split]} == expected
         assert all(meta["split"] == split and meta["key"].endswith(meta["id"]) for meta in got[split])
         hist: dict[str, Counter] = {}
@@ -76,7 +78,7 @@ def test_build_real_excerpt(avqa_build) -> None:
                 hist.setdefault("/".join(q["type"]), Counter())[q["answer"]] += 1
         assert s["answer_histogram"] == {k: dict(v) for k, v in hist.items()}
     # Every question of a lost video is skipped once, with the video's reason.
-    for vid, reason in ((MISSING, "missing file"), (BROKEN, "undecodable")):
+    for vid, reason in ((MISSING, "missing file"), (BROKEN, "undecodable"), (TRAIN_LOST, "missing file")):
         for split in SPLITS:
             qids = [q.question_id for q in group_by_video(release[split].questions).get(vid, [])]
             lost = [e for e in m["splits"][split]["skipped"] if e["id"] == vid and "video" in e["reason"]]
@@ -108,3 +110,6 @@ def test_release_folder_choice(tmp_path: Path) -> None:
     r = avpea("shards", "build", "musicavqa", "--json-dir", str(FIXTURES), "--videos", str(tmp_path),
               "--out", str(tmp_path / "out"))
     assert r.returncode == 2 and "avqa-train.json is missing" in r.stderr  # json_update/ has no train excerpt
+    r = avpea("shards", "build", "musicavqa", "--json-dir", str(FIXTURES), "--videos", str(tmp_path / "no"),
+              "--out", str(tmp_path / "out"))
+    assert r.returncode == 2 and "--videos" in r.stderr and "is not a folder" in r.stderr
