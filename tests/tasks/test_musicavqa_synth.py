@@ -301,3 +301,10 @@ def test_builds_into_avqa_shards(small, tmp_path):
             kind = "/".join(json.loads(r["type"]))
             hist.setdefault(kind, Counter())[r["anser"]] += 1
         assert s["answer_histogram"] == {k: dict(v) for k, v in hist.items()}
+
+
+def test_shards_synth_without_a_dataset_still_writes_the_ave_layout(tmp_path):
+    assert main(["shards", "synth", "--out", str(tmp_path / "ave"), "--clips", "3", "--size", "32"]) == 0
+    assert (tmp_path / "ave" / "Annotations.txt").is_file() and len(list((tmp_path / "ave" / "AVE").glob("*.mp4"))) == 3
+    frames, _ = decode_clip(next((tmp_path / "ave" / "AVE").glob("*.mp4")), size=32)
+    assert frames.shape == (10, 32, 32, 3)
