@@ -227,6 +227,7 @@ def task_synth_options(s: argparse.ArgumentParser) -> None:
                         "(VALOR-32K desc_*.json + videos/); for both --size defaults to 96, --clips to 240")
     s.add_argument("--videos", type=int, default=240, help="musicavqa: number of videos (default 240)")
     s.add_argument("--questions", type=int, default=7, help="musicavqa: distinct questions per video (1-30, default 7)")
+    s.add_argument("--instruments", type=int, default=8, help="musicavqa: instrument kinds used (4-8, default 8)")
     s.set_defaults(clips=None, size=None)  # per dataset: see synth_cmd
 
 
