@@ -1,4 +1,9 @@
-"""Decode one clip with PyAV: a frame per one-second segment and the audio as 16 kHz mono.
+"""Decode one clip with PyAV: a frame per segment and the audio as 16 kHz mono.
+
+Two segment samplings (``SAMPLINGS``): 'first' (AVE) = segment i is second [i, i+1) of the clip; 'even' (any
+length, MUSIC-AVQA's 60 s videos, VALOR's 2-10 s clips) = segment i is centred at (i + 0.5) * duration /
+segments, its frame the one nearest that centre, its audio the one-second window around it, shifted to lie
+inside the clip (a clip shorter than ``segments`` seconds still gives ``segments`` segments, overlapping).
 
 Any container/codec FFmpeg reads works: the video is converted by swscale straight to the target size in
 RGB, the audio is resampled by swresample and averaged over its channels. Every failure becomes a
@@ -12,8 +17,11 @@ from pathlib import Path
 import av
 import numpy as np
 
+from .features import centred_windows, window_starts
+
 # Stop decoding this far past the last segment centre: clips longer than the segments are cut.
 _TAIL_S = 0.5
+SAMPLINGS = ("first", "even")
 
 
 class DecodeError(Exception):
@@ -21,15 +29,18 @@ class DecodeError(Exception):
 
 
 def decode_clip(path: str | Path, *, segments: int = 10, size: int = 224, sample_rate: int = 16000,
-                no_audio: str = "skip", min_seconds: float = 8.0,
-                whole_audio: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                no_audio: str = "skip", min_seconds: float = 8.0, whole_audio: bool = False,
+                sampling: str = "first") -> tuple[np.ndarray, np.ndarray]:
     """-> (frames uint8 (segments, size, size, 3), mono float32 audio of exactly segments * sample_rate).
 
-    Segment i spans [i, i+1) s; its frame is the one nearest to i + 0.5 s. Audio shorter than the clip is
-    padded with silence, longer is cut; with ``whole_audio`` the whole track is returned as it is.
-    ``no_audio``: 'skip' raises for a clip without audio, 'silence'
+    'first': segment i spans [i, i+1) s; its frame is the one nearest to i + 0.5 s. Audio shorter than the
+    clip is padded with silence, longer is cut; with ``whole_audio`` the whole track is returned as it is.
+    'even': the frames nearest the segment centres and the concatenated one-second windows around them
+    (``features.centred_windows``). ``no_audio``: 'skip' raises for a clip without audio, 'silence'
     gives zeros. A clip whose video covers less than ``min_seconds`` is refused (a truncated download).
     """
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling {sampling!r}: choose one of {', '.join(SAMPLINGS)}")
     path = Path(path)
     if not path.is_file():
         raise DecodeError("missing file")
@@ -42,9 +53,23 @@ def decode_clip(path: str | Path, *, segments: int = 10, size: int = 224, sample
             has_audio = bool(container.streams.audio)
             if not has_audio and no_audio == "skip":
                 raise DecodeError("no audio stream (use --no-audio silence to keep such clips)")
-            frames, last_t = _frames(container, segments, size)
-        n = None if whole_audio else segments * sample_rate
-        audio = _audio(path, n, sample_rate) if has_audio else None
+            if sampling == "even":
+                duration = _duration(container) or _scanned_duration(path)
+                centres = (np.arange(segments) + 0.5) * duration / segments
+            else:
+                centres = np.arange(segments) + 0.5
+            frames, last_t = _frames(container, centres, size)
+        if sampling == "even":
+            starts = window_starts(centres, duration)
+            if last_t + 1.0 < centres[-1]:  # the header promises more video than the file holds
+                raise DecodeError(f"truncated: video ends at {last_t:.1f} s, its header says {duration:.1f} s")
+            audio = None
+            if has_audio:
+                audio = centred_windows(_audio(path, int(round((starts[-1] + 1) * sample_rate)), sample_rate),
+                                        starts, sample_rate)
+        else:
+            n = None if whole_audio else segments * sample_rate
+            audio = _audio(path, n, sample_rate) if has_audio else None
     except DecodeError:
         raise
     except (av.FFmpegError, OSError, ValueError, RuntimeError) as e:
@@ -56,10 +81,37 @@ def decode_clip(path: str | Path, *, segments: int = 10, size: int = 224, sample
     return frames, audio
 
 
-def _frames(container: av.container.InputContainer, segments: int, size: int) -> tuple[np.ndarray, float]:
+def _duration(container: av.container.InputContainer) -> float | None:
+    """The video's length from the headers: the video stream's own, else the container's; None if neither."""
+    stream = container.streams.video[0]
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration:
+        return container.duration / av.time_base
+    return None
+
+
+def _scanned_duration(path: Path) -> float:
+    """The video's length from its packets' time stamps (a demux pass, no decoding), for headers without one."""
+    first = end = None
+    with av.open(str(path), metadata_errors="ignore") as container:
+        stream = container.streams.video[0]
+        for packet in container.demux(stream):
+            if packet.pts is None:
+                continue
+            t0, t1 = packet.pts * packet.time_base, (packet.pts + (packet.duration or 0)) * packet.time_base
+            first = t0 if first is None else min(first, t0)
+            end = t1 if end is None else max(end, t1)
+    if first is None or end <= first:
+        raise DecodeError("no video packets with time stamps: the duration is unknown")
+    return float(end - first)
+
+
+def _frames(container: av.container.InputContainer, targets: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+    """The frames nearest to the ``targets`` times (seconds from the first frame); -> (frames, last time seen)."""
+    segments = len(targets)
     stream = container.streams.video[0]
     stream.codec_context.thread_count = 1  # one process per core already: codec threads would oversubscribe
-    targets = np.arange(segments) + 0.5
     best: list[av.VideoFrame | None] = [None] * segments
     dist = np.full(segments, np.inf)
     t0 = None
