@@ -14,7 +14,7 @@ CAPTIONS = [
 ]
 
 
-def make_text_folder(folder: Path, captions: list[str] = CAPTIONS, hidden: int = 32) -> Path:
+def make_text_folder(folder: Path, captions: list[str] = CAPTIONS, hidden: int = 32, dropout: float = 0.1) -> Path:
     """A WordPiece tokenizer trained on ``captions`` and a random-init 2-layer BERT, both written with
     ``save_pretrained`` into ``folder`` (config.json, model.safetensors, tokenizer files)."""
     import torch
@@ -32,6 +32,7 @@ def make_text_folder(folder: Path, captions: list[str] = CAPTIONS, hidden: int =
     fast.save_pretrained(folder)
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=2 * hidden, max_position_embeddings=64)
+                     intermediate_size=2 * hidden, max_position_embeddings=64,
+                     hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     BertModel(cfg).save_pretrained(folder)
     return folder

@@ -71,7 +71,8 @@ class RetrievalHead(nn.Module):
         self.proj = nn.ModuleDict({s: nn.Linear(dim, cfg.embed_dim) for s in self.streams})
         self.text = text_model
         self.text_proj = nn.Linear(text_model.config.hidden_size, cfg.embed_dim)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / cfg.temperature)))
+        # Shape (1,), not a 0-dim tensor: DeepSpeed broadcasts parameters as bytes, which a 0-dim one cannot be.
+        self.logit_scale = nn.Parameter(torch.full((1,), math.log(1 / cfg.temperature)))
         pooler = getattr(self.text, "pooler", None)
         if pooler is not None:  # BERT's pooler is never used here: freeze it (no gradient ever reaches it)
             for p in pooler.parameters():
@@ -107,17 +108,25 @@ class RetrievalHead(nn.Module):
         return pooled, tokens
 
     def scale(self) -> torch.Tensor:
-        return self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+        return self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)[0]
+
+    def embed_clips(self, enc: "object") -> tuple[torch.Tensor, torch.Tensor | None]:
+        """EncoderOutput -> ((B, E) normalised clip embeddings, (B, T, E) normalised segment vectors with
+        pooling 'fine', else None)."""
+        z = self.clip_segments(enc)
+        return F.normalize(z.mean(1), dim=-1), F.normalize(z, dim=-1) if self.cfg.pooling == "fine" else None
+
+    def embed_texts(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(C, L) ids and mask -> ((C, E) normalised caption embeddings, (C, L, E) normalised token vectors
+        with padding zeroed, the mask)."""
+        text, tokens = self.encode_text(ids, mask)
+        return F.normalize(text, dim=-1), F.normalize(tokens, dim=-1) * mask[..., None].to(tokens.dtype), mask
 
     def forward(self, enc: "object", batch: dict) -> RetrievalOutput:
         device = self.text_proj.weight.device
-        z = self.clip_segments(enc)
-        ids, mask = batch["text_ids"].to(device), batch["text_mask"].to(device)
-        text, tokens = self.encode_text(ids, mask)
-        out = RetrievalOutput(clip=F.normalize(z.mean(1), dim=-1), text=F.normalize(text, dim=-1),
-                              caption_video=batch["caption_video"].to(device), logit_scale=self.scale())
-        if self.cfg.pooling == "fine":
-            out.clip_tokens = F.normalize(z, dim=-1)
-            out.text_tokens = F.normalize(tokens, dim=-1) * mask[..., None].to(tokens.dtype)
-            out.text_mask = mask
-        return out
+        clip, clip_tokens = self.embed_clips(enc)
+        text, text_tokens, mask = self.embed_texts(batch["text_ids"].to(device), batch["text_mask"].to(device))
+        fine = self.cfg.pooling == "fine"
+        return RetrievalOutput(clip=clip, text=text, caption_video=batch["caption_video"].to(device),
+                               logit_scale=self.scale(), clip_tokens=clip_tokens,
+                               text_tokens=text_tokens if fine else None, text_mask=mask if fine else None)

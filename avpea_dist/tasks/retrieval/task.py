@@ -11,6 +11,7 @@ test; we never do.
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any, Iterable
 
 import torch
@@ -18,8 +19,8 @@ import torch.distributed as dist
 from torch import nn
 
 from ...config_base import ConfigError
-from ..base import Task, TaskLoss
-from ..valor.textmodel import freeze, load_text_model, resolve_text_model
+from ..base import Task, TaskLoss, to_device
+from ..valor.textmodel import freeze, is_available_offline, load_text_model, resolve_text_model
 from .codec import CaptionCodec
 from .head import RetrievalHead, RetrievalOutput, fine_similarity
 from .loss import contrastive_loss, gather_rows
@@ -41,6 +42,12 @@ class RetrievalTask(Task):
         self.rcfg = cfg.retrieval
         self.text_source = resolve_text_model(self.rcfg.text_model, cfg.data.shards, manifest)
 
+    def signature(self) -> dict[str, Any]:
+        """A checkpoint holds the head's projections (and a trained text encoder): their shapes and meaning."""
+        r = self.rcfg
+        return {f"retrieval.{k}": getattr(r, k) for k in ("text_model", "train_text", "embed_dim", "pooling",
+                                                            "text_pooling")}
+
     def codec(self, split: str, epoch: int) -> CaptionCodec:
         return CaptionCodec(self.text_source, self.rcfg.max_text_len, train=split == "train",
                             seed=self.cfg.train.seed, epoch=epoch)
@@ -50,6 +57,33 @@ class RetrievalTask(Task):
         text encoder is read from its folder (frozen ones are reloaded from there, never exported)."""
         text = freeze(load_text_model(self.text_source), self.rcfg.train_text)
         return RetrievalHead(embed_dim, tuple(streams), text, self.rcfg)
+
+    # -- examples (the shipped-config test: no shards) ---------------------------------------------
+
+    @classmethod
+    def example_manifest(cls, cfg: Any, folder: Any) -> dict[str, Any]:
+        """A 'captions' manifest naming a tiny text model saved under ``folder`` (the build's own text folder,
+        trained on example captions). A configured text model that is not available offline (a hub name
+        outside the local cache, e.g. bert-base-uncased on a fresh machine) is replaced in ``cfg`` by that
+        folder, so the config's structure is still exercised (all but the text encoder's size)."""
+        from ..valor.text import TextSpec, save_text_folder
+
+        text = Path(folder) / "example_text"
+        captions = [cls._example_caption(i) for i in range(16)]
+        save_text_folder(text, captions, TextSpec(vocab_size=200, hidden_size=32, intermediate_size=64))
+        if cfg.retrieval.text_model != "shards" and not is_available_offline(cfg.retrieval.text_model):
+            cfg.retrieval.text_model = str(text)
+        return {"schema": "captions", "text": {"folder": str(text.resolve())}, "splits": {},
+                "most_frequent_caption": captions[0]}
+
+    @staticmethod
+    def _example_caption(i: int) -> str:
+        colours, sounds = ("red", "green", "blue", "white"), ("chord", "whistle", "beeping", "drum")
+        return f"a {colours[i % 4]} square on the left while a high {sounds[(i // 4) % 4]} plays"
+
+    def example_meta(self, index: int) -> dict[str, Any]:
+        captions = [self._example_caption(index)] + ([self._example_caption(index + 5)] if index % 2 else [])
+        return {"id": f"exAmple-{index}_0_10", "split": "train", "captions": captions}
 
     # -- training ------------------------------------------------------------------------------
 
@@ -90,7 +124,7 @@ class RetrievalTask(Task):
             skipped += int(batch.get("skipped", 0))
             if not batch["key"]:
                 continue
-            out = model(_to_device(batch, device))
+            out = model(to_device(batch, device, model.streams))
             base = len(local["keys"])
             local["keys"] += list(batch["key"])
             local["clip"].append(out.clip.float().cpu())
@@ -108,10 +142,6 @@ class RetrievalTask(Task):
         result = retrieval_metrics(sim, merged["owner"])
         result.update(samples=len(merged["keys"]), skipped=merged["skipped"])
         return result
-
-
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def _cat(parts: list[torch.Tensor]) -> torch.Tensor:

@@ -35,7 +35,11 @@ def resolve_text_model(spec: str, shards_dir: str | Path | None, manifest: dict[
         if shards_dir is None:
             raise ConfigError(f"{key}='shards' needs the shards folder (data.shards); give a model folder instead")
         if manifest is None:
-            manifest = json.loads((Path(shards_dir) / "manifest.json").read_text())
+            path = Path(shards_dir) / "manifest.json"
+            if not path.is_file():
+                raise FileNotFoundError(f"{key}='shards' but {path} does not exist; build the shards (`avpea shards "
+                                        f"build valor`) or set {key} to a model folder")
+            manifest = json.loads(path.read_text())
         folder = (manifest.get("text") or {}).get("folder")
         if not folder:
             raise ConfigError(f"{key}='shards' but {Path(shards_dir) / 'manifest.json'} names no text model "
@@ -53,6 +57,18 @@ def resolve_text_model(spec: str, shards_dir: str | Path | None, manifest: dict[
         raise FileNotFoundError(f"{key}={spec!r}: no such model folder; give a folder saved with "
                                 f"save_pretrained, 'shards', or a hub name in the local Hugging Face cache")
     return spec
+
+
+def is_available_offline(spec: str) -> bool:
+    """True when ``spec`` is a folder, or a hub name whose config is in the local Hugging Face cache."""
+    if spec == SHARDS or Path(spec).expanduser().is_dir():
+        return True
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(spec, "config.json"), str)
+    except ValueError:  # not a valid repo id
+        return False
 
 
 def _offline(load: Any, source: str, what: str, **kwargs: Any) -> Any:
