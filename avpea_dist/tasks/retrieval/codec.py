@@ -38,6 +38,8 @@ def read_captions(meta: dict[str, Any], key: str) -> list[str]:
 
 @dataclass
 class CaptionTargets:
+    video_id: str
+    """The clip's id as the release spells it (the json's ``id``; the tar key when absent)."""
     captions: list[str]
     """All captions of the clip (the references)."""
     chosen: list[str]
@@ -47,7 +49,7 @@ class CaptionTargets:
 class CaptionCodec:
     """``parse`` -> CaptionTargets; ``collate`` -> ``text_ids`` int64 (C, L), ``text_mask`` int64 (C, L),
     ``caption_video`` int64 (C,) (the clip of each text row, an index into the batch), ``captions``
-    list[list[str]] (every caption of every clip)."""
+    list[list[str]] (every caption of every clip), ``video_ids`` list[str] (each clip's verbatim id)."""
 
     def __init__(self, text_source: str, max_len: int, *, train: bool, seed: int = 0, epoch: int = 0) -> None:
         self.text_source, self.max_len = text_source, max_len
@@ -65,9 +67,10 @@ class CaptionCodec:
 
     def parse(self, meta: dict[str, Any], key: str) -> CaptionTargets:
         captions = read_captions(meta, key)
+        video_id = str(meta.get("id", key))
         if self.train:
-            return CaptionTargets(captions, [captions[pick_caption(self.seed, self.epoch, key, len(captions))]])
-        return CaptionTargets(captions, captions)
+            return CaptionTargets(video_id, captions, [captions[pick_caption(self.seed, self.epoch, key, len(captions))]])
+        return CaptionTargets(video_id, captions, captions)
 
     def collate(self, targets: list[CaptionTargets]) -> dict[str, Any]:
         import torch
@@ -75,4 +78,5 @@ class CaptionCodec:
         texts = [c for t in targets for c in t.chosen]
         ids, mask = tokenize(self.tokenizer, texts, self.max_len)
         video = torch.tensor([i for i, t in enumerate(targets) for _ in t.chosen], dtype=torch.int64)
-        return {"text_ids": ids, "text_mask": mask, "caption_video": video, "captions": [t.captions for t in targets]}
+        return {"text_ids": ids, "text_mask": mask, "caption_video": video, "captions": [t.captions for t in targets],
+                "video_ids": [t.video_id for t in targets]}
