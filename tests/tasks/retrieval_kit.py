@@ -27,7 +27,7 @@ def make_text_folder(folder: Path, captions: list[str] = CAPTIONS, hidden: int =
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tok.train_from_iterator(captions, trainers.WordPieceTrainer(vocab_size=200, special_tokens=specials))
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
+        single="[CLS] $A [SEP]", special_tokens=[(t, tok.token_to_id(t)) for t in ("[CLS]", "[SEP]")])
     fast = BertTokenizerFast(tokenizer_object=tok)
     fast.save_pretrained(folder)
     torch.manual_seed(0)

@@ -4,8 +4,9 @@ Each rank runs the real model (frozen random-init ViT-Tiny, AV-PEA adapters, the
 trainable tiny BERT) on its share of the batch, backpropagates its local loss through the all-gather, then
 averages the parameter gradients over the ranks as DeepSpeed's data-parallel all-reduce does. Checked for
 both poolings ('mean', 'fine') and for equal (2 + 2) and unequal (3 + 1) shares. Tolerance (fp32): loss
-within 1e-5 relative, every trainable gradient within atol 1e-6 + rtol 1e-4 of the single-rank one; the
-measured differences are float rounding (~1e-7), reported in the failure message.
+within 1e-5 relative, every trainable gradient within atol 5e-6 + rtol 1e-4 of the single-rank one; the
+measured differences are float rounding (largest: 0 on the loss, 5.7e-7 to 8.6e-7 on a gradient
+entry, 2026-12-01), printed with -s.
 """
 
 import os
@@ -86,6 +87,7 @@ def _rank(rank, port, text_folder, states, out):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_two_ranks_match_one_rank_on_the_whole_batch(tmp_path):
     from avpea_dist.models.model import build_model
@@ -115,5 +117,6 @@ def test_two_ranks_match_one_rank_on_the_whole_batch(tmp_path):
             assert torch.allclose(loss, ref_loss, rtol=1e-5), (pooling, share, float(loss), float(ref_loss))
             assert grads.keys() == ref_grads.keys()
             worst = max(float((grads[n] - ref_grads[n]).abs().max()) for n in grads)
+            print(f"{pooling} {share}: loss diff {float((loss - ref_loss).abs()):.2e}, worst gradient diff {worst:.2e}")
             for n in grads:
-                assert torch.allclose(grads[n], ref_grads[n], rtol=1e-4, atol=1e-6), (pooling, share, n, worst)
+                assert torch.allclose(grads[n], ref_grads[n], rtol=1e-4, atol=5e-6), (pooling, share, n, worst)

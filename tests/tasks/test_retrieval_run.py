@@ -66,24 +66,29 @@ def test_search_builds_the_index_once_then_reuses_it(tiny_run, tmp_path, monkeyp
     for mp4 in sorted((base / "raw" / "videos").glob("*.mp4"))[:3]:
         shutil.copy(mp4, videos / mp4.name)
     (videos / "broken.mp4").write_bytes(b"not a video")
-    decoded = []
-    real = runmodel.media_from_video
-    monkeypatch.setattr(runmodel, "media_from_video", lambda path, cfg: decoded.append(path) or real(path, cfg))
+    decoded, real = [], runmodel.media_from_video
+
+    def counting(path, cfg, **kw):
+        decoded.append(path)
+        return real(path, cfg, **kw)
+
+    monkeypatch.setattr(runmodel, "media_from_video", counting)
     query = "a red square on the left while a low chord plays"
     first = search(run, query, videos=str(videos), top=2)
     assert not first["reused"] and first["clips"] == 3 and len(decoded) == 4
     assert [s["id"] for s in first["skipped"]] == ["broken.mp4"]
     assert len(first["results"]) == 2 and first["results"][0]["score"] >= first["results"][1]["score"]
 
-    def no_decoding(path, cfg):
+    def no_decoding(path, cfg, **kw):
         raise AssertionError("the second query decoded a video")
 
     monkeypatch.setattr(runmodel, "media_from_video", no_decoding)
-    assert cli.main(["search", "--run", str(run), "--videos", str(videos), "--query", "a high whistle", "--top", "3"]) == 0
+    argv = ["search", "--run", str(run), "--videos", str(videos), "--query", "a high whistle", "--top", "3"]
+    assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "reused index" in out and out.count(".mp4") == 3
     (videos / "broken.mp4").unlink()  # the folder changed: the index is rebuilt (and decodes again)
-    monkeypatch.setattr(runmodel, "media_from_video", lambda path, cfg: decoded.append(path) or real(path, cfg))
+    monkeypatch.setattr(runmodel, "media_from_video", counting)
     again = search(run, query, videos=str(videos))
     assert not again["reused"] and again["clips"] == 3 and len(decoded) == 7 and not again["skipped"]
     shards = search(run, query, shards=str(base / "shards"), split="test", top=4)

@@ -69,7 +69,8 @@ class CaptionCodec:
         captions = read_captions(meta, key)
         video_id = str(meta.get("id", key))
         if self.train:
-            return CaptionTargets(video_id, captions, [captions[pick_caption(self.seed, self.epoch, key, len(captions))]])
+            pick = pick_caption(self.seed, self.epoch, key, len(captions))
+            return CaptionTargets(video_id, captions, [captions[pick]])
         return CaptionTargets(video_id, captions, captions)
 
     def collate(self, targets: list[CaptionTargets]) -> dict[str, Any]:

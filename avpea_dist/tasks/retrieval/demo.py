@@ -92,8 +92,8 @@ def run_demo(out: str | Path = "runs/demo_retrieval", *, seed: int = 0, nproc: i
 
 
 def print_summary(s: dict[str, Any]) -> None:
-    print(f"\nTest retrieval on {s['test_clips']} clips / {s['test_captions']} captions (seed {s['seed']}, {s['ranks']} "
-          f"DeepSpeed ranks on CPU), recall in %")
+    print(f"\nTest retrieval on {s['test_clips']} clips / {s['test_captions']} captions (seed {s['seed']}, "
+          f"{s['ranks']} DeepSpeed ranks on CPU), recall in %")
     print(f"  {'':<32} {'t2v R@1':>8} {'R@5':>6} {'R@10':>6}   {'v2t R@1':>8} {'R@5':>6} {'R@10':>6}")
     rows = [("AV-PEA (audio + visual, fused)", s["test"]["av_pea"]), ("audio only", s["test"]["audio_only"]),
             ("visual only", s["test"]["visual_only"]), ("chance (random ranking)", s["chance"])]

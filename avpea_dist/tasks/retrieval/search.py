@@ -65,7 +65,8 @@ def read_index(path: Path, model_hash: str, fingerprint: str) -> dict[str, Any] 
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception:  # an unreadable index is rebuilt, never trusted
         return None
-    if meta.get("format") != INDEX_FORMAT or meta.get("model_hash") != model_hash or meta.get("fingerprint") != fingerprint:
+    wanted = {"format": INDEX_FORMAT, "model_hash": model_hash, "fingerprint": fingerprint}
+    if any(meta.get(k) != v for k, v in wanted.items()):
         return None
     return {**tensors, "ids": json.loads(meta["ids"]), "captions": json.loads(meta.get("captions", "[]")),
             "skipped": json.loads(meta.get("skipped", "[]"))}
@@ -117,7 +118,7 @@ def build_index(model: Any, cfg: Any, task: Any, files: list[Path], shards: str 
         pending: list[tuple[str, torch.Tensor, torch.Tensor]] = []
         for n, path in enumerate(files):
             try:
-                frames, audio = media_from_video(path, cfg)
+                frames, audio = media_from_video(path, cfg, manifest=task.manifest)  # the run's preprocessing
                 pending.append((path.name, torch.as_tensor(frames), torch.as_tensor(audio)))
             except Exception as e:  # noqa: BLE001  (any unreadable video: one line, the others still count)
                 skipped.append({"id": path.name, "reason": f"{type(e).__name__}: {e}"})
