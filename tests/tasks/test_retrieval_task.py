@@ -61,3 +61,16 @@ def test_ablation_heads_project_only_their_stream(text_folder):
         batch = task.example_batch(2, split="train")
         r = task.loss(model(batch), batch)
         assert torch.isfinite(r.loss) and r.count == 2
+
+
+def test_frozen_text_encoder_is_not_trained_nor_exported_and_stays_in_eval_mode(text_folder):
+    from avpea_dist.train.export import trainable_state
+
+    cfg = Config(task="retrieval", model=ModelConfig(backbone="vit_tiny_patch16_224", pretrained="none", img_size=32,
+                                                     bottleneck=8),
+                 retrieval=RetrievalConfig(text_model=text_folder, embed_dim=16, train_text=False))
+    model = build_model(cfg.model, load_weights=False, task=RetrievalTask(cfg, None)).train()
+    exported = trainable_state(model)
+    assert not any(k.startswith("head.text.") for k in exported)
+    assert {"head.text_proj.weight", "head.logit_scale", "head.proj.a.weight", "head.proj.v.weight"} <= set(exported)
+    assert not model.head.text.training and model.head.proj.training
