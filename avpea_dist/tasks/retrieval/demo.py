@@ -44,6 +44,22 @@ def prepare_data(out: Path, clips: int, seed: int, img_size: int) -> Path:
     return shards
 
 
+def check_out(out: Path) -> None:
+    """Refuse a folder that holds another task's demo (`avpea demo` defaults to runs/demo for every task):
+    its finished runs would be taken for ours and its data folder overwritten."""
+    import json
+
+    marker = out / "data" / "raw" / "synth.json"
+    if marker.is_file() and json.loads(marker.read_text()).get("dataset") != "valor":
+        raise ValueError(f"{out} holds another demo's data ({marker}); pass --out to a new folder, e.g. "
+                         f"--out runs/demo_retrieval")
+    for result in sorted(out.glob("runs/*/result.json")):
+        task = json.loads(result.read_text()).get("task", "avel")
+        if task != "retrieval":
+            raise ValueError(f"{out} holds a run of task {task!r} ({result.parent}); pass --out to a new folder, e.g. "
+                             f"--out runs/demo_retrieval")
+
+
 def chance(clips: int) -> dict[str, float]:
     """Expected recalls of a random ranking with one caption per clip: R@k = k / clips."""
     return {k: min(1.0, int(k.split("_r")[1]) / clips) for k in KEYS}
@@ -60,6 +76,7 @@ def run_demo(out: str | Path = "runs/demo_retrieval", *, seed: int = 0, nproc: i
     cfg = load_config(config, list(overrides))  # fail on a bad override before minutes of work
     if cfg.task != "retrieval":
         raise ValueError(f"{config} trains task {cfg.task!r}; the retrieval demo needs a retrieval config")
+    check_out(out)
     t0 = time.perf_counter()
     shards = prepare_data(out, clips or DEFAULT_CLIPS, seed, cfg.model.img_size)
     data_seconds = time.perf_counter() - t0
