@@ -19,6 +19,9 @@ class CaptioningConfig:
     """Decoder width ('scratch' only)."""
     heads: int = 4
     """Decoder attention heads ('scratch' only)."""
+    dropout: float = 0.1
+    """Dropout in the decoder's attention and feed-forward blocks ('scratch' only; a Hugging Face decoder keeps
+    its own config's)."""
     max_len: int = 30
     """Caption length in tokens, in training and in decoding."""
     label_smoothing: float = 0.0
@@ -31,6 +34,10 @@ class CaptioningConfig:
     def __post_init__(self) -> None:
         for name in ("layers", "width", "heads", "max_len", "beam"):
             check_positive(f"captioning.{name}", getattr(self, name))
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"captioning.dropout={self.dropout} must lie in [0, 1)")
+        if self.max_len < 3:
+            raise ConfigError(f"captioning.max_len={self.max_len} must be >= 3 ([CLS], a word, [SEP])")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"captioning.label_smoothing={self.label_smoothing} must lie in [0, 1)")
         if self.width % self.heads:
