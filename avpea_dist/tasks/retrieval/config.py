@@ -21,6 +21,8 @@ class RetrievalConfig:
     pooling: str = "mean"
     """How a clip's per-segment embeddings become one: 'mean', or 'fine' (VALOR's token-level fine-grained
     similarity between caption tokens and clip segments)."""
+    text_pooling: str = "cls"
+    """How a caption's token vectors become one: 'cls' (the first token, BERT's [CLS]) or 'mean' (masked mean)."""
     temperature: float = 0.07
     """Initial softmax temperature (learnable; its inverse is clamped at 100 as CLIP does)."""
     max_text_len: int = 40
@@ -28,6 +30,7 @@ class RetrievalConfig:
 
     def __post_init__(self) -> None:
         check_choice("retrieval.pooling", self.pooling, ("mean", "fine"))
+        check_choice("retrieval.text_pooling", self.text_pooling, ("cls", "mean"))
         check_positive("retrieval.embed_dim", self.embed_dim)
         check_positive("retrieval.max_text_len", self.max_text_len)
         if not 0 < self.temperature <= 1:

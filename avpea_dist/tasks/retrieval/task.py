@@ -1,0 +1,160 @@
+"""The retrieval task plug-in (AVR on VALOR-32K): text <-> clip, with global negatives across ranks.
+
+Reads 'captions' shards (VALOR's layout, built by ``avpea shards build valor``). Training: one caption per
+clip per epoch (codec.py), symmetric InfoNCE against every rank's clips and captions (loss.py). Evaluation:
+every test clip and caption embedded exactly once across ranks, gathered, and ranked on the full caption x
+clip similarity matrix (metrics.py). Selection on val 'r_sum' (R@1 + R@5 + R@10, both directions): the
+six recalls together are steadier on a small val split than R@1 alone. VALOR's own configs select on
+test; we never do.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Iterable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ...config_base import ConfigError
+from ..base import Task, TaskLoss
+from ..valor.textmodel import freeze, load_text_model, resolve_text_model
+from .codec import CaptionCodec
+from .head import RetrievalHead, RetrievalOutput, fine_similarity
+from .loss import contrastive_loss, gather_rows
+from .metrics import retrieval_metrics
+
+
+class RetrievalTask(Task):
+    name = "retrieval"
+    schema = "captions"
+    selection_metric = "r_sum"
+    metric_label = "R-sum (R@1+5+10, text-to-video + video-to-text)"
+
+    def __init__(self, cfg: Any, manifest: dict[str, Any] | None) -> None:
+        super().__init__(cfg, manifest)
+        if manifest is not None and manifest.get("schema", "avel") != self.schema:
+            raise ConfigError(f"task 'retrieval' reads shards of schema 'captions', but {cfg.data.shards} holds "
+                              f"'{manifest.get('schema', 'avel')}' shards; build them with `avpea shards build "
+                              f"valor` (or `avpea shards synth valor` then build) and set data.shards")
+        self.rcfg = cfg.retrieval
+        self.text_source = resolve_text_model(self.rcfg.text_model, cfg.data.shards, manifest)
+
+    def codec(self, split: str, epoch: int) -> CaptionCodec:
+        return CaptionCodec(self.text_source, self.rcfg.max_text_len, train=split == "train",
+                            seed=self.cfg.train.seed, epoch=epoch)
+
+    def build_head(self, embed_dim: int, streams: tuple[str, ...]) -> nn.Module:
+        """Projections and temperature are initialised from the current RNG state (after the encoder); the
+        text encoder is read from its folder (frozen ones are reloaded from there, never exported)."""
+        text = freeze(load_text_model(self.text_source), self.rcfg.train_text)
+        return RetrievalHead(embed_dim, tuple(streams), text, self.rcfg)
+
+    # -- training ------------------------------------------------------------------------------
+
+    def loss(self, outputs: RetrievalOutput, batch: dict[str, Any]) -> TaskLoss:
+        """Symmetric InfoNCE, this rank's rows against all ranks' columns (see loss.py for the scale).
+        ``correct``: this rank's captions whose own clip scores highest among all ranks' clips."""
+        o = outputs
+        b = o.clip.shape[0]
+        if o.text.shape[0] != b or not torch.equal(o.caption_video, torch.arange(b, device=o.caption_video.device)):
+            raise ValueError(f"training needs exactly one caption per clip in clip order (got {o.text.shape[0]} "
+                             f"captions for {b} clips): use the task's training codec")
+        if self.rcfg.pooling == "fine":
+            (clips, texts, masks), first, total = gather_rows(o.clip_tokens, o.text_tokens, o.text_mask)
+            rows = fine_similarity(o.text_tokens, o.text_mask, clips)
+            cols = fine_similarity(texts, masks, o.clip_tokens).t()
+        else:
+            (clips, texts), first, total = gather_rows(o.clip, o.text)
+            rows, cols = o.text @ clips.t(), o.clip @ texts.t()
+        if total == 0:
+            return TaskLoss(o.logit_scale * 0.0, 0, 0)
+        loss = contrastive_loss(o.logit_scale * rows, o.logit_scale * cols, first, total)
+        correct = (rows.detach().argmax(1) == torch.arange(first, first + b, device=rows.device)).sum()
+        return TaskLoss(loss, correct, b)
+
+    # -- evaluation ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batches: Iterable[dict[str, Any]], device: torch.device) -> dict[str, Any]:
+        """Every clip and caption of the split embedded once (this rank's share), gathered on every rank,
+        ranked on the full caption x clip matrix. t2v: each caption ranks its own clip among all clips;
+        v2t: a clip counts as found at the best rank of any of its captions (VALOR's rule).
+        -> metrics.py's keys + 'samples' (clips), 'skipped' (clips the loader could not decode)."""
+        was_training = model.training
+        model.eval()
+        local: dict[str, list] = {"keys": [], "clip": [], "text": [], "owner": [], "clip_tok": [], "text_tok": []}
+        skipped = 0
+        for batch in batches:
+            skipped += int(batch.get("skipped", 0))
+            if not batch["key"]:
+                continue
+            out = model(_to_device(batch, device))
+            base = len(local["keys"])
+            local["keys"] += list(batch["key"])
+            local["clip"].append(out.clip.float().cpu())
+            local["text"].append(out.text.float().cpu())
+            local["owner"].append(out.caption_video.cpu() + base)
+            if out.clip_tokens is not None:
+                local["clip_tok"].append(out.clip_tokens.float().cpu())
+                local["text_tok"] += [(t[m.bool()].cpu()) for t, m in zip(out.text_tokens.float(), out.text_mask)]
+        model.train(was_training)
+        merged = _gather_everywhere(local, skipped)
+        if self.rcfg.pooling == "fine":
+            sim = fine_similarity(*_pad_tokens(merged["text_tok"]), merged["clip_tok"])
+        else:
+            sim = merged["text"] @ merged["clip"].t()
+        result = retrieval_metrics(sim, merged["owner"])
+        result.update(samples=len(merged["keys"]), skipped=merged["skipped"])
+        return result
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat(parts) if parts else torch.zeros(0)
+
+
+def _gather_everywhere(local: dict[str, list], skipped: int) -> dict[str, Any]:
+    """Every rank's embeddings, in rank order, on every rank (all_gather_object: ranks hold different counts).
+    Clip indices of captions are shifted to the merged order; a key seen twice is an error, not a metric."""
+    packet = {"keys": local["keys"], "clip": _cat(local["clip"]), "text": _cat(local["text"]),
+              "owner": _cat(local["owner"]).long(), "clip_tok": _cat(local["clip_tok"]),
+              "text_tok": local["text_tok"], "skipped": skipped}
+    packets = [packet]
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        packets = [None] * dist.get_world_size()
+        dist.all_gather_object(packets, packet)
+    merged: dict[str, Any] = {"keys": [], "clip": [], "text": [], "owner": [], "clip_tok": [], "text_tok": [],
+                              "skipped": 0}
+    for p in packets:
+        merged["owner"].append(p["owner"] + len(merged["keys"]))
+        merged["keys"] += p["keys"]
+        for k in ("clip", "text", "clip_tok"):
+            if p[k].numel():
+                merged[k].append(p[k])
+        merged["text_tok"] += p["text_tok"]
+        merged["skipped"] += p["skipped"]
+    if len(set(merged["keys"])) != len(merged["keys"]):
+        dup = sorted(k for k, n in Counter(merged["keys"]).items() if n > 1)[:3]
+        raise ValueError(f"evaluation saw clips {dup} more than once across ranks: the eval stream must give each "
+                         f"clip to exactly one rank")
+    if not merged["keys"]:
+        raise ValueError("the evaluation split yielded no clips on any rank; check the shards folder and its "
+                         "manifest (avpea shards verify)")
+    for k in ("clip", "text", "owner", "clip_tok"):
+        merged[k] = torch.cat(merged[k]) if merged[k] else torch.zeros(0)
+    return merged
+
+
+def _pad_tokens(tokens: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Variable-length (L_c, E) token vectors -> (C, L, E) zero-padded and (C, L) mask."""
+    longest = max(t.shape[0] for t in tokens)
+    out = torch.zeros(len(tokens), longest, tokens[0].shape[1])
+    mask = torch.zeros(len(tokens), longest, dtype=torch.long)
+    for i, t in enumerate(tokens):
+        out[i, :t.shape[0]], mask[i, :t.shape[0]] = t, 1
+    return out, mask
