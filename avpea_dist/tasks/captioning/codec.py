@@ -18,19 +18,14 @@ from typing import Any
 import torch
 
 from ...config_base import ConfigError
+from ..valor import textmodel
 
 
 def load_tokenizer(source: str) -> Any:
-    """A Hugging Face tokenizer from a local folder or a hub name in the local cache (never the network),
-    checked to have the special tokens decoding needs."""
-    from transformers import AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(source, local_files_only=True)
-    except (OSError, ValueError) as e:
-        raise FileNotFoundError(f"no tokenizer at {source!r} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                                f"give a folder saved with save_pretrained or a hub name in the local cache") from None
-    missing = [name for name in ("cls_token_id", "sep_token_id", "pad_token_id") if getattr(tok, name) is None]
+    """The decoder's tokenizer (a local folder or a hub name in the local cache: ``valor.textmodel``), checked
+    to have the special tokens decoding needs."""
+    tok = textmodel.load_tokenizer(source)
+    missing = [name for name in ("cls_token_id", "sep_token_id") if getattr(tok, name) is None]
     if missing:
         raise ConfigError(f"the tokenizer at {source!r} lacks {', '.join(missing)}: captioning needs a BERT-style "
                           f"tokenizer ([CLS] starts a caption, [SEP] ends it, [PAD] pads)")
@@ -82,10 +77,7 @@ class CaptionCodec:
         return CaptionTarget(str(meta.get("id", key)), list(captions), list(chosen))
 
     def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        if not texts:
-            return torch.zeros(0, 2, dtype=torch.int64), torch.zeros(0, 2, dtype=torch.int64)
-        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_len, return_tensors="pt")
-        return enc["input_ids"].to(torch.int64), enc["attention_mask"].to(torch.int64)
+        return textmodel.tokenize(self.tokenizer, texts, self.max_len)
 
     def collate(self, targets: list[CaptionTarget]) -> dict[str, Any]:
         texts = [c for t in targets for c in t.train]

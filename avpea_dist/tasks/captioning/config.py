@@ -10,9 +10,11 @@ from ...config_base import ConfigError, check_positive
 @dataclass
 class CaptioningConfig:
     decoder: str = "scratch"
-    """Text decoder: 'scratch' (a small transformer decoder built from the sizes below, with the shards'
-    tokenizer), a local folder holding a Hugging Face BERT-family model and tokenizer turned decoder
-    (``is_decoder`` + ``add_cross_attention``), or a hub name in the local cache (no network at run time)."""
+    """Text decoder: 'scratch' (a small transformer decoder of the sizes below, writing with the tokenizer saved
+    beside the shards), 'shards' (the small BERT saved beside the shards, turned decoder), a local folder
+    holding a Hugging Face BERT-family model and its tokenizer, or a hub name such as 'bert-base-uncased' in
+    the local Hugging Face cache (no network at run time). A BERT becomes a decoder with ``is_decoder`` and
+    ``add_cross_attention`` (its cross-attention layers start from random init)."""
     layers: int = 2
     """Decoder layers ('scratch' only)."""
     width: int = 256

@@ -131,17 +131,15 @@ class HFDecoder(nn.Module):
 
     def __init__(self, source: str) -> None:
         super().__init__()
-        from transformers import AutoConfig, AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM
 
-        try:
-            config = AutoConfig.from_pretrained(source, local_files_only=True)
-        except OSError as e:
-            raise FileNotFoundError(f"captioning.decoder={source!r}: no local model folder and not in the local "
-                                    f"Hugging Face cache ({type(e).__name__}); download it once with "
-                                    f"`huggingface-cli download {source}` or give a folder saved with "
-                                    f"save_pretrained") from None
-        config.is_decoder, config.add_cross_attention = True, True
-        self.lm = AutoModelForCausalLM.from_pretrained(source, config=config, local_files_only=True)
+        from ..valor.textmodel import load_text_model
+
+        self.lm = load_text_model(source, AutoModelForCausalLM, is_decoder=True, add_cross_attention=True)
+        config = self.lm.config
+        if not (config.is_decoder and config.add_cross_attention):
+            raise ValueError(f"captioning.decoder={source!r}: {type(self.lm).__name__} did not become a decoder "
+                             f"with cross-attention; use a BERT-family model")
         self.width = int(config.hidden_size)
 
     def prepare(self, memory: torch.Tensor) -> torch.Tensor:
@@ -162,7 +160,8 @@ class HFDecoder(nn.Module):
 
 def build_decoder(source: str, vocab_size: int, *, width: int, layers: int, heads: int, max_len: int,
                   dropout: float) -> nn.Module:
-    """'scratch' -> ``ScratchDecoder`` over ``vocab_size`` tokens; anything else -> ``HFDecoder(source)``."""
+    """'scratch' -> ``ScratchDecoder`` over ``vocab_size`` tokens; a resolved model folder or hub name ->
+    ``HFDecoder(source)``."""
     if source == "scratch":
         return ScratchDecoder(vocab_size, width, layers, heads, max_len, dropout)
     return HFDecoder(source)

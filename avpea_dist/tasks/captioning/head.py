@@ -30,11 +30,13 @@ class TextSpec:
 
 
 class CaptioningHead(nn.Module):
-    def __init__(self, embed_dim: int, streams: tuple[str, ...], segments: int, text: TextSpec, cfg: Any) -> None:
-        """``cfg``: the run's ``captioning`` section (decoder source and sizes, max_len)."""
+    def __init__(self, embed_dim: int, streams: tuple[str, ...], segments: int, text: TextSpec, cfg: Any,
+                 source: str | None = None) -> None:
+        """``cfg``: the run's ``captioning`` section (sizes, max_len); ``source``: 'scratch' or the resolved
+        folder / hub name of a Hugging Face decoder (default: ``cfg.decoder`` as written)."""
         super().__init__()
         self.text, self.max_len = text, cfg.max_len
-        self.decoder = build_decoder(cfg.decoder, text.vocab_size, width=cfg.width, layers=cfg.layers,
+        self.decoder = build_decoder(source or cfg.decoder, text.vocab_size, width=cfg.width, layers=cfg.layers,
                                      heads=cfg.heads, max_len=cfg.max_len, dropout=cfg.dropout)
         self.memory = AVMemory(embed_dim, streams, segments, self.decoder.width)
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from ...config_base import ConfigError
 from ..base import Task, TaskLoss
+from ..valor.textmodel import resolve_text_model
 from .codec import CaptionCodec, load_tokenizer
 from .head import CaptioningHead, TextSpec, caption_loss
 from .metrics import score_captions
@@ -41,7 +42,11 @@ class CaptioningTask(Task):
         if manifest is not None and manifest.get("schema", "avel") != self.schema:
             raise ConfigError(f"task captioning needs shards of schema 'captions' (VALOR layout: avpea shards build "
                               f"valor); {cfg.data.shards} holds schema {manifest.get('schema', 'avel')!r}")
-        self.tokenizer_source = tokenizer_source(cfg.captioning.decoder, cfg.data.shards, manifest)
+        decoder = cfg.captioning.decoder
+        # 'scratch' writes with the shards' tokenizer; any other decoder brings its own.
+        self.tokenizer_source = resolve_text_model("shards" if decoder == "scratch" else decoder, cfg.data.shards,
+                                                   manifest, key="captioning.decoder")
+        self.decoder_source = "scratch" if decoder == "scratch" else self.tokenizer_source
         self.tokenizer = load_tokenizer(self.tokenizer_source)
         tok = self.tokenizer
         self.text = TextSpec(len(tok), tok.cls_token_id, tok.sep_token_id, tok.pad_token_id)
@@ -55,7 +60,8 @@ class CaptioningTask(Task):
     # ---- model
 
     def build_head(self, embed_dim: int, streams: tuple[str, ...]) -> nn.Module:
-        return CaptioningHead(embed_dim, tuple(streams), self.cfg.model.num_segments, self.text, self.section)
+        return CaptioningHead(embed_dim, tuple(streams), self.cfg.model.num_segments, self.text, self.section,
+                              self.decoder_source)
 
     def loss(self, outputs: torch.Tensor, batch: dict[str, Any]) -> TaskLoss:
         loss, hits, tokens = caption_loss(outputs, batch, self.section.label_smoothing)
@@ -98,26 +104,6 @@ class CaptioningTask(Task):
         refs = split_references(Path(self.cfg.data.shards), self.manifest, split)
         scores = score_captions(refs, {k: caption for k in refs})
         return {**scores, "samples": len(refs), "caption": caption}
-
-
-def tokenizer_source(decoder: str, shards: str | Path, manifest: dict[str, Any] | None) -> str:
-    """Where the decoder's tokenizer lives: the shards' text folder for 'scratch', else the model itself."""
-    if decoder != "scratch":
-        return decoder
-    if manifest is None:
-        from ...data.manifest import read_manifest
-
-        try:
-            manifest = read_manifest(Path(shards))
-        except (FileNotFoundError, ValueError) as e:
-            raise ConfigError(f"captioning.decoder=scratch writes with the tokenizer saved beside the shards, and "
-                              f"{shards} cannot be read ({e}); point data.shards at the run's shards folder") from None
-    folder = (manifest.get("text") or {}).get("folder")
-    if not folder:
-        raise ConfigError(f"captioning.decoder=scratch needs the tokenizer saved with the shards, and {shards}'s "
-                          f"manifest has no 'text' folder; rebuild them with `avpea shards build valor` or set "
-                          f"captioning.decoder to a Hugging Face model folder")
-    return str(Path(shards) / folder)
 
 
 def gather_and_score(records: list[tuple[str, str, list[str]]], skipped: int) -> dict[str, Any]:
