@@ -27,7 +27,7 @@ from .codec import CaptionCodec, load_tokenizer
 from .head import CaptioningHead, TextSpec, caption_loss
 from .metrics import score_captions
 
-EXAMPLES = 6  # captions kept in the result (nested, in result.json) to show what the model writes
+EXAMPLES = 8  # captions kept in the result (nested, in result.json) to show what the model writes
 
 
 class CaptioningTask(Task):
@@ -56,6 +56,14 @@ class CaptioningTask(Task):
     def codec(self, split: str, epoch: int) -> CaptionCodec:
         pick = (self.cfg.train.seed, epoch) if split == "train" else None
         return CaptionCodec(self.tokenizer_source, self.section.max_len, pick)
+
+    def signature(self) -> dict[str, Any]:
+        """What a checkpoint of this head is bound to: the decoder, its sizes and the tokenizer's vocabulary."""
+        sec = self.section
+        sig: dict[str, Any] = {"captioning.decoder": sec.decoder, "captioning.vocab_size": self.text.vocab_size}
+        if sec.decoder == "scratch":
+            sig.update({f"captioning.{k}": getattr(sec, k) for k in ("layers", "width", "heads", "max_len")})
+        return sig
 
     # ---- model
 
