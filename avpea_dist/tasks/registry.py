@@ -7,7 +7,7 @@ changes. ``Config.task`` is checked against ``task_names()``.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .base import Task
@@ -31,3 +31,27 @@ def get_task(name: str) -> "type[Task]":
         raise ValueError(f"unknown task {name!r}; choose one of {', '.join(map(repr, TASKS))}")
     module, cls = TASKS[name].split(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def build_task(cfg: Any, manifest: dict[str, Any] | None) -> "Task":
+    """The run's task, checked against the shards: their schema first (a clear ConfigError naming both),
+    then the task's own checks (class count, vocabulary, text model...). ``manifest`` None: no shards."""
+    from ..config_base import ConfigError
+
+    cls = get_task(cfg.task)
+    if manifest is not None:
+        schema = manifest.get("schema", "avel")
+        if schema != cls.schema:
+            users = [n for n in TASKS if n != cfg.task and _schema_of(n) == schema]
+            hint = f"task={users[0]}" if users else "another task"
+            raise ConfigError(f"task={cfg.task} reads shards of schema '{cls.schema}', but data.shards="
+                              f"'{cfg.data.shards}' holds schema '{schema}'; point data.shards at {cls.schema} "
+                              f"shards or set {hint}")
+    return cls(cfg, manifest)
+
+
+def _schema_of(name: str) -> str | None:
+    try:
+        return get_task(name).schema
+    except ImportError:  # a registered task whose module is not there yet
+        return None
