@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -27,6 +28,7 @@ from .codec import CaptionCodec, load_tokenizer
 from .head import CaptioningHead, TextSpec, caption_loss
 from .metrics import score_captions
 
+log = logging.getLogger(__name__)
 EXAMPLES = 8  # captions kept in the result (nested, in result.json) to show what the model writes
 
 
@@ -43,6 +45,10 @@ class CaptioningTask(Task):
             raise ConfigError(f"task captioning needs shards of schema 'captions' (VALOR layout: avpea shards build "
                               f"valor); {cfg.data.shards} holds schema {manifest.get('schema', 'avel')!r}")
         decoder = cfg.captioning.decoder
+        if manifest is not None and manifest.get("example_decoder"):  # example manifests only: see example_manifest
+            log.warning("captioning.decoder=%s is not available here; this example build uses %s instead",
+                        decoder, manifest["example_decoder"])
+            decoder = manifest["example_decoder"]
         # 'scratch' writes with the shards' tokenizer; any other decoder brings its own.
         self.tokenizer_source = resolve_text_model("shards" if decoder == "scratch" else decoder, cfg.data.shards,
                                                    manifest, key="captioning.decoder")
@@ -50,6 +56,31 @@ class CaptioningTask(Task):
         self.tokenizer = load_tokenizer(self.tokenizer_source)
         tok = self.tokenizer
         self.text = TextSpec(len(tok), tok.cls_token_id, tok.sep_token_id, tok.pad_token_id)
+
+    # ---- examples (no shards: the shipped-config test)
+
+    @classmethod
+    def example_manifest(cls, cfg: Any, folder: Any) -> dict[str, Any]:
+        """A captions manifest whose text folder (tokenizer + small BERT, as the shard build saves them) is
+        written under ``folder``. A Hugging Face decoder that is neither a folder nor in the local cache (e.g.
+        bert-base-uncased on a machine that never downloaded it) is replaced by that small BERT ('shards')."""
+        from ..valor.text import save_text_folder
+        from ..valor.textmodel import load_tokenizer as cached
+
+        text = Path(folder) / "example_text"
+        save_text_folder(text, [example_caption(i) for i in range(64)])
+        manifest = {"schema": cls.schema, "text": {"folder": str(text.resolve())},
+                    "most_frequent_caption": example_caption(0), "splits": {}}
+        if cfg.captioning.decoder not in ("scratch", "shards"):
+            try:
+                cached(resolve_text_model(cfg.captioning.decoder, None, manifest, key="captioning.decoder"))
+            except (FileNotFoundError, ValueError):
+                manifest["example_decoder"] = "shards"
+        return manifest
+
+    def example_meta(self, index: int) -> dict[str, Any]:
+        return {"id": f"example_{index}", "split": "train",
+                "captions": [example_caption(index), example_caption(index + 7)][: 1 + index % 2]}
 
     # ---- data
 
@@ -112,6 +143,13 @@ class CaptioningTask(Task):
         refs = split_references(Path(self.cfg.data.shards), self.manifest, split)
         scores = score_captions(refs, {k: caption for k in refs})
         return {**scores, "samples": len(refs), "caption": caption}
+
+
+def example_caption(index: int) -> str:
+    """A caption in the synthetic set's style (the example hooks' text)."""
+    colours, shapes, sounds = ("red", "green", "blue", "yellow"), ("square", "circle", "checkerboard"), ("chord", "bell")
+    return (f"a {colours[index % 4]} {shapes[index % 3]} on the {('left', 'right')[index % 2]} while a "
+            f"{('low', 'high')[index // 2 % 2]} {sounds[index // 3 % 2]} plays")
 
 
 def gather_and_score(records: list[tuple[str, str, list[str]]], skipped: int) -> dict[str, Any]:
