@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ...config_base import ConfigError
-from ..base import Task, TaskLoss
+from ..base import Task, TaskLoss, to_device
 from ..valor.textmodel import resolve_text_model
 from .codec import CaptionCodec, load_tokenizer
 from .head import CaptioningHead, TextSpec, caption_loss
@@ -129,7 +129,8 @@ class CaptioningTask(Task):
                 skipped += int(batch.get("skipped", 0))
                 if not batch["key"]:
                     continue
-                texts = self.caption(model, batch["frames"].to(device), batch["audio"].to(device))
+                media = to_device({"frames": batch["frames"], "audio": batch["audio"]}, device, model.streams)
+                texts = self.caption(model, media["frames"], media["audio"])
                 records += list(zip(batch["clip_ids"], texts, batch["captions"]))
         finally:
             model.train(was_training)
