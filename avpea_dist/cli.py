@@ -15,7 +15,7 @@ from .config import ConfigError
 
 _AREAS = ("avpea_dist.models.commands", "avpea_dist.data.commands", "avpea_dist.train.commands",
           "avpea_dist.predict", "avpea_dist.launch.commands",
-          "avpea_dist.tasks.retrieval.search")
+          "avpea_dist.tasks.retrieval.search", "avpea_dist.tasks.captioning.commands")
 
 
 def build_parser() -> argparse.ArgumentParser:

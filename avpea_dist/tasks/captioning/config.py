@@ -10,15 +10,20 @@ from ...config_base import ConfigError, check_positive
 @dataclass
 class CaptioningConfig:
     decoder: str = "scratch"
-    """Text decoder: 'scratch' (a small transformer decoder built from the sizes below, with the shards'
-    tokenizer), a local folder holding a Hugging Face BERT-family model and tokenizer turned decoder
-    (``is_decoder`` + ``add_cross_attention``), or a hub name in the local cache (no network at run time)."""
+    """Text decoder: 'scratch' (a small transformer decoder of the sizes below, writing with the tokenizer saved
+    beside the shards), 'shards' (the small BERT saved beside the shards, turned decoder), a local folder
+    holding a Hugging Face BERT-family model and its tokenizer, or a hub name such as 'bert-base-uncased' in
+    the local Hugging Face cache (no network at run time). A BERT becomes a decoder with ``is_decoder`` and
+    ``add_cross_attention`` (its cross-attention layers start from random init)."""
     layers: int = 2
     """Decoder layers ('scratch' only)."""
     width: int = 256
     """Decoder width ('scratch' only)."""
     heads: int = 4
     """Decoder attention heads ('scratch' only)."""
+    dropout: float = 0.1
+    """Dropout in the decoder's attention and feed-forward blocks ('scratch' only; a Hugging Face decoder keeps
+    its own config's)."""
     max_len: int = 30
     """Caption length in tokens, in training and in decoding."""
     label_smoothing: float = 0.0
@@ -31,6 +36,10 @@ class CaptioningConfig:
     def __post_init__(self) -> None:
         for name in ("layers", "width", "heads", "max_len", "beam"):
             check_positive(f"captioning.{name}", getattr(self, name))
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"captioning.dropout={self.dropout} must lie in [0, 1)")
+        if self.max_len < 3:
+            raise ConfigError(f"captioning.max_len={self.max_len} must be >= 3 ([CLS], a word, [SEP])")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"captioning.label_smoothing={self.label_smoothing} must lie in [0, 1)")
         if self.width % self.heads:

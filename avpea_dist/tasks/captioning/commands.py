@@ -1,0 +1,78 @@
+"""`avpea caption --run RUN VIDEO.mp4 [...]`: one caption per video from a trained captioning run.
+
+Each video goes through the preprocessing that built the run's shards (``train.runmodel.media_from_video``:
+the segment sampling and sizes recorded in their manifest), then the run's encoder and decoder, decoded by
+the very code evaluation uses (``CaptioningTask.caption``: beam ``captioning.beam`` unless ``--beam``).
+A video that cannot be decoded gets one error line (or a JSON ``error``) and the others are still captioned;
+the exit status is then 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("caption", help="caption videos with a trained captioning run (VALOR-style AVC)",
+                       description="Print one caption per video, decoded by a captioning run's best model.")
+    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files (mp4 or anything FFmpeg reads)")
+    p.add_argument("--run", required=True, help="a captioning run folder (the train.out of `avpea train`)")
+    p.add_argument("--beam", type=int, default=None, help="beam width (default: the run's captioning.beam; 1 greedy)")
+    p.add_argument("--which", choices=("best", "final"), default="best", help="the run's export to use")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {video, caption} (or error)")
+    p.add_argument("--device", default="auto", help="'auto' (a GPU when usable), 'cpu' or 'cuda'")
+    p.add_argument("--batch-size", type=int, default=8, help="videos decoded together")
+    p.set_defaults(func=caption_cmd)
+
+
+def caption_cmd(args: argparse.Namespace) -> int:
+    if args.beam is not None and args.beam < 1:
+        raise ValueError(f"--beam {args.beam}: give 1 (greedy) or more")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size}: give 1 or more")
+    results = caption_videos(args.run, args.videos, beam=args.beam, which=args.which, device=args.device,
+                             batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(results, indent=1))
+    else:
+        for r in results:
+            if "error" in r:
+                print(f"{r['video']}: error: {r['error']}", file=sys.stderr)
+            else:
+                print(f"{r['video']}\t{r['caption']}")
+    return 1 if any("error" in r for r in results) else 0
+
+
+def caption_videos(run: str, videos: list[str], *, beam: int | None = None, which: str = "best",
+                   device: str = "auto", batch_size: int = 8) -> list[dict[str, Any]]:
+    """-> [{'video', 'caption'} or {'video', 'error'}] in the order of ``videos``."""
+    import torch
+
+    from ...data.decode import DecodeError
+    from ...train.runmodel import load_run, media_from_video
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg, task, model = load_run(run, which, device=device)
+    if cfg.task != "captioning":
+        raise ValueError(f"'{run}' is a {cfg.task} run; `avpea caption` needs a run trained with task: captioning")
+    results: list[dict[str, Any]] = [{"video": str(v)} for v in videos]
+    ready: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+    for i, video in enumerate(videos):
+        try:
+            frames, audio = media_from_video(video, cfg, run_dir=run)
+            ready.append((i, frames, audio))
+        except (DecodeError, OSError, ValueError) as e:
+            results[i]["error"] = f"cannot read the video: {e}"
+    for start in range(0, len(ready), batch_size):
+        chunk = ready[start:start + batch_size]
+        frames = torch.stack([f for _, f, _ in chunk]).to(device)
+        audio = torch.stack([a for _, _, a in chunk]).to(device)
+        with torch.no_grad():
+            texts = task.caption(model, frames, audio, beam=beam)
+        for (i, _, _), text in zip(chunk, texts):
+            results[i]["caption"] = text
+    return results
