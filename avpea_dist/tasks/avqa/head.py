@@ -14,11 +14,18 @@ visual) of the same video (positive) against the audio with another video's visu
 
 Deviation from the reference: its Swin backbone has no CLS token, so it average-pools the patch grid for the
 global visual feature; our ViT's visual CLS plays that part.
+
+``AVQATaskHead`` is the module the model holds as ``head``: it reads the encoder's output (``EncoderOutput``:
+per-segment CLS and patch tokens of each stream, after the ViT's final norm) and the batch's question fields.
+In an ablation the absent stream's features are zeros, i.e. no information: audio-only gets zero visual CLS
+and one zero patch per segment (so the grounding and the visual branch see a constant), visual-only gets a
+zero audio CLS (the grounding then weighs the patches by a constant query).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -145,6 +152,34 @@ class AVQAHead(nn.Module):
         negative = self.grounded_visual(audio, visual_cls[other], patches[other])
         pairs = torch.cat([torch.cat([audio, visual], dim=-1), torch.cat([audio, negative], dim=-1)])
         return self.match(pairs.flatten(0, 1))
+
+
+class AVQATaskHead(nn.Module):
+    """``head(enc, batch) -> AVQAOutput``: the AVST head on the shared encoder's tokens, one encoder pass per
+    video; ``batch['questions']`` (Q, L) and ``batch['question_video']`` (Q,) pick each question's video."""
+
+    def __init__(self, cfg: AVQAHeadConfig) -> None:
+        super().__init__()
+        self.avst = AVQAHead(cfg)
+
+    def forward(self, enc: Any, batch: dict[str, Any]) -> AVQAOutput:
+        weight = self.avst.proj_a.weight
+        audio_cls, visual_cls, patches = stream_tokens(enc, self.avst.cfg.dim)
+        questions = batch["questions"].to(weight.device, non_blocking=True)
+        video_index = batch["question_video"].to(weight.device, non_blocking=True)
+        return self.avst(audio_cls.to(weight.dtype), visual_cls.to(weight.dtype), patches.to(weight.dtype),
+                         questions, video_index)
+
+
+def stream_tokens(enc: Any, dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(audio CLS, visual CLS, visual patches) of an ``EncoderOutput``; an absent stream becomes zeros."""
+    present = tuple(enc.streams)
+    ref = enc.cls(present[0])
+    zeros = ref.new_zeros(ref.shape[:2] + (dim,))
+    audio_cls = enc.cls("a") if "a" in present else zeros
+    if "v" in present:
+        return audio_cls, enc.cls("v"), enc.patches("v")
+    return audio_cls, zeros, zeros.unsqueeze(2)
 
 
 def _check_inputs(audio_cls: torch.Tensor, visual_cls: torch.Tensor, patches: torch.Tensor,
