@@ -169,15 +169,19 @@ def load_predictor(config: Path, checkpoint: Path, *, device: str = "auto", wind
 
     from .config_load import load_config
     from .models.model import build_model
+    from .tasks.registry import build_task
     from .train.export import load_trainable
 
     cfg = load_config(config, list(overrides))
+    if cfg.task != "avel":
+        raise ValueError(f"avpea predict draws event timelines of AVEL runs; '{config}' trained task={cfg.task}: "
+                         f"use `avpea search` (retrieval) or `avpea caption` (captioning) for VALOR runs")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA GPU is usable here; use --device cpu")
     torch.manual_seed(cfg.train.seed)  # a random-init frozen backbone is rebuilt exactly as training built it
-    model = build_model(cfg.model)
+    model = build_model(cfg.model, task=build_task(cfg, None))
     load_trainable(model, checkpoint, cfg.model)
     model.to(device).eval()
     classes, prep = shard_facts(cfg.data.shards, cfg.model.num_classes, cfg.model.img_size)

@@ -1,8 +1,9 @@
 """The shard format: member names, constants and the validated ``manifest.json`` (no heavy imports).
 
-``manifest.json`` at the shard root: ``format``, ``version``, ``complete``, ``source``, ``preprocessing``
-(including ``audio_windows``: 'exact' or 'linspace'), ``members`` (the sample schema), ``classes``
-(background last; ``labels`` index into it), ``shard_size``, ``splits.<split>`` = ``{records, order_seed,
+``manifest.json`` at the shard root: ``format``, ``version``, ``complete``, ``schema`` ('avel' when absent,
+'avqa' or 'captions': the json each sample holds, read by the task's codec), ``source``, ``preprocessing``
+(including ``audio_windows``: 'exact' or 'linspace'), ``members`` (the sample schema), ``classes`` (AVEL
+only: background last; ``labels`` index into it), ``shard_size``, ``splits.<split>`` = ``{records, order_seed,
 samples, shards: [{file, sha256, bytes, samples}], skipped: [{id, key, reason}], notes: [{id, key, note}],
 segment_histogram}`` with ``records == samples + len(skipped)``, and ``build`` (the resume records).
 Shards written before per-record keys lack ``records``, ``order_seed`` and ``notes``; readers need none.
@@ -23,6 +24,8 @@ MEL_BINS = 128
 FBANK_FRAMES = 102
 FRAME_MEMBERS = tuple(f"f{i}.jpg" for i in range(NUM_SEGMENTS))
 MEMBERS = (*FRAME_MEMBERS, "fbank.npy", "json")
+SCHEMAS = ("avel", "avqa", "captions")
+"""Sample schemas (``manifest["schema"]``, absent = 'avel'): which task codecs can read the shards' json."""
 FIX = "rebuild them with `avpea shards build ave --root AVE_ROOT --out DIR` (or `avpea shards synth`)"
 
 
@@ -50,9 +53,12 @@ def read_manifest(shards_dir: str | Path) -> dict[str, Any]:
     if not m.get("complete"):
         raise ValueError(f"{path} describes an unfinished build; rerun the same `avpea shards build` command "
                          f"to resume it")
+    schema = m.get("schema", "avel")  # shards written before schemas existed are AVEL's
+    if schema not in SCHEMAS:
+        raise ValueError(f"{path}: 'schema' is {schema!r}; this code reads {', '.join(map(repr, SCHEMAS))}; {FIX}")
     classes = m.get("classes")
-    if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)
-            and classes[-1] == BACKGROUND):
+    if schema == "avel" and not (isinstance(classes, list) and len(classes) >= 2
+                                 and all(isinstance(c, str) for c in classes) and classes[-1] == BACKGROUND):
         raise ValueError(f"{path}: 'classes' must be a list of names ending with '{BACKGROUND}'; {FIX}")
     if not isinstance(m.get("preprocessing"), dict) or not isinstance(m["preprocessing"].get("frame_size"), int):
         raise ValueError(f"{path}: 'preprocessing.frame_size' is missing; {FIX}")

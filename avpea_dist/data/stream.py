@@ -13,7 +13,7 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import torch
@@ -25,10 +25,14 @@ from .ave import NUM_SEGMENTS
 from .features import load_npy, normalise_fbank
 from .manifest import (FBANK_FRAMES, FIX, FRAME_MEMBERS, MANIFEST, MEL_BINS, MEMBERS, default_epoch_batches,
                        read_manifest, split_entry)
+from ..tasks.avel.codec import AVELCodec
 from .tario import RawSample, iter_raw_samples
 
+if TYPE_CHECKING:
+    from ..tasks.base import SampleCodec
+
 __all__ = ["read_manifest", "default_epoch_batches", "make_train_loader", "make_eval_loader", "decode_sample",
-           "SampleError", "EvalStream"]
+           "decode_media", "SampleError", "EvalStream"]
 
 
 class SampleError(Exception):
@@ -51,10 +55,10 @@ def decode_jpeg(data: bytes, frame_size: int, img_size: int) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
-def decode_sample(raw: RawSample, *, num_classes: int, frame_size: int, img_size: int) -> dict[str, Any]:
-    """Raw member bytes -> ``{frames: [10 x uint8 (S, S, 3)], audio: float32 (10, 128, 102) normalised,
-    labels: int64 (10,), key}``, validated; raises ``SampleError`` for anything malformed. ``collate``
-    turns a list of these into a batch."""
+def decode_media(raw: RawSample, *, frame_size: int,
+                 img_size: int) -> tuple[dict[str, Any], list[np.ndarray], np.ndarray]:
+    """What every schema's sample holds -> (its json, 10 frames uint8 (S, S, 3), audio float32 (10, 128, 102)
+    normalised), validated; raises ``SampleError`` for anything malformed."""
     if raw.error:
         raise SampleError(raw.error)
     m = raw.members
@@ -63,11 +67,10 @@ def decode_sample(raw: RawSample, *, num_classes: int, frame_size: int, img_size
         raise SampleError(f"sample '{raw.key}' lacks members {missing}")
     try:
         meta = json.loads(m["json"])
-        labels = meta["labels"]
+        if not isinstance(meta, dict):
+            raise SampleError(f"sample '{raw.key}': json is a {type(meta).__name__}, not an object")
         if meta.get("key", meta["id"]) != raw.key:  # builds before `key` existed used the id as the key
             raise SampleError(f"sample '{raw.key}': json key {meta.get('key', meta['id'])!r} differs from its tar key")
-        if (len(labels) != NUM_SEGMENTS or not all(isinstance(x, int) and 0 <= x < num_classes for x in labels)):
-            raise SampleError(f"sample '{raw.key}': labels {labels!r} are not {NUM_SEGMENTS} ints < {num_classes}")
         fbank = load_npy(m["fbank.npy"])
         if fbank.shape != (NUM_SEGMENTS, MEL_BINS, FBANK_FRAMES) or fbank.dtype != np.float16:
             raise SampleError(f"sample '{raw.key}': fbank is {fbank.dtype}{fbank.shape}, "
@@ -80,13 +83,28 @@ def decode_sample(raw: RawSample, *, num_classes: int, frame_size: int, img_size
         raise
     except Exception as e:  # bad JSON, bad npy header, bad JPEG bytes...
         raise SampleError(f"sample '{raw.key}': {type(e).__name__}: {e}") from None
-    return {"frames": frames, "audio": audio, "labels": torch.tensor(labels, dtype=torch.int64), "key": raw.key}
+    return meta, frames, audio
+
+
+def decode_sample(raw: RawSample, *, num_classes: int = 0, frame_size: int, img_size: int,
+                  codec: SampleCodec | None = None) -> dict[str, Any]:
+    """Raw member bytes -> ``{frames: [10 x uint8 (S, S, 3)], audio: float32 (10, 128, 102) normalised,
+    targets: codec.parse(json), key}``; raises ``SampleError`` for anything malformed, a codec's ValueError
+    included. ``codec`` None: AVEL's labels (< ``num_classes``). ``collate`` turns a list of these into a batch."""
+    codec = codec or AVELCodec(num_classes)
+    meta, frames, audio = decode_media(raw, frame_size=frame_size, img_size=img_size)
+    try:
+        targets = codec.parse(meta, raw.key)
+    except (ValueError, KeyError, TypeError) as e:  # a record the task cannot use: skipped with its reason
+        raise SampleError(f"sample '{raw.key}': {e}") from None
+    return {"frames": frames, "audio": audio, "targets": targets, "key": raw.key}
 
 
 def collate(samples: list[dict[str, Any]], skipped: int, img_size: int,
-            problems: list[str] | None = None) -> dict[str, Any]:
-    """Stack decoded samples into batch tensors with one copy per pixel. In a worker the tensors are
-    allocated in shared memory, so the DataLoader's queue passes them without copying them again."""
+            problems: list[str] | None = None, codec: SampleCodec | None = None) -> dict[str, Any]:
+    """Stack decoded samples into batch tensors with one copy per pixel, plus ``codec.collate``'s fields of
+    their targets (None: AVEL's ``labels``). In a worker the tensors are allocated in shared memory, so the
+    DataLoader's queue passes them without copying them again."""
     frames = torch.empty(len(samples), NUM_SEGMENTS, 3, img_size, img_size, dtype=torch.uint8)
     audio = torch.empty(len(samples), NUM_SEGMENTS, MEL_BINS, FBANK_FRAMES)
     if get_worker_info() is not None:
@@ -96,15 +114,15 @@ def collate(samples: list[dict[str, Any]], skipped: int, img_size: int,
         for i, hwc in enumerate(s["frames"]):
             frames_np[b, i] = hwc.transpose(2, 0, 1)
         audio_np[b] = s["audio"]
-    labels = torch.stack([s["labels"] for s in samples]) if samples else torch.empty(0, NUM_SEGMENTS, dtype=torch.int64)
-    return {"frames": frames, "audio": audio, "labels": labels, "key": [s["key"] for s in samples], "skipped": skipped,
+    fields = (codec or AVELCodec).collate([s["targets"] for s in samples])
+    return {"frames": frames, "audio": audio, **fields, "key": [s["key"] for s in samples], "skipped": skipped,
             "problems": list(problems or [])}
 
 
 class SplitStream(IterableDataset):
     """One split of a shard folder, validated against its manifest; the base of both streams."""
 
-    def __init__(self, shards_dir: str | Path, split: str, img_size: int) -> None:
+    def __init__(self, shards_dir: str | Path, split: str, img_size: int, codec: SampleCodec | None = None) -> None:
         self.dir = Path(shards_dir)
         manifest = read_manifest(self.dir)
         s = split_entry(manifest, split, self.dir / MANIFEST)
@@ -115,13 +133,22 @@ class SplitStream(IterableDataset):
         if missing:
             raise FileNotFoundError(f"shard {missing[0]} listed in {self.dir / MANIFEST} is missing "
                                     f"({len(missing)} in all); copy the whole folder again or {FIX}")
-        self.num_classes = len(manifest["classes"])
+        if codec is None:  # AVEL's labels, checked against the manifest's classes
+            schema = manifest.get("schema", "avel")
+            if schema != "avel":
+                raise ValueError(f"{self.dir / MANIFEST} holds '{schema}' samples: read them with their task's "
+                                 f"codec (codec=task.codec(split, epoch)), not AVEL's labels")
+            codec = AVELCodec(len(manifest["classes"]))
+        self.codec = codec
         self.frame_size = int(manifest["preprocessing"]["frame_size"])
         self.img_size = img_size
         self.owner_pid = os.getpid()
 
     def decode(self, raw: RawSample) -> dict[str, Any]:
-        return decode_sample(raw, num_classes=self.num_classes, frame_size=self.frame_size, img_size=self.img_size)
+        return decode_sample(raw, frame_size=self.frame_size, img_size=self.img_size, codec=self.codec)
+
+    def collate(self, samples: list[dict[str, Any]], skipped: int, problems: list[str] | None = None) -> dict[str, Any]:
+        return collate(samples, skipped, self.img_size, problems, self.codec)
 
     def slot(self) -> tuple[int, int]:
         info = get_worker_info()
@@ -140,8 +167,8 @@ class EvalStream(SplitStream):
     """This rank's contiguous share of the split, cut again per worker; each sample decoded once."""
 
     def __init__(self, shards_dir: str | Path, split: str, *, batch_size: int, img_size: int, rank: int,
-                 world_size: int) -> None:
-        super().__init__(shards_dir, split, img_size)
+                 world_size: int, codec: SampleCodec | None = None) -> None:
+        super().__init__(shards_dir, split, img_size, codec)
         if not 0 <= rank < world_size:
             raise ValueError(f"rank={rank} must lie in [0, world_size={world_size})")
         if batch_size < 1:
@@ -178,18 +205,18 @@ class EvalStream(SplitStream):
                     if len(samples) == self.batch_size:
                         if pending is not None:
                             yield pending
-                        pending, samples, skipped = collate(samples, skipped, self.img_size), [], 0
+                        pending, samples, skipped = self.collate(samples, skipped), [], 0
                 skipped += (b - a) - got  # a shard shorter than its manifest entry
             offset += count
         if samples:
             if pending is not None:
                 yield pending
-            pending, skipped = collate(samples, skipped, self.img_size), 0
+            pending, skipped = self.collate(samples, skipped), 0
         if pending is not None:
             pending["skipped"] += skipped  # late failures still reach the loop's counts
             yield pending
         elif skipped:
-            yield collate([], skipped, self.img_size)
+            yield self.collate([], skipped)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,19 +233,22 @@ def _loader(dataset: IterableDataset, num_workers: int) -> DataLoader:
 
 def make_train_loader(shards_dir: str | Path, *, batch_size: int, img_size: int, num_workers: int,
                       shuffle_buffer: int, seed: int, rank: int, world_size: int, epoch: int,
-                      epoch_batches: int, start_batch: int = 0) -> DataLoader:
-    """Exactly ``epoch_batches - start_batch`` batches (``len()`` says so), a pure function of the arguments."""
+                      epoch_batches: int, start_batch: int = 0, codec: SampleCodec | None = None) -> DataLoader:
+    """Exactly ``epoch_batches - start_batch`` batches (``len()`` says so), a pure function of the arguments;
+    ``codec`` (the task's, for this epoch) turns each sample's json into the batch's task fields (None:
+    AVEL's labels)."""
     from .train_stream import TrainStream
 
     if num_workers < 0:
         raise ValueError(f"num_workers={num_workers} must be >= 0")
     return _loader(TrainStream(shards_dir, batch_size=batch_size, img_size=img_size, shuffle_buffer=shuffle_buffer,
                                seed=seed, rank=rank, world_size=world_size, epoch=epoch, epoch_batches=epoch_batches,
-                               start_batch=start_batch, workers=max(1, num_workers)), num_workers)
+                               start_batch=start_batch, workers=max(1, num_workers), codec=codec), num_workers)
 
 
 def make_eval_loader(shards_dir: str | Path, split: str, *, batch_size: int, img_size: int, num_workers: int,
-                     rank: int, world_size: int) -> DataLoader:
-    """Every sample of ``split`` exactly once across ranks; corrupt ones counted in ``skipped``."""
+                     rank: int, world_size: int, codec: SampleCodec | None = None) -> DataLoader:
+    """Every sample of ``split`` exactly once across ranks; corrupt ones (and those ``codec`` refuses) counted
+    in ``skipped``."""
     return _loader(EvalStream(shards_dir, split, batch_size=batch_size, img_size=img_size, rank=rank,
-                              world_size=world_size), num_workers)
+                              world_size=world_size, codec=codec), num_workers)

@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import webdataset as wds
 
 from .epoch_plan import Piece, rank_plan, worker_batches
-from .stream import SampleError, SplitStream, collate
+from .stream import SampleError, SplitStream
 from .tario import PieceEnd, RawSample, read_piece, sample_offsets
+
+if TYPE_CHECKING:
+    from ..tasks.base import SampleCodec
 
 OPEN_PIECES = 8  # shard pieces a worker reads at once: more mixes classes better, each holds a file open
 _MAX_REPLACEMENT_DRAWS = 64
@@ -99,7 +102,7 @@ class ExactBatches(wds.PipelineStage):
                 sample, failures = s.replacement(self.v, k, slot)  # missing ones are in their PieceEnd
                 samples.append(sample)
                 skipped += failures
-            yield collate(samples, skipped, s.img_size, problems)
+            yield s.collate(samples, skipped, problems)
 
 
 class TrainStream(SplitStream):
@@ -107,8 +110,8 @@ class TrainStream(SplitStream):
 
     def __init__(self, shards_dir: str | Path, *, batch_size: int, img_size: int, shuffle_buffer: int, seed: int,
                  rank: int, world_size: int, epoch: int, epoch_batches: int, start_batch: int = 0,
-                 workers: int = 1) -> None:
-        super().__init__(shards_dir, "train", img_size)
+                 workers: int = 1, codec: SampleCodec | None = None) -> None:
+        super().__init__(shards_dir, "train", img_size, codec)
         if not 0 <= rank < world_size:
             raise ValueError(f"rank={rank} must lie in [0, world_size={world_size})")
         if not 0 <= start_batch <= epoch_batches:

@@ -16,7 +16,8 @@ from .tario import iter_raw_samples
 
 def verify(shards_dir: str | Path, decode: bool = False) -> tuple[list[str], list[str]]:
     """-> (faults, notes). A fault is anything that differs from the manifest; ``decode`` also decodes
-    every sample (JPEG, npy, labels) as the loaders do."""
+    every sample as the loaders do (JPEG, npy, json; AVEL's labels too: other schemas' json is checked by
+    their task's codec at training time)."""
     root = Path(shards_dir)
     m = read_manifest(root)
     faults: list[str] = []
@@ -45,10 +46,14 @@ def verify(shards_dir: str | Path, decode: bool = False) -> tuple[list[str], lis
                     faults.append(f"{path}: duplicate key '{raw.key}' in split '{split}'")
                 keys.add(raw.key)
                 if decode:
-                    from .stream import SampleError, decode_sample
+                    from .stream import SampleError, decode_media, decode_sample
 
                     try:
-                        decode_sample(raw, num_classes=len(m["classes"]), frame_size=frame_size, img_size=frame_size)
+                        if m.get("schema", "avel") == "avel":
+                            decode_sample(raw, num_classes=len(m["classes"]), frame_size=frame_size,
+                                          img_size=frame_size)
+                        else:
+                            decode_media(raw, frame_size=frame_size, img_size=frame_size)
                     except SampleError as e:
                         faults.append(f"{path}: {e}")
                         continue
@@ -66,19 +71,25 @@ def describe(shards_dir: str | Path) -> str:
     """Human-readable schema, counts per split and class histogram."""
     m = read_manifest(shards_dir)
     pre = m["preprocessing"]
-    lines = [f"shards   {Path(shards_dir)}  (format {m['format']} v{m['version']}, source {m['source']})",
+    schema = m.get("schema", "avel")
+    lines = [f"shards   {Path(shards_dir)}  (format {m['format']} v{m['version']}, schema {schema}, source "
+             f"{m['source']})",
              "sample schema (one tar member per row; key = one per annotation record, json id = video id):"]
-    members = dict(m["members"])
+    members = dict(m.get("members") or {})
     frames = [k for k in members if k.endswith(".jpg")]
     if len(frames) > 2:  # f0.jpg .. f9.jpg share one description
         members = {f"{frames[0]}..{frames[-1]}": members[frames[0]].replace(" 0,", " i,").replace(" 0 ", " i ")}
         members.update({k: v for k, v in m["members"].items() if k not in frames})
+    unit = {"avqa": "questions", "captions": "captions"}.get(schema)  # what a sample holds besides its media
     lines += [f"  {name:<16} {what}" for name, what in members.items()]
     lines.append("preprocessing: " + ", ".join(f"{k}={v}" for k, v in pre.items() if k != "fbank_layout"))
-    lines.append(f"{'split':<6} {'clips':>6} {'shards':>6} {'MB':>8} {'skipped':>7}")
+    lines.append(f"{'split':<6} {'clips':>6} {'shards':>6} {'MB':>8} {'skipped':>7}" + (f" {unit:>9}" if unit else ""))
     for split, s in m["splits"].items():
         mb = sum(sh["bytes"] for sh in s["shards"]) / 1e6
-        lines.append(f"{split:<6} {s['samples']:>6} {len(s['shards']):>6} {mb:>8.1f} {len(s['skipped']):>7}")
+        lines.append(f"{split:<6} {s['samples']:>6} {len(s['shards']):>6} {mb:>8.1f} {len(s.get('skipped', [])):>7}"
+                     + (f" {s.get(unit, '-'):>9}" if unit else ""))
+    if "classes" not in m:
+        return "\n".join(lines)
     lines.append("segments per class (" + " / ".join(m["splits"]) + "):")
     width = max(len(c) for c in m["classes"])
     for i, c in enumerate(m["classes"]):

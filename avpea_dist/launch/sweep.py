@@ -35,7 +35,15 @@ from ..fileio import atomic_write_json
 log = logging.getLogger(__name__)
 
 SCHEDULERS = ("asha", "fifo")
-METRIC = "val_accuracy"
+METRIC = "val_score"
+"""What Tune maximises: the val value of the task's selection metric (also reported under its own name,
+``val_<metric>``)."""
+
+
+def selection_metric(task: str) -> str:
+    from ..tasks.registry import get_task
+
+    return get_task(task).selection_metric
 
 
 def _scalar(text: str) -> Any:
@@ -153,12 +161,16 @@ def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _val_metrics(record: dict[str, Any]) -> dict[str, Any]:
-    """A val record from the loop ({'split': 'val', 'accuracy': ...}) as val_* metrics for Tune."""
+def _val_metrics(record: dict[str, Any], metric: str) -> dict[str, Any]:
+    """A val record from the loop ({'split': 'val', <metric>: ...}) as val_* metrics for Tune, the task's
+    selection ``metric`` also as ``val_score``."""
     if METRIC in record or record.get("split") != "val":
         return record
-    return {(k if k.startswith("val_") or k in ("step", "time", "best_val_accuracy") else f"val_{k}"): v
-            for k, v in record.items() if k != "split"}
+    out = {(k if k.startswith(("val_", "best_val_")) or k in ("step", "time") else f"val_{k}"): v
+           for k, v in record.items() if k != "split"}
+    if metric in record:
+        out[METRIC] = record[metric]
+    return out
 
 
 def _placement(run_dir: Path) -> dict[str, Any]:
@@ -203,18 +215,22 @@ def train_trial(point: dict[str, Any], *, base: dict[str, Any], sweep_dir: str, 
             nodes=[*state.get("nodes", []), _placement(Path(cfg.train.out))])
 
     t0 = time.time()
-    best = {"val": float(state.get("best_val_accuracy", float("-inf")))}
+    metric = selection_metric(cfg.task)
+    best_names = ("best_val_score", f"best_val_{metric}")  # a fixed name, and the metric's own
+    best = {"val": float(state.get("best_val_score", state.get(best_names[1], float("-inf"))))}
 
     def on_eval(step: int, metrics: dict[str, Any]) -> None:
-        metrics = _val_metrics(_plain(metrics))
-        if METRIC not in metrics:
-            raise KeyError(f"the training loop reported no {METRIC!r} (got {sorted(metrics)})")
+        metrics = _val_metrics(_plain(metrics), metric)
+        if METRIC not in metrics or metrics[METRIC] is None:
+            raise KeyError(f"the training loop reported no {metric!r} (task {cfg.task}'s selection metric; "
+                           f"got {sorted(metrics)})")
         wall = prior_wall + time.time() - t0
         best["val"] = max(best["val"], float(metrics[METRIC]))
-        _update(status, step=step, wall_time_s=wall, best_val_accuracy=best["val"], last_metrics=metrics)
+        bests = dict.fromkeys(best_names, best["val"])
+        _update(status, step=step, wall_time_s=wall, **bests, last_metrics=metrics)
         with tempfile.TemporaryDirectory() as d:
             atomic_write_json(Path(d) / "trial.json", {"run_dir": cfg.train.out, "step": step, "wall_time_s": wall})
-            tune.report({**metrics, "step": step, "wall_time_s": wall, "best_val_accuracy": best["val"]},
+            tune.report({**metrics, "step": step, "wall_time_s": wall, **bests},
                         checkpoint=tune.Checkpoint.from_directory(d))
 
     if workers > 1:
@@ -233,9 +249,10 @@ def train_trial(point: dict[str, Any], *, base: dict[str, Any], sweep_dir: str, 
         # from its run folder instead of counting it as done.
         raise RuntimeError(f"trial {key} stopped at step {result.get('step')} ({result.get('status')}); "
                            f"it resumes from {cfg.train.out} when retried")
-    _update(status, status="finished", step=result.get("step"),
-            wall_time_s=prior_wall + time.time() - t0, best_val_accuracy=result.get("best_val_accuracy", best["val"]),
-            test_accuracy=result.get("test_accuracy"))
+    final_best = result.get("best_val_score", best["val"])
+    _update(status, status="finished", step=result.get("step"), wall_time_s=prior_wall + time.time() - t0,
+            **dict.fromkeys(best_names, final_best), test_score=result.get("test_score"),
+            **{f"test_{metric}": result.get("test_score")})
 
 
 def _check_same_sweep(folder: Path, spec_record: dict[str, Any]) -> None:

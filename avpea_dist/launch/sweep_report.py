@@ -1,6 +1,7 @@
-"""The end of a sweep: one row per grid point, as CSV, Markdown and a plot of accuracy vs trainable params.
+"""The end of a sweep: one row per grid point, as CSV, Markdown and a plot of the task's selection metric
+(``best_val_<metric>``: ``best_val_accuracy`` for AVEL) vs trainable params.
 
-Accuracies, steps and wall time come from each trial's own progress file (``trials/<point>.json``);
+Scores, steps and wall time come from each trial's own progress file (``trials/<point>.json``);
 Ray only says whether a trial that did not finish was stopped early by the scheduler or failed.
 Parameter counts come from the model built on the meta device (no memory, no weights).
 """
@@ -14,19 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from ..fileio import atomic_open, atomic_write_text
-from .sweep import point_key, trial_config
-
-COLUMNS = ("adapter_params", "trainable_params", "trainable_share", "best_val_accuracy", "steps", "wall_time_s",
-           "status", "hosts", "ray_nodes")
-
+from .sweep import point_key, selection_metric, trial_config
 
 def _param_counts(cfg: Any) -> dict[str, Any]:
+    """The model's counts with the task's head, built on the meta device (the task from the shards' manifest)."""
     import torch
 
+    from ..data.manifest import read_manifest
     from ..models.model import AVPEAModel, param_counts
+    from ..tasks.registry import build_task
 
+    task = build_task(cfg, read_manifest(cfg.data.shards))
     with torch.device("meta"):
-        return param_counts(AVPEAModel(cfg.model))
+        return param_counts(AVPEAModel(cfg.model, task.build_head))
 
 
 def _ray_status(grid_result: Any, axes: list[str]) -> dict[str, str]:
@@ -40,6 +41,7 @@ def _ray_status(grid_result: Any, axes: list[str]) -> dict[str, str]:
 def collect_rows(folder: Path, base: dict[str, Any], points: list[dict[str, Any]], grid_result: Any) -> list[dict]:
     axes = list(points[0]) if points else []
     ray_status = _ray_status(grid_result, axes)
+    best = f"best_val_{selection_metric(base.get('task', 'avel'))}"
     rows = []
     for point in points:
         key = point_key(point)
@@ -55,7 +57,7 @@ def collect_rows(folder: Path, base: dict[str, Any], points: list[dict[str, Any]
             "adapter_params": counts["adapter_params"],
             "trainable_params": counts["trainable_params"],
             "trainable_share": counts["trainable_share"],
-            "best_val_accuracy": state.get("best_val_accuracy"),
+            best: state.get(best, state.get("best_val_score")),
             "steps": state.get("step"),
             "wall_time_s": state.get("wall_time_s"),
             "status": status,
@@ -73,6 +75,8 @@ def _fmt(key: str, value: Any) -> str:
         return f"{100 * value:.3f}%"
     if key == "best_val_accuracy":
         return f"{100 * value:.2f}%"
+    if key.startswith("best_val_"):
+        return f"{value:.4f}"
     if key == "wall_time_s":
         return f"{value:.1f}"
     if key == "ray_nodes":  # ids of 56 hex digits: their first 8 tell the nodes of one sweep apart
@@ -115,10 +119,12 @@ def _plot(path: Path, rows: list[dict], axes: list[str]) -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    done = sorted((r for r in rows if r["best_val_accuracy"] is not None), key=lambda r: r["trainable_params"])
+    best = next((k for k in (rows[0] if rows else {}) if k.startswith("best_val_")), "best_val_accuracy")
+    metric, scale = best.removeprefix("best_val_"), 100 if best == "best_val_accuracy" else 1
+    done = sorted((r for r in rows if r[best] is not None), key=lambda r: r["trainable_params"])
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     x = [r["trainable_params"] for r in done]
-    y = [100 * r["best_val_accuracy"] for r in done]
+    y = [scale * r[best] for r in done]
     ax.plot(x, y, "o-" if len(axes) == 1 else "o", color="tab:blue")
     for r, xi, yi in zip(done, x, y):
         label = ", ".join(f"{a}={r[a]}" for a in axes)
@@ -130,8 +136,8 @@ def _plot(path: Path, rows: list[dict], axes: list[str]) -> None:
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.margins(x=0.2, y=0.1)
     ax.set_xlabel("trainable parameters (adapters + head)")
-    ax.set_ylabel("best val accuracy (%)")
-    ax.set_title("AV-PEA sweep: accuracy vs trainable parameters")
+    ax.set_ylabel(f"best val {metric}{' (%)' if scale == 100 else ''}")
+    ax.set_title(f"AV-PEA sweep: {metric} vs trainable parameters")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     with atomic_open(path, "wb") as f:

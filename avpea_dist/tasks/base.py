@@ -101,12 +101,55 @@ class Task:
         allowed and kept in result.json."""
         raise NotImplementedError
 
+    def signature(self) -> dict[str, Any]:
+        """Settings of this task a checkpoint is bound to besides the model's (e.g. the head's sizes, the
+        vocabulary's hash), as plain JSON values: a resume with other values is refused. Keys are dotted
+        config names ('avqa.lstm_hidden')."""
+        return {}
+
     def baselines(self, split: str) -> dict[str, Any]:
         """Model-free reference figures on ``split`` from the manifest/shards (majority class, most frequent
         answer per question kind, most frequent caption), same keys as ``evaluate``; {} when none."""
         return {}
 
+    # -- Examples: what the shipped-config test (tests/train/test_shipped_configs.py) trains one step on --
+
+    @classmethod
+    def example_manifest(cls, cfg: "Config", folder: Any) -> dict[str, Any] | None:
+        """A manifest good enough to build this task without shards (classes, vocabulary, a text model
+        folder written under ``folder``, a pathlib.Path), or None when the task needs none."""
+        return None
+
+    def example_meta(self, index: int) -> dict[str, Any]:
+        """Sample ``index``'s ``json`` member as this task's shard builder writes it (synthetic content)."""
+        raise NotImplementedError(f"task {self.name!r} has no example_meta (see tasks/base.py)")
+
+    def example_batch(self, batch_size: int, seed: int = 0, split: str = "train") -> dict[str, Any]:
+        """A batch as the stream yields it: random media at the config's sizes, and the task fields made by
+        ``codec(split, 0)`` from ``example_meta`` (so the codec itself is exercised)."""
+        import torch
+
+        m, g = self.cfg.model, torch.Generator().manual_seed(seed)
+        keys = [f"{split}-{seed * batch_size + i:05d}-example" for i in range(batch_size)]
+        codec = self.codec(split, 0)
+        targets = [codec.parse({**self.example_meta(seed * batch_size + i), "key": k}, k) for i, k in enumerate(keys)]
+        T = m.num_segments
+        return {"frames": torch.randint(0, 256, (batch_size, T, 3, m.img_size, m.img_size), dtype=torch.uint8,
+                                        generator=g),
+                "audio": torch.randn(batch_size, T, m.mel_bins, m.audio_frames, generator=g),
+                **codec.collate(targets), "key": keys, "skipped": 0, "problems": []}
+
 
 def batch_size_of(batch: dict[str, Any]) -> int:
     """Clips in a batch (every batch carries one key per clip)."""
     return len(batch.get("key", ()))
+
+
+def to_device(batch: dict[str, Any], device: "torch.device", streams: tuple[str, ...] = ("a", "v")) -> dict[str, Any]:
+    """The batch with every tensor on ``device``; the media of a stream the model lacks (the ablations) is
+    dropped (None) instead of copied."""
+    import torch
+
+    drop = {name for name, s in (("frames", "v"), ("audio", "a")) if s not in streams}
+    return {k: None if k in drop else v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+            for k, v in batch.items()}

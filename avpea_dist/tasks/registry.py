@@ -7,7 +7,7 @@ changes. ``Config.task`` is checked against ``task_names()``.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .base import Task
@@ -20,6 +20,10 @@ TASKS: dict[str, str] = {
     "captioning": "avpea_dist.tasks.captioning.task:CaptioningTask",
 }
 
+# shard schema -> the registered tasks that read it (for error messages; each class states its own schema)
+SCHEMA_READERS: dict[str, tuple[str, ...]] = {"avel": ("avel",), "avqa": ("avqa",),
+                                              "captions": ("retrieval", "captioning")}
+
 
 def task_names() -> tuple[str, ...]:
     return tuple(TASKS)
@@ -31,3 +35,19 @@ def get_task(name: str) -> "type[Task]":
         raise ValueError(f"unknown task {name!r}; choose one of {', '.join(map(repr, TASKS))}")
     module, cls = TASKS[name].split(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def build_task(cfg: Any, manifest: dict[str, Any] | None) -> "Task":
+    """The run's task, checked against the shards: their schema first (a clear ConfigError naming both),
+    then the task's own checks (class count, vocabulary, text model...). ``manifest`` None: no shards."""
+    from ..config_base import ConfigError
+
+    cls = get_task(cfg.task)
+    if manifest is not None:
+        schema = manifest.get("schema", "avel")
+        if schema != cls.schema:
+            users = " or ".join(f"task={n}" for n in SCHEMA_READERS.get(schema, ()) if n != cfg.task)
+            raise ConfigError(f"task={cfg.task} reads shards of schema '{cls.schema}', but data.shards="
+                              f"'{cfg.data.shards}' holds schema '{schema}'; point data.shards at {cls.schema} "
+                              f"shards{' or set ' + users if users else ''}")
+    return cls(cfg, manifest)

@@ -1,15 +1,21 @@
-"""What the loop needs from the data: train batches from a position, eval batches, label histograms.
+"""What the loop needs from the data: train batches from a position, eval batches, the task's codecs.
 
-``ShardData`` binds the config to the streaming loaders of ``avpea_dist.data.stream``. Anything with the
-same three methods can stand in (the tests of the loop's arithmetic use in-memory batches).
+``ShardData`` binds the config and the task to the streaming loaders of ``avpea_dist.data.stream``: it reads
+the shard manifest, builds the run's task from it (``tasks.registry.build_task``: the schema and the task's
+own checks), and hands ``task.codec(split, epoch)`` to the loaders. Anything with ``epoch_batches``,
+``train_batches`` and ``eval_batches`` can stand in (the tests of the loop's arithmetic use in-memory
+batches); a stand-in without ``task`` gets the config's task built without a manifest.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
-from ..config import Config, ConfigError
+from ..config import Config
+
+if TYPE_CHECKING:
+    from ..tasks.base import Task
 
 
 class DataSource(Protocol):
@@ -19,21 +25,16 @@ class DataSource(Protocol):
 
     def eval_batches(self, split: str) -> Iterable[dict[str, Any]]: ...
 
-    def label_histogram(self, split: str) -> list[int] | None: ...
-
 
 class ShardData:
-    def __init__(self, cfg: Config, rank: int, world_size: int) -> None:
+    def __init__(self, cfg: Config, rank: int, world_size: int, task: "Task | None" = None) -> None:
         from ..data.stream import default_epoch_batches, read_manifest
+        from ..tasks.registry import build_task
 
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         self.dir = Path(cfg.data.shards)
         self.manifest = read_manifest(self.dir)
-        classes = self.manifest["classes"]
-        if cfg.model.num_classes != len(classes):
-            raise ConfigError(f"model.num_classes={cfg.model.num_classes} but the shards in '{self.dir}' have "
-                              f"{len(classes)} classes ({len(classes) - 1} events + background); set "
-                              f"model.num_classes={len(classes)}")
+        self.task = task or build_task(cfg, self.manifest)
         self.epoch_batches = cfg.data.epoch_batches or default_epoch_batches(
             self.manifest, "train", cfg.data.batch_size, world_size)
 
@@ -44,14 +45,15 @@ class ShardData:
         return make_train_loader(self.dir, batch_size=d.batch_size, img_size=self.cfg.model.img_size,
                                  num_workers=d.num_workers, shuffle_buffer=d.shuffle_buffer, seed=self.cfg.train.seed,
                                  rank=self.rank, world_size=self.world_size, epoch=epoch,
-                                 epoch_batches=self.epoch_batches, start_batch=start_batch)
+                                 epoch_batches=self.epoch_batches, start_batch=start_batch,
+                                 codec=self.task.codec("train", epoch))
 
     def eval_batches(self, split: str) -> Iterable[dict[str, Any]]:
         from ..data.stream import make_eval_loader
 
         return make_eval_loader(self.dir, split, batch_size=self.cfg.eval.batch_size,
                                 img_size=self.cfg.model.img_size, num_workers=self.cfg.data.num_workers,
-                                rank=self.rank, world_size=self.world_size)
+                                rank=self.rank, world_size=self.world_size, codec=self.task.codec(split, 0))
 
     def label_histogram(self, split: str) -> list[int] | None:
         hist = self.manifest["splits"].get(split, {}).get("segment_histogram")

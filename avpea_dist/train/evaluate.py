@@ -1,77 +1,44 @@
-"""Per-segment accuracy, with every sample counted exactly once across ranks.
+"""Evaluation, every sample counted exactly once across ranks: the task's ``evaluate`` on a split, and
+``avpea eval`` (an export on a split, for any task).
 
 The eval loader gives each rank a disjoint share of the split (ranks may get different numbers of
-batches), so the loop runs without collectives and one all-reduce of the counts ends it.
+batches), so a task's evaluation loop runs without collectives and gathers its counts once at the end.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 from torch import nn
 
-from .loop import all_reduce_
+from ..tasks.avel.metrics import evaluate_segments as evaluate  # noqa: F401  (AVEL's, by its pre-task name)
+from ..tasks.avel.metrics import majority_accuracy  # noqa: F401  (re-exported)
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable[dict[str, Any]], device: torch.device, modalities: str,
-             num_classes: int) -> dict[str, Any]:
-    """-> {'accuracy', 'loss', 'segments', 'clips', 'label_counts', 'skipped', 'accuracy_event',
-    'accuracy_background'} over the whole split. Background is the last class; the event accuracy is over
-    segments labelled with an event, the background accuracy over the others (None when there are none)."""
-    was_training = model.training
-    model.eval()
-    correct = torch.zeros((), dtype=torch.float64)
-    correct_bg = torch.zeros((), dtype=torch.float64)
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    label_counts = torch.zeros(num_classes, dtype=torch.float64)
-    clips = torch.zeros((), dtype=torch.float64)
-    skipped = torch.zeros((), dtype=torch.float64)
-    for batch in batches:
-        labels = batch["labels"]
-        frames = batch["frames"].to(device) if modalities != "audio" else None
-        audio = batch["audio"].to(device) if modalities != "visual" else None
-        logits = model(frames, audio).float().cpu()
-        loss_sum += torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(),
-                                                      reduction="sum").double()
-        hits = logits.argmax(-1) == labels
-        correct += hits.sum().double()
-        correct_bg += (hits & (labels == num_classes - 1)).sum().double()
-        label_counts += torch.bincount(labels.flatten(), minlength=num_classes)[:num_classes].double()
-        clips += labels.shape[0]
-        skipped += int(batch.get("skipped", 0))
-    packet = all_reduce_(torch.cat([torch.stack([correct, loss_sum, clips, skipped, correct_bg]), label_counts]))
-    model.train(was_training)
-    counts = packet[5:]
-    segments = counts.sum().item()
-    if segments == 0:
-        raise ValueError("the evaluation split yielded no samples on any rank; check the shards folder and "
-                         "its manifest (avpea shards verify)")
-    background, hits, hits_bg = counts[-1].item(), packet[0].item(), packet[4].item()
-    return {"accuracy": hits / segments, "loss": packet[1].item() / segments,
-            "segments": int(segments), "clips": int(packet[2].item()), "skipped": int(packet[3].item()),
-            "label_counts": [int(c) for c in counts.tolist()],
-            "accuracy_event": (hits - hits_bg) / (segments - background) if segments > background else None,
-            "accuracy_background": hits_bg / background if background else None}
+def evaluate_task(task: Any, model: nn.Module, batches: Iterable[dict[str, Any]], device: torch.device
+                  ) -> dict[str, Any]:
+    """``task.evaluate`` on a split, checked: its result must carry the selection metric."""
+    m = task.evaluate(model, batches, device)
+    if task.selection_metric not in m:
+        raise KeyError(f"task {task.name!r}: evaluate() returned no {task.selection_metric!r} (its selection "
+                       f"metric); it returned {sorted(m)}")
+    return m
 
 
-def majority_accuracy(train_label_counts: list[int], eval_label_counts: list[int]) -> float:
-    """Accuracy of always predicting the training split's most frequent class."""
-    majority = max(range(len(train_label_counts)), key=lambda c: train_label_counts[c])
-    total = sum(eval_label_counts)
-    return eval_label_counts[majority] / total if total else 0.0
+def scalars(m: dict[str, Any]) -> dict[str, Any]:
+    """The flat numbers of an evaluation (what metrics.jsonl lines carry); tables and lists stay out."""
+    return {k: v for k, v in m.items() if v is None or isinstance(v, (bool, int, float))}
 
 
 def evaluate_export(cfg: Any, checkpoint: str, split: str) -> dict[str, Any]:
     """``avpea eval``: the frozen backbone of ``cfg`` + an adapter export, on ``split``, across the ranks
-    of the environment (one process without a launcher)."""
+    of the environment (one process without a launcher), for the config's task."""
     from .. import world as avdist
     from ..models.model import build_model
     from .data_source import ShardData
     from .export import load_trainable
-
-    from pathlib import Path
 
     if not Path(checkpoint).is_file():
         raise FileNotFoundError(f"adapter file '{checkpoint}' does not exist; pass RUN/best/adapters.safetensors "
@@ -83,13 +50,14 @@ def evaluate_export(cfg: Any, checkpoint: str, split: str) -> dict[str, Any]:
     try:
         data = ShardData(cfg, info.rank, info.world_size)
         torch.manual_seed(cfg.train.seed)  # a random-init backbone is rebuilt exactly as training built it
-        model = build_model(cfg.model)
+        model = build_model(cfg.model, task=data.task)
         meta = load_trainable(model, checkpoint, cfg.model)
         device = torch.device("cuda", info.local_rank) if torch.cuda.is_available() else torch.device("cpu")
         model.to(device)
-        result = evaluate(model, data.eval_batches(split), device, cfg.model.modalities, cfg.model.num_classes)
+        result = evaluate_task(data.task, model, data.eval_batches(split), device)
         ok = True
     finally:
         avdist.teardown(barrier=ok)
-    result.update(split=split, checkpoint=str(checkpoint), trained_step=meta.get("step"))
+    result.update(task=cfg.task, selection_metric=data.task.selection_metric, split=split,
+                  checkpoint=str(checkpoint), trained_step=meta.get("step"))
     return result

@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from ..tasks.base import to_device
 from ..world import comm_device
 
 
@@ -38,8 +39,18 @@ class LoopState:
     bad_samples: int = 0
     seen_samples: int = 0
     best_val_accuracy: float | None = None
+    """The best val value of the task's selection metric (``best_val_score``); the name is the one checkpoints
+    have always stored it under, so every checkpoint resumes."""
     best_step: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def best_val_score(self) -> float | None:
+        return self.best_val_accuracy
+
+    @best_val_score.setter
+    def best_val_score(self, value: float | None) -> None:
+        self.best_val_accuracy = value
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,31 +101,42 @@ class StepResult:
     grad_norm: float | None = None  # global gradient norm before clipping (inf when skipped); None: unknown
 
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LossFn = Callable[[Any, dict[str, Any]], Any]
+"""``loss_fn(outputs, batch) -> tasks.base.TaskLoss``: the task's objective on one micro-batch."""
 
 
-def train_step(engine: Any, micro_batches: Iterable[dict[str, Any]], device: torch.device, modalities: str,
-               loss_fn: LossFn | None = None) -> StepResult:
-    """One optimizer step over ``grad_accum`` micro-batches; ``loss_fn(logits, labels)`` defaults to
-    ``segment_loss`` (looked up at call time)."""
-    loss_fn = loss_fn or segment_loss
+def default_loss(logits: torch.Tensor, batch: dict[str, Any]) -> Any:
+    """AVEL's objective for callers that name no task: ``segment_loss`` (looked up at call time)."""
+    from ..tasks.base import TaskLoss
+
+    labels = batch["labels"]
+    return TaskLoss(segment_loss(logits, labels), (logits.detach().argmax(-1) == labels).sum(), labels.numel())
+
+
+def train_step(engine: Any, micro_batches: Iterable[dict[str, Any]], device: torch.device,
+               loss_fn: LossFn | str | None = None) -> StepResult:
+    """One optimizer step over ``grad_accum`` micro-batches: ``engine(batch)`` -> outputs, ``loss_fn(outputs,
+    batch)`` -> ``TaskLoss``. ``loss_fn`` None (or a model.modalities string, the pre-task signature) is
+    ``default_loss``, AVEL's. The batch size is ``len(batch['key'])``."""
+    if loss_fn is None or isinstance(loss_fn, str):
+        loss_fn = default_loss
     batches = list(micro_batches)
     if not batches:
         raise ValueError("train_step needs at least one micro-batch")
     engine.train()
+    streams = tuple(getattr(engine.module, "streams", ("a", "v")))
     losses, correct, segments, bad, seen, digest = [], 0, 0, 0, 0, 0
     for i, batch in enumerate(batches):
-        frames = batch["frames"].to(device, non_blocking=True) if modalities != "audio" else None
-        audio = batch["audio"].to(device, non_blocking=True) if modalities != "visual" else None
-        labels = batch["labels"].to(device, non_blocking=True)
-        logits = engine(frames, audio)
-        loss = loss_fn(logits, labels)
+        on_device = to_device(batch, device, streams)
+        outputs = engine(on_device)
+        r = loss_fn(outputs, on_device)
+        loss = r.loss
         losses.append(loss.detach().float())
-        correct = correct + (logits.detach().argmax(-1) == labels).sum()
-        segments += labels.numel()
+        correct = correct + r.correct
+        segments += int(r.count)
         bad += int(batch.get("skipped", 0))
         digest = (digest * 31 + keys_digest(batch.get("key", []))) % (1 << 40)
-        seen += int(labels.shape[0])
+        seen += len(batch.get("key", ()))
         if i == len(batches) - 1:
             packet = _share(losses, correct, segments, digest)
             loss = loss * torch.where(packet[0] > 0, math.nan, 1.0).to(loss.device)  # see the module docstring

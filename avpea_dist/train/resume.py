@@ -48,7 +48,7 @@ def _setting(cfg: Config, name: str) -> Any:
 
 def resume_signature(cfg: Config, world_size: int, manifest: dict[str, Any] | None) -> dict[str, Any]:
     """The settings a checkpoint is bound to, as plain JSON values."""
-    sig: dict[str, Any] = {f"model.{k}": getattr(cfg.model, k) for k in MODEL_FIXED}
+    sig: dict[str, Any] = {"task": cfg.task, **{f"model.{k}": getattr(cfg.model, k) for k in MODEL_FIXED}}
     sig["world_size"] = world_size
     sig["dist.zero_stage"] = cfg.dist.zero_stage
     sig["dist.precision"] = resolve_precision(cfg.dist.precision)  # 'auto' is bf16 on GPU, fp32 on CPU

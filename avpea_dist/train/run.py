@@ -1,19 +1,18 @@
-"""The whole training job as one rank: ``run_training(cfg)``.
+"""The whole training job as one rank: ``run_training(cfg)``, for any task.
 
-Read top to bottom, it is the job: join the process group, open the run folder, build the model and
-the DeepSpeed engine, resume from the newest complete checkpoint, loop over steps (evaluating on val,
-keeping the best, checkpointing, honouring preemption), test the best model once, export, tear down.
-Every cross-rank decision (skip a step, stop for bad data, stop for preemption) is an all-reduce, so
-ranks never fall out of step.
+``Trainer`` reads top to bottom as the job: join the process group, build the task from the registry
+(checked against the shards), open the run folder, build the model (encoder + the task's head) and the
+DeepSpeed engine, resume from the newest complete checkpoint, loop over steps (``step``; ``validate`` on
+val keeping the best by the task's selection metric; ``checkpoint``; preemption), ``test`` the best model
+once, export, write result.json. Every cross-rank decision (skip a step, stop for bad data, stop for
+preemption) is an all-reduce, so ranks never fall out of step. The trainer never looks inside a task:
+the task gives the codecs (through the data source), the head, the loss and the evaluation.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import random
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -22,122 +21,29 @@ import torch
 import torch.distributed as dist
 
 from .. import world as avdist
-from ..config import Config, ConfigError, RefusedOnRankZero
-from ..config_load import dump_yaml
-from ..fileio import atomic_write_json, atomic_write_text
+from ..config import Config
+from ..fileio import atomic_write_json
 from . import preempt
-from .checkpoint import (complete_tags, find_resumable, install_checkpoint_engine, load_checkpoint,
-                         read_manifest, save_checkpoint, tag_for, verify)
+from .checkpoint import complete_tags, install_checkpoint_engine, load_checkpoint, save_checkpoint, tag_for
 from .data_source import DataSource, ShardData
-from .engine import build_engine, resolve_precision
-from .evaluate import evaluate
+from .engine import build_engine
+from .evaluate import evaluate_task as evaluate  # module-level names: the fault tests wrap them
+from .evaluate import scalars
 from .export import export_trainable, load_trainable
-from .loop import LoopState, TrainingError, all_reduce_, data_position, train_step
-from .losses import loss_for
+from .loop import LoopState, StepResult, TrainingError, all_reduce_, data_position, train_step
 from .metrics import MetricsLog, TrainStats, append_jsonl
-from .resume import check_resume, resume_signature, saved_signature
+from .resume import resume_signature
+from .runmodel import RUN_MANIFEST
+from .runsetup import choose_resume, set_determinism, write_run_files
 
 log = logging.getLogger(__name__)
 
 OnEval = Callable[[int, dict[str, Any]], None]
 
 
-def set_determinism(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-
-
-def git_revision() -> dict[str, Any]:
-    here = Path(__file__).resolve().parent
-    try:
-        rev = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                                    capture_output=True, text=True, timeout=10).stdout.strip())
-        return {"commit": rev, "dirty": dirty}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": "unknown (not a git checkout)", "dirty": None}
-
-
-def _broadcast_int(value: int) -> int:
-    t = torch.tensor([value], dtype=torch.int64, device=avdist.comm_device())
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.broadcast(t, src=0)
-    return int(t.item())
-
-
-def _choose_resume(cfg: Config, ckpt_root: Path, rank: int, signature: dict[str, Any]) -> Path | None:
-    """Rank 0 picks the checkpoint (so every rank loads the same one) and checks that the config may
-    resume it, before anything is written; -1 means start afresh."""
-    step, error = -1, ""
-    if rank == 0:
-        mode = cfg.train.resume
-        if mode == "none":
-            if find_resumable(ckpt_root)[0] is not None:
-                error = (f"train.resume=none but '{ckpt_root}' holds checkpoints; choose a new train.out or "
-                         f"resume with train.resume=latest")
-        elif mode == "latest":
-            folder, passed = find_resumable(ckpt_root)
-            for reason in passed:
-                log.warning("not resuming from %s", reason)
-            step = int(folder.name.split("_")[1]) if folder else -1
-        else:
-            folder = Path(mode)
-            problem = verify(folder) if folder.is_dir() else "no such folder"
-            if problem:
-                error = f"train.resume='{mode}' is not a usable checkpoint folder: {problem}"
-            else:
-                ckpt_root = folder.parent
-                step = int(folder.name.split("_")[1])
-        if step >= 0 and not error:
-            error = _check_compatible(cfg, ckpt_root / tag_for(step), signature)
-    failed = _broadcast_int(1 if error else 0)
-    if failed:
-        if error:
-            raise ConfigError(error)
-        raise RefusedOnRankZero("rank 0 refused to resume (its error line says why)")
-    step = _broadcast_int(step)
-    if step < 0:
-        return None
-    return (ckpt_root if cfg.train.resume in ("latest", "none") else Path(cfg.train.resume).parent) / tag_for(step)
-
-
-def _check_compatible(cfg: Config, folder: Path, signature: dict[str, Any]) -> str:
-    saved = saved_signature(read_manifest(folder) or {}, Path(cfg.train.out))
-    try:
-        accepted = check_resume(saved, signature, cfg.train.allow_resume_changes, folder)
-    except ConfigError as e:
-        return str(e)
-    if accepted:
-        log.warning("resuming %s with %s (allowed by train.allow_resume_changes): the run now differs from an "
-                    "uninterrupted one", folder, "; ".join(accepted))
-    return ""
-
-
-def _write_run_files(cfg: Config, run_dir: Path, world: avdist.WorldInfo, backend: str,
-                     weights: dict[str, Any], steps: int) -> None:
-    old = run_dir / "config.yaml"
-    text = dump_yaml(cfg)
-    if old.is_file() and old.read_text() != text:
-        atomic_write_text(run_dir / "config.previous.yaml", old.read_text())
-        log.warning("the config differs from the one this run folder was started with (kept as "
-                    "config.previous.yaml); a resumed run is exact only with the same config")
-    atomic_write_text(old, text)
-    import deepspeed
-    atomic_write_json(run_dir / "run.json", {
-        "git": git_revision(), "world_size": world.world_size, "backend": backend,
-        "precision": resolve_precision(cfg.dist.precision), "torch": torch.__version__,
-        "deepspeed": deepspeed.__version__, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "steps": steps, "backbone_weights": weights})  # carries the loud warning when the backbone is random-init
-
-
 def run_training(cfg: Config, *, on_eval: OnEval | None = None, data: DataSource | None = None) -> dict[str, Any]:
-    """Train, validate, test; returns {'status', 'step', 'best_val_accuracy', 'best_step', 'test_accuracy',
-    'run_dir', 'train_seconds'}. ``status`` is 'finished' or 'preempted' (rerun to resume)."""
+    """Train, validate, test; returns result.json's dict (see ``Trainer.result``). ``status`` is 'finished'
+    or 'preempted' (rerun to resume)."""
     info = avdist.world_info_from_env()
     set_determinism(cfg.train.seed, cfg.train.deterministic)
     backend = avdist.init_process_group(info, cfg.dist.backend, cfg.dist.timeout_s)
@@ -148,7 +54,7 @@ def run_training(cfg: Config, *, on_eval: OnEval | None = None, data: DataSource
         pass
     ok = False
     try:
-        result = _run(cfg, info, backend, on_eval, data)
+        result = Trainer(cfg, info, backend, on_eval, data).run()
         ok = True
         return result
     finally:
@@ -156,182 +62,220 @@ def run_training(cfg: Config, *, on_eval: OnEval | None = None, data: DataSource
         avdist.teardown(barrier=ok)
 
 
-def _run(cfg: Config, info: avdist.WorldInfo, backend: str, on_eval: OnEval | None,
-         data: DataSource | None) -> dict[str, Any]:
-    from ..models.model import build_model
+class Trainer:
+    """One rank's run, built in ``__init__`` (in the order a seed's numbers depend on), run by ``run``."""
 
-    rank, main = info.rank, info.is_main
-    run_dir = Path(cfg.train.out)
-    ckpt_root = run_dir / "checkpoints"
-    data = data if data is not None else ShardData(cfg, rank, info.world_size)
-    g = cfg.optim.grad_accum
-    steps = cfg.train.total_steps(data.epoch_batches, g)
-    if cfg.train.epochs > 0:
-        log.info("train.epochs=%d: %d optimizer steps (%d batches per rank per epoch, grad_accum %d); "
-                 "train.steps is not used", cfg.train.epochs, steps, data.epoch_batches, g)
-    signature = resume_signature(cfg, info.world_size, getattr(data, "manifest", None))
-    resume_from = _choose_resume(cfg, ckpt_root, rank, signature)
-    torch.manual_seed(cfg.train.seed)  # the frozen random-init backbone must be identical across restarts
-    model = build_model(cfg.model)
-    if main:
-        _write_run_files(cfg, run_dir, info, backend, model.weights_report, steps)
-    # The engine's schedule runs over the resolved length (train.epochs may have set it); the engine also
-    # stores the frozen backbone in bf16 when training in bf16.
-    engine, scheduler = build_engine(model, dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps)))
-    install_checkpoint_engine(engine)
-    if cfg.model.compile:
-        engine.compile()  # in place: the module, its state-dict names and checkpoints stay the same
-    device = engine.device
-    state = LoopState()
-    if resume_from is not None:  # restores the RNG states too
-        state = LoopState.from_dict(load_checkpoint(engine, resume_from))
-        log.info("rank %d resumed from %s (step %d)", rank, resume_from, state.step)
-    else:
-        torch.manual_seed(cfg.train.seed * 1000 + rank)  # each rank its own stream for anything random
+    def __init__(self, cfg: Config, info: avdist.WorldInfo, backend: str, on_eval: OnEval | None,
+                 data: DataSource | None) -> None:
+        from ..models.model import build_model
+        from ..tasks.registry import build_task
 
-    clips_per_step = cfg.data.batch_size * g * info.world_size
-    metrics = MetricsLog(run_dir, main, state.step if resume_from else None, steps, cfg.train.progress,
-                         clips_per_step)
-    last_saved = state.step if resume_from else -1
-    best_path = run_dir / "best" / "adapters.safetensors"
-    modalities = cfg.model.modalities
-    # 'ce' is train_step's own default; another objective travels as loss_fn (contract 6).
-    step_options = {} if cfg.train.loss == "ce" else {"loss_fn": loss_for(cfg.train.loss)}
-    stats = TrainStats()
-    problems: list[str] = state.extra.setdefault("problems", [])
-    last_eval: dict[str, Any] = {}
+        self.cfg, self.info, self.on_eval = cfg, info, on_eval
+        self.main = info.is_main
+        self.run_dir = Path(cfg.train.out)
+        self.ckpt_root = self.run_dir / "checkpoints"
+        self.best_path = self.run_dir / "best" / "adapters.safetensors"
+        self.data = data if data is not None else ShardData(cfg, info.rank, info.world_size)
+        manifest = getattr(self.data, "manifest", None)
+        self.task = getattr(self.data, "task", None) or build_task(cfg, manifest)
+        g = cfg.optim.grad_accum
+        self.steps = cfg.train.total_steps(self.data.epoch_batches, g)
+        if cfg.train.epochs > 0:
+            log.info("train.epochs=%d: %d optimizer steps (%d batches per rank per epoch, grad_accum %d); "
+                     "train.steps is not used", cfg.train.epochs, self.steps, self.data.epoch_batches, g)
+        self.signature = {**resume_signature(cfg, info.world_size, manifest), **self.task.signature()}
+        resume_from = choose_resume(cfg, self.ckpt_root, info.rank, self.signature)
+        torch.manual_seed(cfg.train.seed)  # the frozen random-init backbone must be identical across restarts
+        model = build_model(cfg.model, task=self.task)
+        if self.main:
+            write_run_files(cfg, self.run_dir, info, backend, model.weights_report, self.steps)
+            if manifest is not None:  # the run stays usable (load_run) when its shards are gone
+                atomic_write_json(self.run_dir / RUN_MANIFEST, manifest)
+        # The engine's schedule runs over the resolved length (train.epochs may have set it); the engine also
+        # stores the frozen backbone in bf16 when training in bf16.
+        self.engine, self.scheduler = build_engine(
+            model, dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=self.steps)))
+        install_checkpoint_engine(self.engine)
+        if cfg.model.compile:
+            self.engine.compile()  # in place: the module, its state-dict names and checkpoints stay the same
+        self.device = self.engine.device
+        self.state = LoopState()
+        if resume_from is not None:  # restores the RNG states too
+            self.state = LoopState.from_dict(load_checkpoint(self.engine, resume_from))
+            log.info("rank %d resumed from %s (step %d)", info.rank, resume_from, self.state.step)
+        else:
+            torch.manual_seed(cfg.train.seed * 1000 + info.rank)  # each rank its own stream for anything random
+        self.resumed = resume_from is not None
+        clips_per_step = cfg.data.batch_size * g * info.world_size
+        self.metrics = MetricsLog(self.run_dir, self.main, self.state.step if self.resumed else None, self.steps,
+                                  cfg.train.progress, clips_per_step)
+        self.last_saved = self.state.step if self.resumed else -1
+        self.stats = TrainStats()
+        self.problems: list[str] = self.state.extra.setdefault("problems", [])
+        self.last_eval: dict[str, Any] = {}
+        self.data_problems = 0
 
-    def checkpoint() -> None:
-        nonlocal last_saved
-        if last_saved == state.step:
-            return
-        protect = {tag_for(state.best_step)} if state.best_step is not None else set()
-        save_checkpoint(engine, ckpt_root, state.step, state.to_dict(), cfg.train.keep_checkpoints, protect,
-                        meta={"resume": signature})
-        last_saved = state.step
+    # ------------------------------------------------------------------------------------------
+    # The job
 
-    def validate() -> None:
-        m = evaluate(engine.module, data.eval_batches("val"), device, modalities, cfg.model.num_classes)
-        improved = state.best_val_accuracy is None or m["accuracy"] > state.best_val_accuracy
-        if improved:
-            state.best_val_accuracy, state.best_step = m["accuracy"], state.step
-            if main:
-                export_trainable(engine.module, best_path, cfg.model, {"step": state.step, "val_accuracy":
-                                                                       m["accuracy"]})
-        record = {"step": state.step, "split": "val", "accuracy": m["accuracy"], "loss": m["loss"],
-                  "segments": m["segments"], "best_val_accuracy": state.best_val_accuracy, "time": time.time(),
-                  **_eval_details(m)}
-        last_eval.update(record)
-        metrics.write(record)
-        metrics.message(f"step {state.step}: val accuracy {m['accuracy']:.4f} (best {state.best_val_accuracy:.4f} "
-                        f"at step {state.best_step})")
-        if main and on_eval is not None:
-            on_eval(state.step, record)
+    def run(self) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        try:
+            status = self.train()
+        finally:
+            self.metrics.close()
+        train_seconds = time.perf_counter() - t0
+        test = self.test() if status == "finished" else None
+        result = self.result(status, train_seconds, test)
+        if self.main:
+            atomic_write_json(self.run_dir / "result.json", result)
+        preempt.clear()
+        return result
 
-    t0 = time.perf_counter()
-    status = "finished"
-    data_problems = int(all_reduce_(torch.tensor([float(len(problems))]))[0].item())  # a resume's count
-    micro = state.extra.get("micro_batches", state.step * g)
-    epoch, start = data_position(micro, 1, data.epoch_batches)
-    batches = iter(data.train_batches(epoch, start))
-    try:
-        while state.step < steps:
+    def train(self) -> str:
+        """The step loop; -> 'finished' or 'preempted' (a checkpoint saved)."""
+        cfg, state, g = self.cfg, self.state, self.cfg.optim.grad_accum
+        self.data_problems = int(all_reduce_(torch.tensor([float(len(self.problems))]))[0].item())  # a resume's
+        micro = state.extra.get("micro_batches", state.step * g)
+        epoch, start = data_position(micro, 1, self.data.epoch_batches)
+        batches = iter(self.data.train_batches(epoch, start))
+        while state.step < self.steps:
             group = []
             for _ in range(g):
                 batch = next(batches, None)
                 if batch is None:  # the virtual epoch is over: the next one reshuffles
                     epoch += 1
-                    batches = iter(data.train_batches(epoch, 0))
+                    batches = iter(self.data.train_batches(epoch, 0))
                     batch = next(batches)
                 group.append(batch)
-                _note_problems(batch, problems)
+                _note_problems(batch, self.problems)
             micro += g
-            r = train_step(engine, group, device, modalities, **step_options)
-            applied = r.applied
-            state.bad_samples += r.bad
-            state.seen_samples += r.seen
+            r = train_step(self.engine, group, self.device, self.task.loss)
             state.extra["micro_batches"] = micro
-            too_bad = state.bad_samples > cfg.data.max_bad_fraction * (state.bad_samples + state.seen_samples)
-            flags = all_reduce_(torch.tensor([float(preempt.stop_requested()), float(too_bad), float(len(problems))]))
-            data_problems = int(flags[2].item())  # distinct damaged-shard reports, summed over ranks
-            if applied:
-                state.step += 1
-                state.consecutive_skips = 0
-                stats.add(r)
-                log_now = state.step % cfg.train.log_every == 0 or state.step == steps
-                extra = {**stats.flush(), "data_problems": data_problems} if log_now else None
-                if log_now and main and hasattr(engine.module, "gate_magnitudes"):
-                    extra["gates"] = engine.module.gate_magnitudes()
-                metrics.train_step(state.step, r.loss, scheduler.get_last_lr(), epoch, r.data_digest, log_now, extra)
-            else:
-                state.consecutive_skips += 1
-                state.skipped_steps += 1
-                metrics.write({"step": state.step, "split": "train", "skipped": True,
-                               "consecutive_skips": state.consecutive_skips, "time": time.time()})
-                if state.consecutive_skips >= cfg.train.max_skipped_steps:
-                    good = complete_tags(ckpt_root)
-                    raise TrainingError(
-                        f"{state.consecutive_skips} consecutive steps had a non-finite loss or gradient (at step "
-                        f"{state.step}); lower optim.lr_adapter/optim.lr_head, keep optim.grad_clip > 0, or check "
-                        f"the data. Last good checkpoint: "
-                        f"{good[-1][1] if good else 'none yet (in ' + str(ckpt_root) + ')'}")
-            if flags[1] > 0:
+            stop = self.after_step(r, epoch)
+            if r.applied and (state.step % cfg.train.eval_every == 0 or state.step == self.steps):
+                self.validate()
+            if r.applied and (state.step % cfg.train.ckpt_every == 0 or state.step % cfg.train.eval_every == 0):
+                self.checkpoint()
+            if stop and state.step < self.steps:
+                self.checkpoint()
+                self.metrics.message(f"stopping at step {state.step} ({preempt.stop_reason() or 'another rank'}): "
+                                     f"checkpoint saved, rerun the same command to resume")
+                return "preempted"
+        self.checkpoint()
+        return "finished"
+
+    def after_step(self, r: StepResult, epoch: int) -> bool:
+        """Count the step (or the skip), log it, stop on too many skips or too much bad data; -> whether
+        some rank asked to stop (preemption)."""
+        cfg, state = self.cfg, self.state
+        state.bad_samples += r.bad
+        state.seen_samples += r.seen
+        too_bad = state.bad_samples > cfg.data.max_bad_fraction * (state.bad_samples + state.seen_samples)
+        flags = all_reduce_(torch.tensor([float(preempt.stop_requested()), float(too_bad), float(len(self.problems))]))
+        self.data_problems = int(flags[2].item())  # distinct damaged-shard reports, summed over ranks
+        if r.applied:
+            state.step += 1
+            state.consecutive_skips = 0
+            self.stats.add(r)
+            log_now = state.step % cfg.train.log_every == 0 or state.step == self.steps
+            extra = {**self.stats.flush(), "data_problems": self.data_problems} if log_now else None
+            module = self.engine.module
+            if log_now and self.main and hasattr(module, "gate_magnitudes"):
+                extra["gates"] = module.gate_magnitudes()
+            self.metrics.train_step(state.step, r.loss, self.scheduler.get_last_lr(), epoch, r.data_digest, log_now,
+                                    extra)
+        else:
+            state.consecutive_skips += 1
+            state.skipped_steps += 1
+            self.metrics.write({"step": state.step, "split": "train", "skipped": True,
+                                "consecutive_skips": state.consecutive_skips, "time": time.time()})
+            if state.consecutive_skips >= cfg.train.max_skipped_steps:
+                good = complete_tags(self.ckpt_root)
                 raise TrainingError(
-                    f"more than {cfg.data.max_bad_fraction:.2%} of the training samples on some rank were corrupt "
-                    f"(this rank: {state.bad_samples} of {state.bad_samples + state.seen_samples}); check the "
-                    f"shards with `avpea shards verify {cfg.data.shards}` and rebuild them, or raise "
-                    f"data.max_bad_fraction")
-            if applied and (state.step % cfg.train.eval_every == 0 or state.step == steps):
-                validate()
-            if applied and (state.step % cfg.train.ckpt_every == 0 or state.step % cfg.train.eval_every == 0):
-                checkpoint()
-            if flags[0] > 0 and state.step < steps:
-                checkpoint()
-                status = "preempted"
-                metrics.message(f"stopping at step {state.step} ({preempt.stop_reason() or 'another rank'}): "
-                                f"checkpoint saved, rerun the same command to resume")
-                break
-        if status == "finished":
-            checkpoint()
-    finally:
-        metrics.close()
-    train_seconds = time.perf_counter() - t0
+                    f"{state.consecutive_skips} consecutive steps had a non-finite loss or gradient (at step "
+                    f"{state.step}); lower optim.lr_adapter/optim.lr_head, keep optim.grad_clip > 0, or check "
+                    f"the data. Last good checkpoint: "
+                    f"{good[-1][1] if good else 'none yet (in ' + str(self.ckpt_root) + ')'}")
+        if flags[1] > 0:
+            raise TrainingError(
+                f"more than {cfg.data.max_bad_fraction:.2%} of the training samples on some rank were corrupt "
+                f"(this rank: {state.bad_samples} of {state.bad_samples + state.seen_samples}); check the "
+                f"shards with `avpea shards verify {cfg.data.shards}` and rebuild them, or raise "
+                f"data.max_bad_fraction")
+        return bool(flags[0] > 0)
 
-    test_accuracy, test_details = None, {}
-    final_split = cfg.eval.final_split
-    if status == "finished":
-        if main:
-            export_trainable(engine.module, run_dir / "final" / "adapters.safetensors", cfg.model,
-                             {"step": state.step})
-        if final_split != "none":
-            if dist.is_initialized():
-                dist.barrier()  # rank 0's best export is on disk
-            if best_path.is_file():
-                load_trainable(engine.module, best_path, cfg.model)
-            m = evaluate(engine.module, data.eval_batches(final_split), device, modalities, cfg.model.num_classes)
-            test_accuracy, test_details = m["accuracy"], _eval_details(m)
-            if main:
-                append_jsonl(run_dir / "metrics.jsonl", {"step": state.step, "split": final_split, "accuracy": m["accuracy"],
-                                            "loss": m["loss"], "segments": m["segments"],
-                                            "best_step": state.best_step, "time": time.time(), **test_details})
-    result = {"status": status, "step": state.step, "best_val_accuracy": state.best_val_accuracy,
-              "best_step": state.best_step, "test_accuracy": test_accuracy, "final_split": final_split,
-              "run_dir": str(run_dir), "train_seconds": round(train_seconds, 2), "world_size": info.world_size,
-              "skipped_steps": state.skipped_steps, "bad_samples": state.bad_samples, "steps": steps,
-              "data_problems": data_problems, "val_skipped": last_eval.get("skipped"),
-              "val_accuracy_event": last_eval.get("accuracy_event"),
-              "val_accuracy_background": last_eval.get("accuracy_background"),
-              **{f"{final_split}_{k}": v for k, v in test_details.items()}}
-    if main:
-        atomic_write_json(run_dir / "result.json", result)
-    preempt.clear()
-    return result
+    def validate(self) -> None:
+        """Evaluate on val; keep (export) the model when the selection metric improved."""
+        state, sel = self.state, self.task.selection_metric
+        m = evaluate(self.task, self.engine.module, self.data.eval_batches("val"), self.device)
+        score = m[sel]
+        improved = score is not None and (state.best_val_score is None or score > state.best_val_score)
+        if improved:
+            state.best_val_score, state.best_step = score, state.step
+            if self.main:
+                export_trainable(self.engine.module, self.best_path, self.cfg.model,
+                                 {"step": state.step, f"val_{sel}": score, "task": self.cfg.task})
+        record = {"step": state.step, "split": "val", **scalars(m), "best_val_score": state.best_val_score,
+                  f"best_val_{sel}": state.best_val_score, "time": time.time()}
+        self.last_eval = record
+        self.metrics.write(record)
+        label = self.task.metric_label or sel
+        best = "none" if state.best_val_score is None else f"{state.best_val_score:.4f}"
+        self.metrics.message(f"step {state.step}: val {label} {_fmt(score)} (best {best} at step {state.best_step})")
+        if self.main and self.on_eval is not None:
+            self.on_eval(state.step, record)
+
+    def checkpoint(self) -> None:
+        if self.last_saved == self.state.step:
+            return
+        protect = {tag_for(self.state.best_step)} if self.state.best_step is not None else set()
+        save_checkpoint(self.engine, self.ckpt_root, self.state.step, self.state.to_dict(),
+                        self.cfg.train.keep_checkpoints, protect, meta={"resume": self.signature})
+        self.last_saved = self.state.step
+
+    def test(self) -> dict[str, Any] | None:
+        """Export the final model; evaluate the best one once on eval.final_split (None: 'none')."""
+        if self.main:
+            export_trainable(self.engine.module, self.run_dir / "final" / "adapters.safetensors", self.cfg.model,
+                             {"step": self.state.step, "task": self.cfg.task})
+        split = self.cfg.eval.final_split
+        if split == "none":
+            return None
+        if dist.is_initialized():
+            dist.barrier()  # rank 0's best export is on disk
+        if self.best_path.is_file():
+            load_trainable(self.engine.module, self.best_path, self.cfg.model)
+        m = evaluate(self.task, self.engine.module, self.data.eval_batches(split), self.device)
+        if self.main:
+            append_jsonl(self.run_dir / "metrics.jsonl", {"step": self.state.step, "split": split, **scalars(m),
+                                                          "best_step": self.state.best_step, "time": time.time()})
+        return m
+
+    def result(self, status: str, train_seconds: float, test: dict[str, Any] | None) -> dict[str, Any]:
+        """result.json: the task-independent keys, then every task's own under its metric names:
+        ``best_val_<metric>``, ``test_<metric>``, ``val_<key>`` (the last validation's scalars) and
+        ``<final split>_<key>`` (the final evaluation's scalars; all of it, nested values too, in
+        ``test_metrics``)."""
+        state, sel, split = self.state, self.task.selection_metric, self.cfg.eval.final_split
+        test_score = test[sel] if test else None
+        last_val = {k: v for k, v in self.last_eval.items()
+                    if k not in ("step", "split", "time", "best_val_score", f"best_val_{sel}")}
+        return {
+            "task": self.cfg.task, "selection_metric": sel, "status": status, "step": state.step,
+            "best_val_score": state.best_val_score, "best_step": state.best_step, "test_score": test_score,
+            "final_split": split, "run_dir": str(self.run_dir), "train_seconds": round(train_seconds, 2),
+            "world_size": self.info.world_size, "skipped_steps": state.skipped_steps,
+            "bad_samples": state.bad_samples, "steps": self.steps, "data_problems": self.data_problems,
+            f"best_val_{sel}": state.best_val_score, f"test_{sel}": test_score,
+            **{f"val_{k}": v for k, v in last_val.items()},
+            **{f"{split}_{k}": v for k, v in scalars(test or {}).items()},
+            "test_metrics": test,
+        }
 
 
-def _eval_details(m: dict[str, Any]) -> dict[str, Any]:
-    """What an evaluation reports beside its accuracy: event vs background segments, skipped samples."""
-    return {"accuracy_event": m["accuracy_event"], "accuracy_background": m["accuracy_background"],
-            "skipped": m["skipped"]}
+def _fmt(value: Any) -> str:
+    return "none" if value is None else f"{value:.4f}"
 
 
 def _note_problems(batch: dict[str, Any], seen: list[str]) -> None:

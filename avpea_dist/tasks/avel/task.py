@@ -1,0 +1,74 @@
+"""AVEL (audio-visual event localisation on AVE) as a task plug-in: a class per one-second segment.
+
+Shards of schema 'avel' (``avpea shards build ave`` / ``avpea shards synth``); the head is LAVisH's
+(``head.py``); the objective is ``train.loss`` ('ce' or LAVisH's 'bce_softmax', ``train/losses.py``); the
+selection metric is per-segment accuracy; the baseline is the training split's majority class.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+from ...config_base import ConfigError
+from ..base import Task, TaskLoss
+from .codec import AVELCodec
+from .head import AVELHead
+from .metrics import evaluate_segments, majority_accuracy
+
+
+class AVELTask(Task):
+    name = "avel"
+    schema = "avel"
+    selection_metric = "accuracy"
+    metric_label = "accuracy"
+
+    def __init__(self, cfg: Any, manifest: dict[str, Any] | None) -> None:
+        super().__init__(cfg, manifest)
+        if manifest is not None:
+            classes = manifest["classes"]
+            if cfg.model.num_classes != len(classes):
+                raise ConfigError(f"model.num_classes={cfg.model.num_classes} but the shards in '{cfg.data.shards}' "
+                                  f"have {len(classes)} classes ({len(classes) - 1} events + background); set "
+                                  f"model.num_classes={len(classes)}")
+
+    def codec(self, split: str, epoch: int) -> AVELCodec:
+        return AVELCodec(self.cfg.model.num_classes)
+
+    def build_head(self, embed_dim: int, streams: tuple[str, ...]) -> nn.Module:
+        m = self.cfg.model
+        return AVELHead(embed_dim * len(streams), m.head_hidden, m.num_classes)
+
+    def loss(self, outputs: torch.Tensor, batch: dict[str, Any]) -> TaskLoss:
+        from ...train import loop, losses
+
+        labels = batch["labels"]
+        # 'ce' is the loop's own segment_loss, looked up at call time (the fault tests replace it).
+        fn = loop.segment_loss if self.cfg.train.loss == "ce" else losses.loss_for(self.cfg.train.loss)
+        return TaskLoss(fn(outputs, labels), (outputs.detach().argmax(-1) == labels).sum(), labels.numel())
+
+    def evaluate(self, model: nn.Module, batches: Iterable[dict[str, Any]], device: torch.device) -> dict[str, Any]:
+        m = evaluate_segments(model, batches, device, self.cfg.model.modalities, self.cfg.model.num_classes)
+        return {**m, "samples": m["clips"]}
+
+    def baselines(self, split: str) -> dict[str, Any]:
+        hist = self.label_histogram("train"), self.label_histogram(split)
+        if hist[0] is None or hist[1] is None:
+            return {}
+        return {"accuracy": majority_accuracy(*hist)}  # the majority class
+
+    @classmethod
+    def example_manifest(cls, cfg: Any, folder: Any) -> dict[str, Any]:
+        n = cfg.model.num_classes
+        return {"schema": "avel", "classes": [f"event {k}" for k in range(n - 1)] + ["background"], "splits": {}}
+
+    def example_meta(self, index: int) -> dict[str, Any]:
+        g = torch.Generator().manual_seed(index)
+        labels = torch.randint(0, self.cfg.model.num_classes, (10,), generator=g).tolist()
+        return {"id": f"example{index}", "labels": labels, "split": "train"}
+
+    def label_histogram(self, split: str) -> list[int] | None:
+        hist = ((self.manifest or {}).get("splits", {}).get(split) or {}).get("segment_histogram")
+        return list(hist) if hist else None

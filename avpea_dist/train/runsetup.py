@@ -1,0 +1,120 @@
+"""The start of a run, before the first step: determinism, which checkpoint to resume (decided by rank 0
+for every rank), and the run folder's config.yaml and run.json."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from .. import world as avdist
+from ..config import Config, ConfigError, RefusedOnRankZero
+from ..config_load import dump_yaml
+from ..fileio import atomic_write_json, atomic_write_text
+from .checkpoint import find_resumable, read_manifest, tag_for, verify
+from .engine import resolve_precision
+from .resume import check_resume, saved_signature
+
+log = logging.getLogger(__name__)
+
+
+def set_determinism(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+
+def git_revision() -> dict[str, Any]:
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                                    capture_output=True, text=True, timeout=10).stdout.strip())
+        return {"commit": rev, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": "unknown (not a git checkout)", "dirty": None}
+
+
+def _broadcast_int(value: int) -> int:
+    t = torch.tensor([value], dtype=torch.int64, device=avdist.comm_device())
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast(t, src=0)
+    return int(t.item())
+
+
+def choose_resume(cfg: Config, ckpt_root: Path, rank: int, signature: dict[str, Any]) -> Path | None:
+    """Rank 0 picks the checkpoint (so every rank loads the same one) and checks that the config may
+    resume it, before anything is written; -1 means start afresh."""
+    step, error = -1, ""
+    if rank == 0:
+        mode = cfg.train.resume
+        if mode == "none":
+            if find_resumable(ckpt_root)[0] is not None:
+                error = (f"train.resume=none but '{ckpt_root}' holds checkpoints; choose a new train.out or "
+                         f"resume with train.resume=latest")
+        elif mode == "latest":
+            folder, passed = find_resumable(ckpt_root)
+            for reason in passed:
+                log.warning("not resuming from %s", reason)
+            step = int(folder.name.split("_")[1]) if folder else -1
+        else:
+            folder = Path(mode)
+            problem = verify(folder) if folder.is_dir() else "no such folder"
+            if problem:
+                error = f"train.resume='{mode}' is not a usable checkpoint folder: {problem}"
+            else:
+                ckpt_root = folder.parent
+                step = int(folder.name.split("_")[1])
+        if step >= 0 and not error:
+            error = _check_compatible(cfg, ckpt_root / tag_for(step), signature)
+    failed = _broadcast_int(1 if error else 0)
+    if failed:
+        if error:
+            raise ConfigError(error)
+        raise RefusedOnRankZero("rank 0 refused to resume (its error line says why)")
+    step = _broadcast_int(step)
+    if step < 0:
+        return None
+    return (ckpt_root if cfg.train.resume in ("latest", "none") else Path(cfg.train.resume).parent) / tag_for(step)
+
+
+def _check_compatible(cfg: Config, folder: Path, signature: dict[str, Any]) -> str:
+    saved = saved_signature(read_manifest(folder) or {}, Path(cfg.train.out))
+    try:
+        accepted = check_resume(saved, signature, cfg.train.allow_resume_changes, folder)
+    except ConfigError as e:
+        return str(e)
+    if accepted:
+        log.warning("resuming %s with %s (allowed by train.allow_resume_changes): the run now differs from an "
+                    "uninterrupted one", folder, "; ".join(accepted))
+    return ""
+
+
+def write_run_files(cfg: Config, run_dir: Path, world: avdist.WorldInfo, backend: str,
+                     weights: dict[str, Any], steps: int) -> None:
+    old = run_dir / "config.yaml"
+    text = dump_yaml(cfg)
+    if old.is_file() and old.read_text() != text:
+        atomic_write_text(run_dir / "config.previous.yaml", old.read_text())
+        log.warning("the config differs from the one this run folder was started with (kept as "
+                    "config.previous.yaml); a resumed run is exact only with the same config")
+    atomic_write_text(old, text)
+    import deepspeed
+    atomic_write_json(run_dir / "run.json", {
+        "git": git_revision(), "world_size": world.world_size, "backend": backend,
+        "precision": resolve_precision(cfg.dist.precision), "torch": torch.__version__,
+        "deepspeed": deepspeed.__version__, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "steps": steps, "backbone_weights": weights})  # carries the loud warning when the backbone is random-init
+
+
