@@ -53,6 +53,9 @@ class BuildOptions:
     audio_windows: str = "exact"
     """Audio of segment i: 'exact' = second [i, i+1); 'linspace' = LAVisH's one-second windows starting at
     ``np.linspace(0, len - 1.1 s, 10)`` over the whole audio track."""
+    sampling: str = "first"
+    """Segments: 'first' = second i of the clip (AVE's per-second labels); 'even' = spread evenly over a clip
+    of any length (segment i centred at (i + 0.5) * duration / 10, its audio the second around that centre)."""
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -65,6 +68,13 @@ class BuildOptions:
             raise ValueError(f"jpeg_quality={self.jpeg_quality} must lie in (0, 100]")
         if self.audio_windows not in AUDIO_WINDOWS:
             raise ValueError(f"--audio-windows={self.audio_windows!r} must be one of {', '.join(AUDIO_WINDOWS)}")
+        from .decode import SAMPLINGS  # PyAV: only where options are made
+
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"--sampling={self.sampling!r} must be one of {', '.join(SAMPLINGS)}")
+        if self.sampling == "even" and self.audio_windows != "exact":
+            raise ValueError("--sampling even takes each segment's audio around its centre: "
+                             "leave --audio-windows at 'exact'")
 
 
 def preprocessing(opts: BuildOptions) -> dict[str, Any]:
@@ -76,7 +86,17 @@ def preprocessing(opts: BuildOptions) -> dict[str, Any]:
             "mel_bins": MEL_BINS, "fbank_frames": FBANK_FRAMES,
             "frame_shift_ms": 10, "frame_length_ms": 25, "window": "hanning", "fbank_dtype": "float16",
             "fbank_layout": "(segments, mel_bins, fbank_frames), raw log-mel (not normalised)",
-            "no_audio": opts.no_audio, "min_seconds": opts.min_seconds}
+            "no_audio": opts.no_audio, "min_seconds": opts.min_seconds, **sampling_record(opts)}
+
+
+def sampling_record(opts: BuildOptions) -> dict[str, Any]:
+    """The ``preprocessing`` entries of the segment sampling; none for 'first', so that AVE manifests keep their
+    bytes (readers take an absent ``sampling`` as 'first')."""
+    if opts.sampling == "first":
+        return {}
+    return {"sampling": "even", "sampling_rule": "segment i centred at (i + 0.5) * duration / segments: the frame "
+            "nearest that centre, the audio second around it (shifted to lie inside the clip)",
+            "audio_window_rule": "segment i = the audio second around its centre (sampling_rule)"}
 
 
 def encode_video(path: str, opts: BuildOptions) -> tuple[str, Any]:
@@ -87,7 +107,8 @@ def encode_video(path: str, opts: BuildOptions) -> tuple[str, Any]:
     try:
         frames, audio = decode_clip(path, segments=NUM_SEGMENTS, size=opts.frame_size,
                                     sample_rate=opts.sample_rate, no_audio=opts.no_audio,
-                                    min_seconds=opts.min_seconds, whole_audio=opts.audio_windows == "linspace")
+                                    min_seconds=opts.min_seconds, whole_audio=opts.audio_windows == "linspace",
+                                    sampling=opts.sampling)
         audio = audio_windows(audio, NUM_SEGMENTS, opts.sample_rate, opts.audio_windows)
     except DecodeError as e:
         return "skip", str(e)
@@ -106,14 +127,14 @@ def encode_clip(path: str, meta: dict[str, Any], opts: BuildOptions) -> tuple[st
     return status, payload
 
 
-def _init_worker(owner_pid: int) -> None:
+def init_worker(owner_pid: int) -> None:
     import torch
 
     torch.set_num_threads(1)
     exit_with(owner_pid)
 
 
-def _ordered_results(paths: list[str], opts: BuildOptions) -> Iterator[tuple[str, Any]]:
+def ordered_results(paths: list[str], opts: BuildOptions) -> Iterator[tuple[str, Any]]:
     """Run ``encode_video`` over paths in a forkserver pool, yielding results in order.
 
     A bounded window keeps memory flat. If the pool dies (a decoder segfault), each unfinished video is
@@ -123,7 +144,7 @@ def _ordered_results(paths: list[str], opts: BuildOptions) -> Iterator[tuple[str
     window = max(2, 4 * opts.workers)
     i = 0
     while i < len(paths):
-        pool = ProcessPoolExecutor(opts.workers, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(),))
+        pool = ProcessPoolExecutor(opts.workers, mp_context=ctx, initializer=init_worker, initargs=(os.getpid(),))
         pending: list[Future] = []
         broken = False
         try:
@@ -141,7 +162,7 @@ def _ordered_results(paths: list[str], opts: BuildOptions) -> Iterator[tuple[str
         finally:
             pool.shutdown(wait=not broken, cancel_futures=True)
         if broken:  # retry the head video alone: either it succeeds or it is the culprit
-            solo = ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(),))
+            solo = ProcessPoolExecutor(1, mp_context=ctx, initializer=init_worker, initargs=(os.getpid(),))
             try:
                 result = solo.submit(encode_video, paths[i], opts).result()
             except BrokenProcessPool:
@@ -160,7 +181,7 @@ class _Videos:
         for c in (c for s in shards for c in s.clips):
             self.uses[c.id] = self.uses.get(c.id, 0) + 1
         paths = [str(root / "AVE" / f"{vid}.mp4") for vid in self.uses]  # first-use order
-        self.results = _ordered_results(paths, opts) if paths else iter(())
+        self.results = ordered_results(paths, opts) if paths else iter(())
         self.held: dict[str, tuple[str, Any]] = {}
         self.decoded = len(paths)
 

@@ -1,4 +1,5 @@
-"""`avpea shards build ave | synth | verify | inspect`; heavy imports happen inside the handlers."""
+"""`avpea shards build ave | musicavqa | valor | synth`, `shards synth | verify | inspect`; heavy imports happen
+inside the handlers."""
 
 from __future__ import annotations
 
@@ -18,6 +19,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--root", required=True, help="folder of the AVE release (or of `shards synth` output)")
     build_options(a)
     a.set_defaults(func=build_ave_cmd)
+
+    q = bs.add_parser("musicavqa", help="from the MUSIC-AVQA release: avqa-{train,val,test}.json + "
+                      "<video_id>.mp4")
+    q.add_argument("--json-dir", required=True, help="folder holding avqa-{train,val,test}.json, or the release "
+                   "folder holding json/ and json_update/")
+    q.add_argument("--json-set", choices=("json_update", "json"), default="json_update",
+                   help="which question files when --json-dir holds both folders (default: the corrected "
+                        "json_update)")
+    q.add_argument("--videos", required=True, help="folder of <video_id>.mp4 files")
+    build_options(q, min_seconds=1.0, sampling="even", unit="videos")
+    q.set_defaults(func=build_musicavqa_cmd)
+
+    r = bs.add_parser("valor", help="from VALOR-32K: desc_{train,val,test}.json (or txt_mapper_en.json + "
+                      "{train,test}_id.json) + <video_id>.mp4")
+    r.add_argument("--ann-dir", required=True,
+                   help="folder holding desc_{train,val,test}.json or VALOR's txt_mapper_en.json")
+    r.add_argument("--videos", required=True, help="folder of <video_id>.mp4 files")
+    r.add_argument("--val-fraction", type=float, default=0.1,
+                   help="VALOR's own layout without val_id.json: share of the train videos held out as val "
+                        "(seeded by --order-seed; default 0.1)")
+    r.add_argument("--no-text", action="store_true",
+                   help="do not save the embedded text model (WordPiece tokenizer + tiny BERT trained on the train "
+                        "captions) in OUT/text; runs then name a text model folder or hub name")
+    build_options(r, min_seconds=1.0, sampling="even", unit="videos")
+    r.set_defaults(func=build_valor_cmd)
 
     y = bs.add_parser("synth", help="write a synthetic AVE-layout dataset to --root, then build it")
     y.add_argument("--root", required=True, help="folder the synthetic dataset is written to")
@@ -76,16 +102,24 @@ def _submit_build(args: argparse.Namespace) -> int:
 
 
 def build_options(p: argparse.ArgumentParser, workers: int | None = None,
-                  workers_help: str = "decoding processes (default: all cores)") -> None:
-    """The options every shard builder shares (`shards build ...` and `submit shards build ...`)."""
+                  workers_help: str = "decoding processes (default: all cores)", min_seconds: float = 8.0,
+                  sampling: str | None = None, unit: str = "records") -> None:
+    """The options every shard builder shares (`shards build ...` and `submit shards build ...`); the
+    per-dataset defaults: shortest video, segment sampling (None: AVE's per-second segments, no option, since
+    its labels are per second), what a shard's size counts."""
     p.add_argument("--out", required=True, help="shard folder to write (a rerun resumes it)")
     p.add_argument("--workers", type=int, default=(os.cpu_count() or 1) if workers is None else workers,
                    help=workers_help)
     p.add_argument("--strict", action="store_true", help="exit 1 if any clip was skipped")
-    p.add_argument("--shard-size", type=int, default=128, help="records per shard (default 128, ~40-60 MB)")
+    p.add_argument("--shard-size", type=int, default=128, help=f"{unit} per shard (default 128, ~40-60 MB)")
     p.add_argument("--no-audio", choices=("skip", "silence"), default="skip",
                    help="clips without an audio stream: skip them (default) or keep them with silence")
-    p.add_argument("--min-seconds", type=float, default=8.0, help="refuse videos shorter than this (truncated)")
+    p.add_argument("--min-seconds", type=float, default=min_seconds,
+                   help=f"refuse videos shorter than this (truncated; default {min_seconds:g})")
+    if sampling is not None:
+        p.add_argument("--sampling", choices=("first", "even"), default=sampling,
+                       help=f"segments: the first seconds, one each, or spread evenly over a video of any length "
+                            f"(default {sampling})")
     p.add_argument("--order-seed", type=int, default=0,
                    help="seed of the record shuffle before shards are cut (default 0; in the manifest)")
     p.add_argument("--audio-windows", choices=("exact", "linspace"), default="exact",
@@ -96,7 +130,8 @@ def options_from(args: argparse.Namespace, workers: int) -> "BuildOptions":  # n
     from .build import BuildOptions
 
     return BuildOptions(workers=workers, shard_size=args.shard_size, no_audio=args.no_audio,
-                        min_seconds=args.min_seconds, order_seed=args.order_seed, audio_windows=args.audio_windows)
+                        min_seconds=args.min_seconds, order_seed=args.order_seed, audio_windows=args.audio_windows,
+                        sampling=getattr(args, "sampling", "first"))
 
 
 def report(m: dict, out: str, strict: bool) -> int:
@@ -126,6 +161,51 @@ def build_ave_cmd(args: argparse.Namespace) -> int:
     print(f"this run decoded {st['videos_decoded']} videos for {st['clips_processed']} records in "
           f"{st['seconds']:.1f} s, reused {st['reused_shards']} finished shards")
     return report(m, args.out, args.strict)
+
+
+def report_samples(m: dict, out: str, strict: bool) -> int:
+    """Print what a finished musicavqa/valor build holds and every skipped record; -> the exit code."""
+    unit = {"avqa": "questions", "captions": "captions"}[m["schema"]]
+    for split, s in m["splits"].items():
+        print(f"{split:<5} {s['samples']} videos in {len(s['shards'])} shards, {s[unit]} {unit} written, "
+              f"{len(s['skipped'])} of {s['records']} records skipped")
+    skipped = [(split, e) for split, s in m["splits"].items() for e in s["skipped"]]
+    if skipped:
+        print(f"skipped {len(skipped)} records (all in manifest.json under splits.*.skipped); the first ones:")
+        for split, e in skipped[:20]:
+            qid = f" question {e['question_id']}" if "question_id" in e else ""
+            print(f"  {split:<5} {e['id']}{qid}: {e['reason']}")
+    if not any(s["samples"] for s in m["splits"].values()):
+        print("error: no video could be written; check --videos and the reasons above", file=sys.stderr)
+        return 1
+    return 1 if skipped and strict else 0
+
+
+def _stats_line(st: dict) -> str:
+    return (f"this run decoded {st['videos_decoded']} videos for {st['clips_processed']} samples in "
+            f"{st['seconds']:.1f} s ({st['videos_per_s']:.2f} videos/s), reused {st['reused_shards']} finished shards")
+
+
+def build_musicavqa_cmd(args: argparse.Namespace) -> int:
+    from ..tasks.avqa.build import build_musicavqa
+
+    m = build_musicavqa(args.json_dir, args.videos, args.out, options_from(args, args.workers),
+                        json_set=args.json_set, progress=sys.stderr.isatty())
+    print(_stats_line(m["stats"]))
+    print(f"shards in {args.out}: MUSIC-AVQA ({m['json_set']}), {len(m['vocab']['answers'])} answers and "
+          f"{len(m['vocab']['words'])} words in the train vocabulary")
+    return report_samples(m, args.out, args.strict)
+
+
+def build_valor_cmd(args: argparse.Namespace) -> int:
+    from ..tasks.valor.build import build_valor
+
+    m = build_valor(args.ann_dir, args.videos, args.out, options_from(args, args.workers), text=not args.no_text,
+                    val_fraction=args.val_fraction, progress=sys.stderr.isatty())
+    print(_stats_line(m["stats"]))
+    text = f", text model in {args.out}/{m['text']['folder']}" if "text" in m else ""
+    print(f"shards in {args.out}: VALOR ({m['annotations']['layout']} layout){text}")
+    return report_samples(m, args.out, args.strict)
 
 
 def build_synth_cmd(args: argparse.Namespace) -> int:

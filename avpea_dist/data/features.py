@@ -78,3 +78,19 @@ def audio_windows(audio: np.ndarray, segments: int, sample_rate: int, mode: str 
         starts = np.zeros(segments, dtype=int)
     first = np.pad(audio[:sr], (0, max(0, sr - len(audio))))
     return np.concatenate([audio[s:s + sr] if s + sr <= len(audio) else first for s in starts])
+
+
+def window_starts(centres: np.ndarray, duration: float) -> np.ndarray:
+    """'even' sampling: the start (s) of each segment's one-second audio window, centred on its segment's
+    centre and shifted to lie inside [0, duration] (all at 0 for a clip of at most one second)."""
+    return np.clip(np.asarray(centres, np.float64) - 0.5, 0.0, max(0.0, duration - 1.0))
+
+
+def centred_windows(audio: np.ndarray, starts: np.ndarray, sample_rate: int) -> np.ndarray:
+    """One second of ``audio`` from each of ``starts`` (s), concatenated: (len(starts) * sample_rate,). A window
+    running past the end of the track ends in silence."""
+    out = np.zeros((len(starts), sample_rate), np.float32)
+    for i, s in enumerate(np.round(np.asarray(starts) * sample_rate).astype(int)):
+        piece = audio[s:s + sample_rate]
+        out[i, :len(piece)] = piece
+    return out.reshape(-1)

@@ -94,3 +94,54 @@ def test_audio_windows_exact_and_lavish_linspace(tmp_path: Path) -> None:
                                    for w in ("exact", "linspace"))
     assert s1 == s2 == "ok" and exact["f5.jpg"] == linspace["f5.jpg"] and exact["fbank.npy"] != linspace["fbank.npy"]
     assert preprocessing(BuildOptions(audio_windows="linspace"))["audio_windows"] == "linspace"
+
+
+@pytest.mark.parametrize("seconds", [60.0, 3.0])
+def test_even_sampling_any_length(tmp_path: Path, seconds: float) -> None:
+    """'even': segment i centred at (i + 0.5) * duration / 10, the frame nearest that centre, the audio the
+    second around it shifted inside the clip; a 3 s clip still gives 10 (overlapping) segments."""
+    from avpea_dist.data.features import window_starts
+
+    from .media import amplitude_at, brightness_at, timed_mp4
+
+    path = timed_mp4(tmp_path / "c.mp4", seconds, fps=4)
+    frames, audio = decode_clip(path, size=32, sampling="even", min_seconds=1.0)
+    assert frames.shape == (10, 32, 32, 3) and audio.shape == (160000,)
+    centres = (np.arange(10) + 0.5) * seconds / 10
+    nearest = np.round(centres * 4) / 4  # the 4 fps frame nearest each centre
+    assert np.allclose(np.median(frames.reshape(10, -1), 1), brightness_at(nearest, seconds), atol=3)
+    starts = window_starts(centres, seconds)
+    assert starts.min() >= 0 and starts.max() <= seconds - 1 and np.allclose(np.diff(starts) >= 0, True)
+    if seconds == 60.0:
+        assert np.allclose(starts, centres - 0.5)  # far from the ends: centred exactly
+    else:
+        assert starts[0] == 0 and starts[-1] == 2.0  # clamped at both ends of the 3 s clip
+    # The tone's amplitude in each window is the clip's amplitude around the window's middle.
+    rms = np.sqrt((audio.reshape(10, 16000)[:, 2000:14000] ** 2).mean(1)) * np.sqrt(2)
+    assert np.allclose(rms, amplitude_at(starts + 0.5, seconds), atol=0.04), rms
+    if seconds >= 10:  # 'first' on the same clip: seconds 0..9
+        first, _ = decode_clip(path, size=32, min_seconds=1.0)
+        assert np.allclose(np.median(first.reshape(10, -1), 1), brightness_at(np.arange(10) + 0.5, seconds), atol=3)
+
+
+def test_even_sampling_seeks_to_keyframes_with_the_same_frames(tmp_path: Path) -> None:
+    """With keyframes close together 'even' decodes only from the keyframe before each centre: the same
+    frames as decoding straight through; with one keyframe in 60 s it decodes straight through."""
+    import av
+
+    from avpea_dist.data import decode
+
+    from .media import timed_mp4
+
+    centres = (np.arange(10) + 0.5) * 6.0
+    for gop, seeks in ((8, True), (240, False)):
+        path = timed_mp4(tmp_path / f"g{gop}.mp4", 60.0, fps=4, gop=gop)
+        index = decode._packet_index(path)
+        spans = decode._seek_spans(index, centres)
+        assert (spans is not None) == seeks and len(index.keyframes) == 240 // gop
+        with av.open(str(path)) as container:
+            straight, last = decode._frames(container, centres, 32)
+        frames, _ = decode_clip(path, size=32, sampling="even", min_seconds=1.0, no_audio="silence")
+        assert np.array_equal(frames, straight) and last >= centres[-1]
+        if seeks:
+            assert len(spans) == 10 and sum(end - start for _, start, end in spans) < 0.5 * 60

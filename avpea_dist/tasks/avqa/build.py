@@ -1,0 +1,79 @@
+"""`avpea shards build musicavqa`: the MUSIC-AVQA release -> shards of schema 'avqa'.
+
+One sample per (split, video) holding all of that video's questions of that split: the release splits by
+question, so a video with questions in train and test is stored in each (and decoded once). The question
+and answer vocabularies come from the train questions written (``vocab.py``; what the shards hold, so a
+lost train video adds no word) and go into the manifest; per split the manifest counts ``questions``
+written, lists ``skipped`` records ({id, question_id, reason}: what ``release.py`` refused, and every
+question of a video that is missing or cannot be decoded) and keeps an ``answer_histogram`` per
+"<scenario>/<kind>" (the majority baselines come from it).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from ...data.build import BuildOptions
+from ...data.sample_build import Item, Schema, SplitItems, build_samples
+from .release import SPLITS, ReleaseError, SplitQuestions, group_by_video, read_release
+from .vocab import build_vocab
+
+JSON_SETS = ("json_update", "json")
+SCHEMA = Schema("avqa", "questions", '{id (video id, verbatim), key (== the tar key), split, questions: '
+                '[{question_id, question (filled, words joined by one space), answer, type: [scenario, kind]}]}')
+
+
+def release_folder(json_dir: str | Path, json_set: str = "json_update") -> Path:
+    """The folder of avqa-{train,val,test}.json: ``json_dir`` itself when it holds them, else its ``json_set``
+    subfolder (the release's data/ folder holds json/ and the corrected json_update/)."""
+    if json_set not in JSON_SETS:
+        raise ValueError(f"--json-set={json_set!r} must be one of {', '.join(JSON_SETS)}")
+    root = Path(json_dir)
+    if not root.is_dir():
+        raise ReleaseError(f"--json-dir {root} is not a folder; pass the MUSIC-AVQA folder holding "
+                           f"avqa-train.json (or its json/ and json_update/ subfolders)")
+    return root if (root / "avqa-train.json").is_file() else root / json_set
+
+
+def _split_items(sq: SplitQuestions, videos: Path) -> SplitItems:
+    items = [Item(sq.split, index, vid, str(videos / f"{vid}.mp4"), {"questions": [q.to_json() for q in qs]},
+                  tuple({"id": vid, "question_id": q.question_id} for q in qs))
+             for index, (vid, qs) in enumerate(group_by_video(sq.questions).items())]
+    return SplitItems(sq.records, items, [s.to_json() for s in sq.skipped])
+
+
+def answer_histogram(items: list[Item]) -> dict[str, dict[str, int]]:
+    """{"<scenario>/<kind>": {answer: count}} over the questions written, kinds and answers sorted."""
+    counts: dict[str, Counter] = {}
+    for item in items:
+        for q in item.meta["questions"]:
+            counts.setdefault("/".join(q["type"]), Counter())[q["answer"]] += 1
+    return {kind: dict(sorted(counts[kind].items())) for kind in sorted(counts)}
+
+
+def build_musicavqa(json_dir: str | Path, videos: str | Path, out: str | Path, opts: BuildOptions = BuildOptions(),
+                    *, json_set: str = "json_update", progress: bool = True) -> dict[str, Any]:
+    """Build (or resume) the MUSIC-AVQA shards; -> the manifest, with an extra ``"stats"`` entry (not stored)."""
+    folder = release_folder(json_dir, json_set)
+    videos = Path(videos)
+    if not videos.is_dir():
+        raise FileNotFoundError(f"--videos {videos} is not a folder; pass the folder of <video_id>.mp4 files")
+    release = read_release(folder)
+    if not release["train"].questions:
+        raise ReleaseError(f"{folder / 'avqa-train.json'}: no usable train question; the vocabularies are "
+                           f"built from train")
+    splits = {split: _split_items(release[split], videos) for split in SPLITS}
+    train_questions = group_by_video(release["train"].questions)
+
+    def summary(written: dict[str, list[Item]]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        if not written["train"]:
+            raise ReleaseError(f"no train video of {folder} could be written (see the skip reasons in "
+                               f"{Path(out) / 'parts'}); the vocabularies are built from the train questions written")
+        vocab = build_vocab([q for item in written["train"] for q in train_questions[item.id]])
+        return ({"vocab": vocab.to_json(), "json_set": folder.name},
+                {split: {"answer_histogram": answer_histogram(items)} for split, items in written.items()})
+
+    return build_samples(out, splits, opts, schema=SCHEMA, source=str(folder.resolve()), summary=summary,
+                         progress=progress)
