@@ -54,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = ss.add_parser("synth", help="write a synthetic AV-event dataset in the AVE layout (mp4 + annotations)")
     s.add_argument("--out", required=True, help="dataset folder to write (then: shards build ave --root OUT)")
     synth_options(s)
+    task_synth_options(s)
     s.set_defaults(func=synth_cmd)
 
     v = ss.add_parser("verify", help="re-hash every shard and recount its samples against the manifest")
@@ -219,7 +220,24 @@ def build_synth_cmd(args: argparse.Namespace) -> int:
     return report(result["manifest"], args.out, args.strict)
 
 
+def task_synth_options(s: argparse.ArgumentParser) -> None:
+    """`shards synth musicavqa|valor`: the embedded sets of the AVQA, retrieval and captioning demos."""
+    s.add_argument("dataset", nargs="?", choices=("ave", "musicavqa", "valor"), default="ave",
+                   help="layout to write: ave (default), musicavqa (MUSIC-AVQA json/ + videos/) or valor "
+                        "(VALOR-32K desc_*.json + videos/); for both --size defaults to 96, --clips to 240")
+    s.add_argument("--videos", type=int, default=240, help="musicavqa: number of videos (default 240)")
+    s.add_argument("--questions", type=int, default=7, help="musicavqa: questions per video (1-9, default 7)")
+    s.set_defaults(clips=None, size=None)  # per dataset: see synth_cmd
+
+
 def synth_cmd(args: argparse.Namespace) -> int:
+    if args.dataset != "ave":
+        from ..tasks.avqa.synth import synth_cmd as avqa_cmd
+        from ..tasks.valor.synth import synth_cmd as valor_cmd
+
+        return (avqa_cmd if args.dataset == "musicavqa" else valor_cmd)(args)
+    args.clips = 480 if args.clips is None else args.clips
+    args.size = 128 if args.size is None else args.size
     from .synth import SynthSpec, make_dataset
 
     spec = SynthSpec(size=args.size, fps=args.fps, sample_rate=args.sample_rate, channels=args.channels)
