@@ -233,6 +233,7 @@ def test_evaluate_in_one_process_counts_every_question_with_its_own_type():
 
     class TableModel(torch.nn.Module):
         """Right on even question ids (where train knows the answer), else answers[0]."""
+        streams = ("a", "v")
         def forward(self, batch):
             rows = []
             for qid in batch["question_ids"]:

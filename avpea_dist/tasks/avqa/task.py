@@ -12,14 +12,16 @@ the one its own question carries. Model selection on val by 'overall'.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import TYPE_CHECKING, Any, Iterable
 
 from avpea_dist.config_base import ConfigError
 from avpea_dist.tasks.avqa.codec import AVQACodec
 from avpea_dist.tasks.avqa.metrics import TypeAccuracy, majority_from_histograms
-from avpea_dist.tasks.avqa.release import QUESTION_TYPES
+from avpea_dist.tasks.avqa.release import PAD, QUESTION_TYPES, UNK
 from avpea_dist.tasks.avqa.vocab import Vocab
-from avpea_dist.tasks.base import Task, TaskLoss
+from avpea_dist.tasks.base import Task, TaskLoss, to_device
 
 if TYPE_CHECKING:
     import torch
@@ -83,7 +85,7 @@ class AVQATask(Task):
                 sums[3] += int(batch.get("skipped", 0))
                 if not batch["key"]:
                     continue  # every clip of the batch was skipped
-                logits = model(to_device(batch, device)).logits.float().cpu()
+                logits = model(to_device(batch, device, model.streams)).logits.float().cpu()
                 answers = batch["answers"]
                 known = answers >= 0
                 if bool(known.any()):
@@ -103,6 +105,16 @@ class AVQATask(Task):
                 "unknown_answers": int(unknown), "samples": int(clips), "skipped": int(skipped),
                 "questions_per_type": acc.questions(), "type_counts": acc.counts}
 
+    def signature(self) -> dict[str, Any]:
+        """The head's sizes and objective and the vocabulary (its digest): a resume must keep them."""
+        a = self.cfg.avqa
+        sig: dict[str, Any] = {f"avqa.{k}": getattr(a, k) for k in
+                               ("hidden", "word_dim", "heads", "dropout", "match_weight", "max_question_words")}
+        if self.vocab is not None:
+            text = json.dumps(self.vocab.to_json(), sort_keys=True).encode()
+            sig["avqa.vocab"] = hashlib.sha256(text).hexdigest()[:16]
+        return sig
+
     def baselines(self, split: str) -> dict[str, Any]:
         """The majority train answer of each question type, scored on ``split`` from the manifest's answer
         histograms (a type train never had counts as wrong)."""
@@ -112,6 +124,13 @@ class AVQATask(Task):
         acc = majority_from_histograms(train, answer_histogram(self.manifest, split))
         return {**acc.report(), "questions": sum(acc.total), "questions_per_type": acc.questions(),
                 "type_counts": acc.counts}
+
+    @classmethod
+    def example_manifest(cls, cfg: Any, folder: Any) -> dict[str, Any]:
+        return example_manifest()
+
+    def example_meta(self, index: int) -> dict[str, Any]:
+        return example_meta(index)
 
 
 def read_vocab(manifest: dict[str, Any], shards: str) -> Vocab:
@@ -148,8 +167,29 @@ def answer_histogram(manifest: dict[str, Any], split: str) -> dict[tuple[str, st
     return out
 
 
-def to_device(batch: dict[str, Any], device: "torch.device") -> dict[str, Any]:
-    """The batch with its tensors on ``device`` (lists stay)."""
-    import torch
+# -- Examples for the shipped-config test (tasks/base.py): a small vocabulary and questions drawn from it --
 
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+_EXAMPLE_QUESTIONS = (
+    (("Audio", "Counting"), "How many instruments can be heard in the video", ("zero", "one", "two")),
+    (("Visual", "Location"), "Where is the violin", ("left", "middle", "right")),
+    (("Audio-Visual", "Existential"), "Is the piano in the video always playing", ("yes", "no")),
+    (("Audio-Visual", "Temporal"), "Where is the first sounding instrument", ("left", "middle", "right")),
+)
+
+
+def example_manifest() -> dict[str, Any]:
+    words = sorted({w for _, text, _ in _EXAMPLE_QUESTIONS for w in text.split(" ")})
+    answers = sorted({a for *_, options in _EXAMPLE_QUESTIONS for a in options})
+    longest = max(len(text.split(" ")) for _, text, _ in _EXAMPLE_QUESTIONS)
+    return {"schema": "avqa", "vocab": Vocab((PAD, UNK, *words), tuple(answers), longest).to_json(), "splits": {}}
+
+
+def example_meta(index: int) -> dict[str, Any]:
+    """Video ``index`` with one to three of the example questions (answers vary with the index)."""
+    questions = []
+    for j in range(1 + index % 3):
+        qtype, text, options = _EXAMPLE_QUESTIONS[(index + j) % len(_EXAMPLE_QUESTIONS)]
+        answer = options[(index + j) % len(options)]
+        questions.append({"question_id": 10 * index + j, "question": text, "answer": answer, "type": list(qtype)})
+    return {"id": f"{index:08d}", "split": "train", "questions": questions}
+
