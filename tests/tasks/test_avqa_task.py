@@ -259,3 +259,55 @@ def test_evaluate_in_one_process_counts_every_question_with_its_own_type():
     assert result["unknown_answers"] == sum(q.answer not in task.vocab.answers for q in test)
     assert result["overall"] == pytest.approx(sum(c for c, _ in expected.values()) / len(test))
     assert json.loads(json.dumps(result)) == result  # result.json and metrics.jsonl take it as is
+
+
+@pytest.fixture(scope="module")
+def tiny_avqa_shards(tmp_path_factory):
+    """12 synthetic videos (MUSIC-AVQA layout, every kind a scene supports asked) built by the real builder."""
+    from avpea_dist.data.build import BuildOptions
+    from avpea_dist.data.synth import SynthSpec
+    from avpea_dist.tasks.avqa.build import build_musicavqa
+    from avpea_dist.tasks.avqa.synth import make_musicavqa
+
+    base = tmp_path_factory.mktemp("avqa")
+    make_musicavqa(base / "raw", videos=12, seed=1, questions=9, spec=SynthSpec(size=32, aac_fast=True))
+    build_musicavqa(base / "raw" / "json", base / "raw" / "videos", base / "shards",
+                    BuildOptions(workers=1, shard_size=2, frame_size=32, sampling="even", min_seconds=1),
+                    progress=False)
+    return base / "shards"
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_ranks_train_and_count_every_question_once_with_one_encoder_pass_per_video(tiny_avqa_shards, tmp_path):
+    import subprocess
+    import sys
+
+    from avpea_dist.data.stream import read_manifest
+    from avpea_dist.runtime import free_port
+
+    script = Path(__file__).with_name("avqa_rank.py")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                           str(free_port()), str(script), str(tiny_avqa_shards), str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = json.loads((tmp_path / "rank0.json").read_text())
+    result, ranks = out["result"], out["ranks"]
+    manifest = read_manifest(tiny_avqa_shards)
+    # the trainer's own evaluation: every test question scored once, with its type
+    assert result["status"] == "finished" and result["task"] == "avqa" and result["selection_metric"] == "overall"
+    assert result["test_metrics"]["questions"] == manifest["splits"]["test"]["questions"]
+    assert sum(result["test_metrics"]["type_counts"][9:]) == manifest["splits"]["test"]["questions"]
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    val = [x for x in lines if x.get("split") == "val"]
+    assert val and all(x["questions"] == manifest["splits"]["val"]["questions"] for x in val)
+    for split in ("val", "test"):
+        ids = [i for r in ranks for i in r[split]["question_ids"]]
+        assert len(ids) == len(set(ids)) == manifest["splits"][split]["questions"], split  # each exactly once
+        assert all(r[split]["metrics"]["questions"] == len(ids) for r in ranks)  # summed over ranks
+        assert all(r[split]["metrics"]["samples"] == manifest["splits"][split]["samples"] for r in ranks)
+        for r in ranks:  # one encoder pass per batch, over its videos only, however many questions they carry
+            assert r[split]["encoded"] == r[split]["clips"]
+        assert sum(q for r in ranks for q in r[split]["questions_per_batch"]) > sum(
+            c for r in ranks for c in r[split]["clips"])
+    assert all(r["alone_max_diff"] < 1e-5 for r in ranks)
