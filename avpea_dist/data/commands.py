@@ -165,7 +165,7 @@ def build_ave_cmd(args: argparse.Namespace) -> int:
 
 
 def report_samples(m: dict, out: str, strict: bool) -> int:
-    """Print what a finished musicavqa/valor build holds and every skipped record; -> the exit code."""
+    """Print what a finished musicavqa/valor build holds and its first skipped records; -> the exit code."""
     unit = {"avqa": "questions", "captions": "captions"}[m["schema"]]
     for split, s in m["splits"].items():
         print(f"{split:<5} {s['samples']} videos in {len(s['shards'])} shards, {s[unit]} {unit} written, "
@@ -226,7 +226,8 @@ def task_synth_options(s: argparse.ArgumentParser) -> None:
                    help="layout to write: ave (default), musicavqa (MUSIC-AVQA json/ + videos/) or valor "
                         "(VALOR-32K desc_*.json + videos/); for both --size defaults to 96, --clips to 240")
     s.add_argument("--videos", type=int, default=240, help="musicavqa: number of videos (default 240)")
-    s.add_argument("--questions", type=int, default=7, help="musicavqa: questions per video (1-9, default 7)")
+    s.add_argument("--questions", type=int, default=7, help="musicavqa: distinct questions per video (1-30, default 7)")
+    s.add_argument("--instruments", type=int, default=8, help="musicavqa: instrument kinds used (4-8, default 8)")
     s.set_defaults(clips=None, size=None)  # per dataset: see synth_cmd
 
 

@@ -5,7 +5,9 @@ length, MUSIC-AVQA's 60 s videos, VALOR's 2-10 s clips) = segment i is centred a
 segments, its frame the one nearest that centre, its audio the one-second window around it, shifted to lie
 inside the clip (a clip shorter than ``segments`` seconds still gives ``segments`` segments, overlapping).
 Where keyframes are close together, 'even' decodes only from the keyframe before each centre (the same
-frames as decoding straight through, 3-4x less work on a 60 s video with a keyframe every 1-2 s).
+frames as decoding straight through, 3-4x less work on a 60 s video with a keyframe every 1-2 s), and where
+the audio windows leave most of the track out, only around them (the same samples at 16 kHz; resampled
+ones on a grid shifted by under a sample).
 
 Any container/codec FFmpeg reads works: the video is converted by swscale straight to the target size in
 RGB, the audio is resampled by swresample and averaged over its channels. Every failure becomes a
@@ -28,6 +30,7 @@ _TAIL_S = 0.5
 # 'even' sampling seeks to the keyframe before each segment centre when the spans so decoded cover less than
 # this share of the clip; with keyframes far apart, decoding straight through is cheaper.
 _SEEK_WORTH = 0.6
+_AUDIO_LEAD_S = 0.25  # decoded and dropped before each seeked audio window: the codec and resampler settle
 SAMPLINGS = ("first", "even")
 
 
@@ -201,8 +204,49 @@ def _frames(container: av.container.InputContainer, targets: np.ndarray, size: i
 
 
 def _centred_audio(path: Path, starts: np.ndarray, sample_rate: int) -> np.ndarray:
-    """'even' sampling: the one-second windows from ``starts`` (s), concatenated."""
+    """'even' sampling: the one-second windows from ``starts`` (s), concatenated; decoded around the windows
+    only when they leave most of the track out (a 60 s video), else straight through."""
+    spans: list[list[float]] = []
+    for s in starts:
+        a, b = max(0.0, s - _AUDIO_LEAD_S), s + 1.0
+        if spans and a <= spans[-1][1]:
+            spans[-1][1] = b
+        else:
+            spans.append([a, b])
+    if sum(b - a for a, b in spans) < _SEEK_WORTH * (starts[-1] + 1.0):
+        return _seeked_windows(path, starts, spans, sample_rate)
     return centred_windows(_audio(path, int(round((starts[-1] + 1) * sample_rate)), sample_rate), starts, sample_rate)
+
+
+def _seeked_windows(path: Path, starts: np.ndarray, spans: list[list[float]], sample_rate: int) -> np.ndarray:
+    """The windows decoded span by span: seek before the span, resample afresh, place the samples by the first
+    frame's time stamp (times from the track's first decoded frame, as straight decoding counts them)."""
+    out = np.zeros((len(starts), sample_rate), np.float32)
+    with av.open(str(path), metadata_errors="ignore") as container:
+        stream = container.streams.audio[0]
+        stream.codec_context.thread_count = 1
+        t0 = next((f.time for f in container.decode(stream) if f.time is not None), None)
+        if t0 is None:
+            raise DecodeError("audio stream holds no decodable samples")
+        for a, b in spans:
+            container.seek(int((t0 + a) / stream.time_base), stream=stream, backward=True, any_frame=False)
+            resampler = av.AudioResampler(format="fltp", layout=stream.layout.name, rate=sample_rate)
+            chunks, first = [], None
+            for frame in container.decode(stream):
+                if frame.time is None:
+                    continue
+                first = frame.time - t0 if first is None else first
+                chunks += [c.to_ndarray() for c in resampler.resample(frame)]
+                if frame.time - t0 > b:
+                    break
+            if not chunks:
+                continue  # past the end of the track: silence, as straight decoding pads it
+            mono = np.concatenate(chunks, axis=1).mean(0, dtype=np.float32)
+            for i in np.flatnonzero((starts >= a - 1e-9) & (starts + 1.0 <= b + 1e-9)):
+                j = int(round((starts[i] - first) * sample_rate))
+                piece = mono[max(0, j):j + sample_rate]
+                out[i, :len(piece)] = piece
+    return out.reshape(-1)
 
 
 def _audio(path: Path, n: int | None, sample_rate: int) -> np.ndarray:

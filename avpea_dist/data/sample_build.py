@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import tarfile
@@ -25,7 +26,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from ..fileio import atomic_open, atomic_write_json, sha256_file
 from .build import BuildOptions, ordered_results, preprocessing
@@ -34,8 +35,28 @@ from .parts import PARTS, intact, load_done, mark_unfinished, write_part
 from .plan import Shard, shuffled
 from .tario import TarShardWriter
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+ANY_LENGTH = BuildOptions(sampling="even", min_seconds=1.0)
+"""The builders' default options: segments spread over videos of any length, clips from 1 s (VALOR has 2 s ones)."""
 CACHE = ".decoded"
+"""Under the shard folder: decoded videos waiting for a later split's sample (removed when the build ends)."""
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
+"""Looked for in this order: the releases ship mp4; a download tool may have left another container."""
+_SUFFIX_RANK = {suffix: rank for rank, suffix in enumerate(VIDEO_SUFFIXES)}
+
+
+def video_paths(folder: str | Path, ids: Iterable[str]) -> dict[str, str]:
+    """{id: its video file in ``folder``}: ``<id>.mp4``, else ``<id>`` with another suffix of
+    ``VIDEO_SUFFIXES``; an id without any gets its ``.mp4`` path (then skipped as a missing file)."""
+    folder = Path(folder)
+    best: dict[str, tuple[int, str]] = {}
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            stem, _, suffix = entry.name.rpartition(".")
+            rank = _SUFFIX_RANK.get(f".{suffix.lower()}")
+            if stem and rank is not None and (stem not in best or rank < best[stem][0]):
+                best[stem] = (rank, entry.name)
+    return {i: str(folder / (best[i][1] if i in best else f"{i}.mp4")) for i in ids}
 
 
 def safe_id(video_id: str) -> str:
@@ -140,6 +161,10 @@ class _Decoded:
         return result
 
     def close(self) -> None:
+        """Stop the decoding pool now (also after an error) and remove the waiting results."""
+        close = getattr(self.results, "close", None)
+        if close is not None:
+            close()
         shutil.rmtree(self.cache, ignore_errors=True)
 
 

@@ -73,7 +73,7 @@ def _pattern(k: int, size: int, rng: np.random.Generator) -> np.ndarray:
 def paint(img: np.ndarray, box: tuple[int, int, int, int], colour: tuple[int, int, int], layout: str) -> None:
     """Draw a pattern of ``colour`` inside ``box`` = (top, bottom, left, right) of an (H, W, 3) float image, in
     place. Layouts: solid, bars (horizontal), columns, checker, square (a centred block), circle, frame (an
-    outline); cells are a quarter of the box so they survive downscaling to 64 px."""
+    outline), cross; cells are a quarter of the box so they survive downscaling to 64 px."""
     top, bottom, left, right = box
     h, w = bottom - top, right - left
     y, x = np.mgrid[0:h, 0:w]
@@ -82,7 +82,8 @@ def paint(img: np.ndarray, box: tuple[int, int, int, int], colour: tuple[int, in
             "checker": ((y // cell) + (x // cell)) % 2 == 0,
             "square": (abs(y - cy) < h * 0.3) & (abs(x - cx) < w * 0.3),
             "circle": (y - cy) ** 2 + (x - cx) ** 2 < (min(h, w) * 0.45) ** 2,
-            "frame": (np.minimum(np.minimum(y, h - 1 - y), np.minimum(x, w - 1 - x)) < max(2, min(h, w) // 6))}[layout]
+            "frame": (np.minimum(np.minimum(y, h - 1 - y), np.minimum(x, w - 1 - x)) < max(2, min(h, w) // 6)),
+            "cross": (abs(y - cy) < h * 0.12) | (abs(x - cx) < w * 0.15)}[layout]
     img[top:bottom, left:right][mask] = np.asarray(colour, np.float32)
 
 

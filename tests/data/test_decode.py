@@ -145,3 +145,25 @@ def test_even_sampling_seeks_to_keyframes_with_the_same_frames(tmp_path: Path) -
         assert np.array_equal(frames, straight) and last >= centres[-1]
         if seeks:
             assert len(spans) == 10 and sum(end - start for _, start, end in spans) < 0.5 * 60
+
+
+def test_even_sampling_seeks_to_audio_windows(tmp_path: Path) -> None:
+    """On a 60 s clip 'even' decodes the audio only around its ten windows: the same samples as decoding
+    straight through at 16 kHz; from 44.1 kHz the resampler's grid shifts by under a sample (fbank ~same)."""
+    from avpea_dist.data import decode
+    from avpea_dist.data.features import centred_windows, fbank_segments, window_starts
+
+    from .media import timed_mp4
+
+    starts = window_starts((np.arange(10) + 0.5) * 6.0, 60.0)
+    for rate in (16000, 44100):
+        path = timed_mp4(tmp_path / f"a{rate}.mp4", 60.0, fps=1, sample_rate=rate)
+        straight = centred_windows(decode._audio(path, int(round((starts[-1] + 1) * 16000)), 16000), starts, 16000)
+        seeked = decode._centred_audio(path, starts, 16000)
+        assert seeked.shape == straight.shape == (160000,)
+        if rate == 16000:
+            assert np.array_equal(seeked, straight)
+        else:
+            diff = np.abs(fbank_segments(seeked, 10).astype(np.float32)
+                          - fbank_segments(straight, 10).astype(np.float32))
+            assert diff.mean() < 0.02 and np.abs(seeked - straight).max() < 0.15  # a 1 kHz tone, amplitude <= 0.5

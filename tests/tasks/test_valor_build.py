@@ -53,7 +53,10 @@ def messy_valor(tmp_path_factory: pytest.TempPathFactory) -> dict:
         (ann / f"desc_{split}.json").write_text(json.dumps(desc[split]))
     ids = {r["video_id"] for s in SPLITS for r in desc[s] if isinstance(r, dict) and "video_id" in r}
     for vid in sorted(ids - {"gone-Video_1_0.000_10.000", "broken_Video_0.000_10.000", "../escape_0.000_10.000"}):
-        timed_mp4(videos / f"{vid}.mp4", 7.0 if "7.000" in vid else 10.0, fps=2, size=32)
+        suffix = ".mkv" if vid == t1 else ".mp4"  # a download tool's container: found as <id>.mkv
+        timed_mp4(videos / f"{vid}{suffix}", 7.0 if "7.000" in vid else 10.0, fps=2, size=32)
+    (videos / f"{t0}.webm").write_bytes(b"not a video")  # <id>.mp4 exists: preferred
+    (videos / "gone-Video_1_0.000_10.000.txt").write_text("not a video container")
     (videos / "broken_Video_0.000_10.000.mp4").write_bytes(b"<html>404</html>" * 64)
     out = root / "shards"
     r = avpea("shards", "build", "valor", "--ann-dir", str(ann), "--videos", str(videos), "--out", str(out),
@@ -84,12 +87,12 @@ def test_build_real_excerpt_with_its_mess(messy_valor) -> None:
     train = {meta["id"]: meta for meta in got["train"]}
     t0, t1, v0 = messy_valor["t0"], messy_valor["t1"], messy_valor["v0"]
     assert train[t0]["captions"] == [desc["train"][0]["desc"], "A second caption of the first clip."]
-    assert train[t1]["captions"] == [desc["train"][1]["desc"]]  # the duplicate written once
+    assert train[t1]["captions"] == [desc["train"][1]["desc"]]  # the duplicate written once (from <id>.mkv)
     reasons = [e["reason"] for e in m["splits"]["train"]["skipped"]]
     assert len(reasons) == 9
     expected = ["exact duplicate of record 1", "is empty or not a string", "is empty or not a string",
-                "missing key(s) desc", "not an object", "cannot name a file", "missing file", "undecodable",
-                "undecodable"]
+                "missing key(s) desc", "not an object", "cannot name a file",
+                "video gone-Video_1_0.000_10.000.mp4: missing file", "undecodable", "undecodable"]
     for pattern in expected:
         hit = next(r for r in reasons if pattern in r)
         reasons.remove(hit)
@@ -135,8 +138,11 @@ def test_rerun_resumes_and_a_killed_build_completes(messy_valor, tmp_path: Path)
     args = ("shards", "build", "valor", "--ann-dir", str(ann), "--videos", str(videos), "--out", str(out),
             "--workers", "1", "--shard-size", "3", "--no-text")
     before = json.loads((out / "manifest.json").read_text())
-    r = avpea(*args)
+    mtime = (out / "text" / "model.safetensors").stat().st_mtime_ns
+    r = avpea(*args[:-1])  # with the text folder: the same captions, the folder kept as it is
     assert r.returncode == 0 and "decoded 0 videos" in r.stdout
+    assert json.loads((out / "manifest.json").read_text()) == before
+    assert (out / "text" / "model.safetensors").stat().st_mtime_ns == mtime
     # A lost shard (and a manifest lost with it) is rebuilt alone, to the same bytes.
     lost = before["splits"]["val"]["shards"][0]
     (out / "manifest.json").unlink()
@@ -150,7 +156,7 @@ def test_rerun_resumes_and_a_killed_build_completes(messy_valor, tmp_path: Path)
     assert r.returncode == 2 and "choose a new --out" in r.stderr
     # A build killed (SIGKILL, with its decoding workers) after two shards resumes from the third.
     killed = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "avpea_dist.cli", *args[:8], str(killed), "--workers", "1", "--shard-size", "1",
+    cmd = [sys.executable, "-m", "avpea_dist.cli", *args[:8], str(killed), "--workers", "2", "--shard-size", "1",
            "--no-text"]
     repo = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
@@ -176,7 +182,7 @@ def test_rerun_resumes_and_a_killed_build_completes(messy_valor, tmp_path: Path)
     assert sorted(map(str, shard_samples(killed, resumed).items())) == sorted(map(str, shard_samples(out, after).items()))
 
 
-def test_valor_own_layout(messy_valor, tmp_path: Path) -> None:
+def test_valor_own_layout(tmp_path: Path) -> None:
     """txt_mapper_en.json {id: [captions]} + train_id.json / test_id.json: val is a seeded hold-out of train."""
     ann = tmp_path / "valor"
     ann.mkdir()
@@ -202,4 +208,13 @@ def test_valor_own_layout(messy_valor, tmp_path: Path) -> None:
     assert info["val_from"] == {"source": "val_id.json"} and len(splits["val"].videos) == len(real("val"))
     shutil.rmtree(ann)
     with pytest.raises(release.ReleaseError, match="is not a folder"):
+        release.read_release(ann)
+    ann.mkdir()
+    with pytest.raises(release.ReleaseError, match="holds neither desc_train.json"):
+        release.read_release(ann)
+    shutil.copy(FIXTURES / "desc_train.json", ann)
+    with pytest.raises(release.ReleaseError, match="desc_val.json is missing"):
+        release.read_release(ann)
+    (ann / "desc_val.json").write_text('{"video_id": "a list was expected"}')
+    with pytest.raises(release.ReleaseError, match="expected a JSON list"):
         release.read_release(ann)

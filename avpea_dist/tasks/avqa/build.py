@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ...data.build import BuildOptions
-from ...data.sample_build import Item, Schema, SplitItems, build_samples
+from ...data.sample_build import ANY_LENGTH, Item, Schema, SplitItems, build_samples, video_paths
 from .release import SPLITS, ReleaseError, SplitQuestions, group_by_video, read_release
 from .vocab import build_vocab
 
@@ -37,8 +37,8 @@ def release_folder(json_dir: str | Path, json_set: str = "json_update") -> Path:
     return root if (root / "avqa-train.json").is_file() else root / json_set
 
 
-def _split_items(sq: SplitQuestions, videos: Path) -> SplitItems:
-    items = [Item(sq.split, index, vid, str(videos / f"{vid}.mp4"), {"questions": [q.to_json() for q in qs]},
+def _split_items(sq: SplitQuestions, videos: dict[str, str]) -> SplitItems:
+    items = [Item(sq.split, index, vid, videos[vid], {"questions": [q.to_json() for q in qs]},
                   tuple({"id": vid, "question_id": q.question_id} for q in qs))
              for index, (vid, qs) in enumerate(group_by_video(sq.questions).items())]
     return SplitItems(sq.records, items, [s.to_json() for s in sq.skipped])
@@ -53,7 +53,7 @@ def answer_histogram(items: list[Item]) -> dict[str, dict[str, int]]:
     return {kind: dict(sorted(counts[kind].items())) for kind in sorted(counts)}
 
 
-def build_musicavqa(json_dir: str | Path, videos: str | Path, out: str | Path, opts: BuildOptions = BuildOptions(),
+def build_musicavqa(json_dir: str | Path, videos: str | Path, out: str | Path, opts: BuildOptions = ANY_LENGTH,
                     *, json_set: str = "json_update", progress: bool = True) -> dict[str, Any]:
     """Build (or resume) the MUSIC-AVQA shards; -> the manifest, with an extra ``"stats"`` entry (not stored)."""
     folder = release_folder(json_dir, json_set)
@@ -64,7 +64,8 @@ def build_musicavqa(json_dir: str | Path, videos: str | Path, out: str | Path, o
     if not release["train"].questions:
         raise ReleaseError(f"{folder / 'avqa-train.json'}: no usable train question; the vocabularies are "
                            f"built from train")
-    splits = {split: _split_items(release[split], videos) for split in SPLITS}
+    paths = video_paths(videos, {q.video_id for sq in release.values() for q in sq.questions})
+    splits = {split: _split_items(release[split], paths) for split in SPLITS}
     train_questions = group_by_video(release["train"].questions)
 
     def summary(written: dict[str, list[Item]]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:

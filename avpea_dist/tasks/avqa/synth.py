@@ -6,9 +6,11 @@ H.264 + AAC), ``OUT/scenes.json`` (every scene: who is seen where, who is heard 
 ground truth the answers come from) and ``OUT/synth.json`` (the arguments and counts: a folder holding it
 with the same arguments is reused as is). Scenes and question templates: ``synth_scene``, ``synth_questions``.
 
-Questions are chosen per video so that every kind is asked about as often as the others and, within a kind,
-every answer about as often as the others (greedy: the least used answer, then the least used template), so
-that the majority answer of a kind is a weak baseline. Like the release, splits are by question: each video
+Questions are chosen per video (``questions`` of them, distinct, one kind after another) so that every kind
+is asked about as often as the others and every template's answers about equally often in each split (greedy:
+the least used answer of the template, then the least used template), so that neither the majority answer of
+a kind nor the question text predicts much. The encoder runs once per video whatever its number of questions:
+more questions per video are more supervision at almost no cost. Like the release, splits are by question: each video
 has a home split that gets most of its questions, the rest go elsewhere, so some videos are in two splits.
 """
 
@@ -26,11 +28,13 @@ from ...data.synth import SynthSpec, write_mp4
 from ...fileio import atomic_write_json
 from .release import SPLITS
 from .synth_questions import KINDS, Candidate
-from .synth_scene import INSTRUMENTS, LEVEL_GAINS, SECONDS, Scene, draw_scene, render_audio, render_frames
+from .synth_scene import (INSTRUMENTS, LEVEL_GAINS, SECONDS, Scene, draw_scene, instrument_pool, render_audio,
+                          render_frames)
 
 SPLIT_SHARES = {"train": 0.65, "val": 0.15, "test": 0.2}
 HOME_SHARE = 0.95  # of a video's questions in its home split; the rest spread over the other two
 MARKER = "synth.json"
+MAX_QUESTIONS = 30
 
 
 def video_ids(videos: int, seed: int) -> list[str]:
@@ -39,8 +43,10 @@ def video_ids(videos: int, seed: int) -> list[str]:
     return [f"{int(i):08d}" for i in rng.choice(10 ** 8, videos, replace=False)]
 
 
-def make_scenes(videos: int, seed: int) -> list[Scene]:
-    return [draw_scene(vid, np.random.default_rng([seed, 1, n])) for n, vid in enumerate(video_ids(videos, seed))]
+def make_scenes(videos: int, seed: int, instruments: int = len(INSTRUMENTS)) -> list[Scene]:
+    pool = instrument_pool(instruments)
+    return [draw_scene(vid, np.random.default_rng([seed, 1, n]), pool)
+            for n, vid in enumerate(video_ids(videos, seed))]
 
 
 class _Balancer:
@@ -48,24 +54,32 @@ class _Balancer:
     for its template in its split (so the question text alone says little about the answer), then the least
     used template."""
 
-    def __init__(self) -> None:
+    def __init__(self, pool: tuple[int, ...]) -> None:
+        self.pool = pool  # instrument kinds of the set: the ones asked about as absent
         self.kinds: Counter = Counter()
         self.answers: dict[tuple[str, str], Counter] = defaultdict(Counter)  # (split, template)
         self.templates: Counter = Counter()
 
     def choose(self, scene: Scene, splits: list[str], rng: np.random.Generator) -> list[tuple[str, Candidate]]:
-        """One question per kind for ``len(splits)`` kinds; answers are balanced within each split."""
-        absent = [int(k) for k in rng.permutation(len(INSTRUMENTS)) if k not in {p.instrument for p in scene.players}]
+        """``len(splits)`` distinct questions: one per kind in turn (the least asked kinds first), then another
+        round over the kinds, and so on while the scene supports more; answers balanced within each split."""
+        present = {p.instrument for p in scene.players}
+        absent = [int(k) for k in rng.permutation(len(INSTRUMENTS)) if k in self.pool and k not in present]
         offers = [(i, kind(scene, absent)) for i, kind in enumerate(KINDS)]
-        offers = [(i, c) for i, c in offers if c]
         noise = rng.random(len(offers))
         offers = [o for _, o in sorted(zip(noise, offers), key=lambda x: (self.kinds[x[1][0]], x[0]))]
-        chosen = []
-        for split, (i, cands) in zip(splits, offers):
+        turns = [(i, cands) for _ in range(max(len(c) for _, c in offers)) for i, cands in offers]
+        chosen: list[tuple[str, Candidate]] = []
+        for i, cands in turns:
+            if len(chosen) == len(splits):
+                break
+            if not cands:
+                continue
+            split = splits[len(chosen)]
             tie = rng.random(len(cands))
             best = min(range(len(cands)), key=lambda j: (self.answers[split, cands[j].template][cands[j].answer],
                                                          self.templates[cands[j].template], tie[j]))
-            c = cands[best]
+            c = cands.pop(best)  # asked once per video
             self.kinds[i] += 1
             self.answers[split, c.template][c.answer] += 1
             self.templates[c.template] += 1
@@ -91,10 +105,11 @@ def _homes(videos: int, seed: int) -> list[str]:
     return homes
 
 
-def make_questions(scenes: list[Scene], seed: int, per_video: int) -> dict[str, list[dict[str, Any]]]:
+def make_questions(scenes: list[Scene], seed: int, per_video: int,
+                   instruments: int = len(INSTRUMENTS)) -> dict[str, list[dict[str, Any]]]:
     """{split: release records}, question ids counting from 1 in scene order."""
     rng = np.random.default_rng([seed, 3])
-    balancer, homes = _Balancer(), _homes(len(scenes), seed)
+    balancer, homes = _Balancer(instrument_pool(instruments)), _homes(len(scenes), seed)
     records: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
     qid = 0
     for scene, home in zip(scenes, homes):
@@ -117,25 +132,29 @@ def majority_share(records: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def make_musicavqa(out: str | Path, videos: int = 240, seed: int = 0, questions: int = 7,
-                   spec: SynthSpec = SynthSpec(size=96, aac_fast=True), progress: bool = False) -> dict[str, Any]:
+                   spec: SynthSpec = SynthSpec(size=96, aac_fast=True), progress: bool = False,
+                   instruments: int = len(INSTRUMENTS)) -> dict[str, Any]:
     """Write the set (see the module docstring) -> the summary also kept in ``OUT/synth.json``.
     A folder already holding a finished set with the same arguments is reused."""
     if videos < 3:
         raise ValueError(f"--videos={videos} must be >= 3 (one home video per split at least)")
-    if not 1 <= questions <= len(KINDS):
-        raise ValueError(f"--questions={questions} must lie in [1, {len(KINDS)}] (at most one per kind per video)")
+    if not 1 <= questions <= MAX_QUESTIONS:
+        raise ValueError(f"--questions={questions} must lie in [1, {MAX_QUESTIONS}] (per video; a scene with fewer "
+                         "distinct questions gets them all)")
     if spec.seconds != SECONDS:
         raise ValueError(f"clips are {SECONDS} s long (one segment per second); got seconds={spec.seconds}")
+    instrument_pool(instruments)  # checks the number
     out = Path(out)
     wanted = {"dataset": "musicavqa", "videos": videos, "seed": seed, "questions": questions,
+              "instruments": instruments,
               "size": spec.size, "fps": spec.fps, "sample_rate": spec.sample_rate}
     done = finished_set(out, wanted)
     if done is not None:
         return {**done, "reused": True}
     (out / MARKER).unlink(missing_ok=True)  # a crash below must not leave an older set looking finished
     t = time.perf_counter()
-    scenes = make_scenes(videos, seed)
-    records = make_questions(scenes, seed, questions)
+    scenes = make_scenes(videos, seed, instruments)
+    records = make_questions(scenes, seed, questions, instruments)
     from tqdm import tqdm
 
     for n, scene in enumerate(tqdm(scenes, desc="synth musicavqa", unit="video", disable=not progress)):
@@ -176,7 +195,7 @@ def synth_cmd(args: Any) -> int:
     spec = SynthSpec(size=96 if args.size is None else args.size, fps=args.fps, sample_rate=args.sample_rate,
                      channels=args.channels, aac_fast=True)
     s = make_musicavqa(args.out, videos=args.videos, seed=args.seed, questions=args.questions, spec=spec,
-                       progress=sys.stderr.isatty())
+                       progress=sys.stderr.isatty(), instruments=args.instruments)
     what = "reused the finished" if s["reused"] else f"wrote in {s['seconds']:.0f} s a"
     print(f"{what} MUSIC-AVQA-layout set in {args.out}: {s['videos']} videos, questions "
           + ", ".join(f"{k} {v}" for k, v in s["questions_per_split"].items())

@@ -1,7 +1,7 @@
 """Scenes of the embedded AVQA set: who is seen where, who is heard when and how loud; and their rendering.
 
 A scene has one to three visible instruments at the left / middle / right of the picture and up to one
-instrument heard off screen. Each instrument kind has its own look (a colour and a pattern filling its third
+instrument heard off screen. Each instrument kind has its own look (a colour and a pattern drawn in its third
 of the frame) and its own sound (a pitch, spread over the mel range, and a timbre). A sounding instrument has
 an onset and an end (whole seconds: the shard builder's ten segments of a 10 s video are those seconds) and a
 loudness level; onsets and levels are distinct within a scene so that "first", "louder" and "loudest" always
@@ -22,13 +22,17 @@ from ...data.synth import _COLOURS, _background, _tone, paint
 
 SECONDS = 10
 SLOTS = ("left", "middle", "right")
-# (answer word, colour, pattern); the names are MUSIC-AVQA's, spelt as its answers are.
+# (answer word, colour, pattern): colour and pattern each tell the kind (two cues for a random-init ViT);
+# the names are MUSIC-AVQA's, spelt as its answers are.
 INSTRUMENTS: tuple[tuple[str, str, str], ...] = (
     ("accordion", "red", "solid"), ("acoustic_guitar", "green", "bars"), ("cello", "blue", "checker"),
-    ("flute", "yellow", "columns"), ("piano", "white", "checker"), ("trumpet", "cyan", "solid"),
-    ("violin", "magenta", "bars"), ("xylophone", "orange", "frame"),
+    ("flute", "yellow", "columns"), ("piano", "white", "square"), ("trumpet", "cyan", "circle"),
+    ("violin", "magenta", "frame"), ("xylophone", "orange", "cross"),
 )
 NAMES = tuple(i[0] for i in INSTRUMENTS)
+# With fewer kinds (``instruments`` < 8) the first ones of this order are used: their pitches stay far apart.
+SPREAD_ORDER = (0, 4, 2, 6, 1, 5, 3, 7)
+MIN_INSTRUMENTS = 4  # three seen and one heard off screen, all different
 LEVEL_GAINS = (0.04, 0.1, 0.25, 0.6)  # ~8 dB apart: quiet .. loud, mixed to peak below 1
 NOISE = 0.001  # a floor well under the quietest level (-32 dB)
 
@@ -90,12 +94,21 @@ class Scene:
                    None if p["sound"] is None else Sound(**p["sound"])) for p in d["players"]))
 
 
-def draw_scene(video_id: str, rng: np.random.Generator) -> Scene:
-    """One random scene: 1-3 visible instruments (35% silent each), an off-screen sound in 35% of scenes."""
+def instrument_pool(instruments: int = len(INSTRUMENTS)) -> tuple[int, ...]:
+    """The instrument kinds a set uses (indices into INSTRUMENTS, sorted)."""
+    if not MIN_INSTRUMENTS <= instruments <= len(INSTRUMENTS):
+        raise ValueError(f"--instruments={instruments} must lie in [{MIN_INSTRUMENTS}, {len(INSTRUMENTS)}]")
+    return tuple(sorted(SPREAD_ORDER[:instruments]))
+
+
+def draw_scene(video_id: str, rng: np.random.Generator,
+               pool: tuple[int, ...] = tuple(range(len(INSTRUMENTS)))) -> Scene:
+    """One random scene of kinds from ``pool``: 1-3 visible instruments (35% silent each), an off-screen sound
+    in 35% of scenes."""
     n_visible = int(rng.choice([1, 2, 3], p=[0.2, 0.35, 0.45]))
     slots = sorted(int(s) for s in rng.choice(3, n_visible, replace=False))
     off_screen = bool(rng.random() < 0.35)
-    kinds = [int(k) for k in rng.choice(len(INSTRUMENTS), n_visible + off_screen, replace=False)]
+    kinds = [pool[int(i)] for i in rng.choice(len(pool), n_visible + off_screen, replace=False)]
     heard = [bool(rng.random() < 0.65) for _ in range(n_visible)] + [True] * off_screen
     if not any(heard):
         heard[int(rng.integers(n_visible))] = True
@@ -141,7 +154,7 @@ def render_audio(scene: Scene, sr: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def render_frames(scene: Scene, size: int, fps: int, rng: np.random.Generator) -> np.ndarray:
-    """(SECONDS * fps, size, size, 3) uint8: each visible instrument fills most of its third of the frame."""
+    """(SECONDS * fps, size, size, 3) uint8: each visible instrument drawn in a box taking most of its third."""
     base = _background(size, rng).copy()
     third = size / 3
     for p in scene.visible:
