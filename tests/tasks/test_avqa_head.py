@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from avpea_dist.tasks.avqa.head import AVQAHead, AVQAHeadConfig, avqa_loss, match_labels
+from avpea_dist.tasks.avqa.head import AVQAHead, AVQAHeadConfig, FeatureStandardise, avqa_loss, match_labels
 from avpea_dist.tasks.avqa.release import UNKNOWN_ANSWER
 
 V, T, N, D, L, Q = 3, 4, 6, 32, 7, 5  # videos, segments, patches, token width, question length, questions
@@ -109,3 +109,22 @@ def test_bad_shapes_and_settings_are_refused():
         AVQAHead(small_config(hidden=18))
     with pytest.raises(ValueError, match="match_weight"):
         AVQAHead(small_config(match_weight=-1.0))
+
+
+def test_feature_standardise_starts_from_the_first_training_batch_then_keeps_its_values():
+    g = torch.Generator().manual_seed(0)
+    x = 7.0 + 0.2 * torch.randn(5, 10, D, generator=g)  # a large shared component, small differences
+    x[..., 0] = 0.0  # a constant channel (an ablation's zeros) keeps scale 1
+    norm = FeatureStandardise(D)
+    torch.testing.assert_close(norm.eval()(x), x)  # identity before any training batch
+    y = norm.train()(x)
+    flat = y.flatten(0, 1)[:, 1:]
+    torch.testing.assert_close(flat.mean(0), torch.zeros(D - 1), atol=1e-4, rtol=0)
+    torch.testing.assert_close(flat.std(0, unbiased=False), torch.ones(D - 1), atol=1e-3, rtol=0)
+    assert float(norm.scale[0]) == 1.0
+    # Later batches, and a copy restored from its state dict (a resume), use the same values: no re-initialising.
+    restored = FeatureStandardise(D)
+    restored.load_state_dict(norm.state_dict())
+    z = torch.randn(2, 3, D, generator=g)
+    torch.testing.assert_close(restored.train()(z), norm(z))
+    torch.testing.assert_close(norm(z), (z - norm.shift) * norm.scale)

@@ -102,3 +102,44 @@ def test_table_prints_every_row_in_percent():
     rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
     assert rows["overall"] == ["55.56", "-"] and rows["audio_visual_location"] == ["-", "-"]
     assert rows[type_key(V_LOC)] == ["50.00", "-"]
+
+
+def test_each_answer_is_scored_with_its_own_type_whatever_the_batching():
+    """The reference looks types up by batch index in the test file; here the type travels with the question:
+    any order and any batch sizes give the hand count."""
+    import random
+
+    rows = list(TABLE)
+    random.Random(0).shuffle(rows)
+    acc, i = TypeAccuracy(), 0
+    for size in (1, 4, 2, 7, 4):  # uneven batches covering all 18 questions
+        types, preds, labels = zip(*rows[i:i + size])
+        acc.add_predictions(types, preds, labels)
+        i += size
+    assert i == len(TABLE) and acc.counts == table_accuracy().counts
+    # the same predictions scored with the types of other questions (the batch-index mistake) differ
+    wrong = TypeAccuracy()
+    wrong.add_predictions([t for t, _, _ in TABLE], [p for _, p, _ in rows], [y for _, _, y in rows])
+    assert wrong.report() != table_accuracy().report()
+
+
+def test_majority_from_manifest_histograms_matches_the_question_lists():
+    from avpea_dist.tasks.avqa.metrics import majority_from_histograms
+
+    train = [q(1, A_CNT, "two"), q(2, A_CNT, "one"), q(3, A_CNT, "two"), q(4, V_LOC, "right"), q(5, V_LOC, "left")]
+    test = [q(10, A_CNT, "two"), q(11, A_CNT, "three"), q(12, V_LOC, "left"), q(13, V_LOC, "right"),
+            q(14, AV_TMP, "left")]
+
+    def hist(questions):
+        out: dict = {}
+        for x in questions:
+            out.setdefault(x.type, {}).setdefault(x.answer, 0)
+            out[x.type][x.answer] += 1
+        return out
+
+    got = majority_from_histograms(hist(train), hist(test))
+    assert got.counts == majority_baseline(majority_answers(train), test).counts
+    # by hand: audio_counting 1/2 ('two'), visual_location 1/2 (tie -> 'left'), temporal 0/1 (never in train)
+    report = got.report()
+    assert report["audio_counting"] == 0.5 and report["visual_location"] == 0.5
+    assert report["audio_visual_temporal"] == 0.0 and report["overall"] == pytest.approx(2 / 5)

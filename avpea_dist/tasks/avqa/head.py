@@ -14,11 +14,26 @@ visual) of the same video (positive) against the audio with another video's visu
 
 Deviation from the reference: its Swin backbone has no CLS token, so it average-pools the patch grid for the
 global visual feature; our ViT's visual CLS plays that part.
+
+Input standardisation (ours, before the above): the tokens of a frozen random-init ViT share one large
+component (measured on the embedded set: mean cosine 0.95 between different videos' visual CLS, the common
+vector ~5x the per-video residual), which the head learns around only slowly. Each input (audio CLS,
+visual CLS, visual patches) goes through ``FeatureStandardise``: a per-channel shift and scale, initialised
+from the first training batch's mean and std (ActNorm's data-dependent init, Kingma & Dhariwal 2018; the
+statistics are averaged over ranks) and trained as ordinary head parameters, so exports and resumes carry
+them; before that first batch it is the identity.
+
+``AVQATaskHead`` is the module the model holds as ``head``: it reads the encoder's output (``EncoderOutput``:
+per-segment CLS and patch tokens of each stream, after the ViT's final norm) and the batch's question fields.
+In an ablation the absent stream's features are zeros, i.e. no information: audio-only gets zero visual CLS
+and one zero patch per segment (so the grounding and the visual branch see a constant), visual-only gets a
+zero audio CLS (the grounding then weighs the patches by a constant query).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -87,6 +102,35 @@ class TemporalAttention(nn.Module):
         return self.norm(x + self.drop(self.ffn(x)))
 
 
+class FeatureStandardise(nn.Module):
+    """(..., D) -> (x - shift) * scale per channel; shift/scale set from the first training batch (identity
+    until then), then learnt. A channel that is constant there (an ablation's zeros) keeps scale 1."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.shift = nn.Parameter(torch.zeros(dim))
+        self.scale = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self._is_identity():
+            self._initialise(x.detach().flatten(0, -2))
+        return (x - self.shift) * self.scale
+
+    def _is_identity(self) -> bool:
+        return bool((self.shift == 0).all() and (self.scale == 1).all())
+
+    @torch.no_grad()
+    def _initialise(self, x: torch.Tensor) -> None:
+        stats = torch.stack([x.double().mean(0), (x.double() ** 2).mean(0)])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Every rank must start from the same values (the engine only syncs gradients from here on).
+            torch.distributed.all_reduce(stats)
+            stats /= torch.distributed.get_world_size()
+        mean, std = stats[0], (stats[1] - stats[0] ** 2).clamp_min(0).sqrt()
+        self.shift.copy_(mean.to(self.shift.dtype))
+        self.scale.copy_(torch.where(std > 1e-6, 1.0 / std.clamp_min(1e-6), torch.ones_like(std)).to(self.scale.dtype))
+
+
 class AVQAHead(nn.Module):
     def __init__(self, cfg: AVQAHeadConfig) -> None:
         super().__init__()
@@ -96,6 +140,7 @@ class AVQAHead(nn.Module):
             raise ValueError(f"match_weight {cfg.match_weight} must be >= 0 (0 turns frame matching off)")
         self.cfg = cfg
         h = cfg.hidden
+        self.std_a, self.std_v, self.std_p = (FeatureStandardise(cfg.dim) for _ in range(3))
         self.proj_a, self.fc_a2 = nn.Linear(cfg.dim, h), nn.Linear(h, h)
         self.proj_v = nn.Linear(cfg.dim, h)
         self.fc_gl = nn.Linear(2 * h, h)
@@ -125,6 +170,8 @@ class AVQAHead(nn.Module):
         """audio_cls, visual_cls (V, T, D); visual_patches (V, T, N, D); questions (Q, L) token ids;
         video_index (Q,) the video of each question, in [0, V)."""
         _check_inputs(audio_cls, visual_cls, visual_patches, questions, video_index, self.cfg.dim)
+        audio_cls, visual_cls = self.std_a(audio_cls), self.std_v(visual_cls)
+        visual_patches = self.std_p(visual_patches)
         audio = self.audio_features(audio_cls)
         visual = self.grounded_visual(audio, visual_cls, visual_patches)
         q = self.question(questions)
@@ -145,6 +192,34 @@ class AVQAHead(nn.Module):
         negative = self.grounded_visual(audio, visual_cls[other], patches[other])
         pairs = torch.cat([torch.cat([audio, visual], dim=-1), torch.cat([audio, negative], dim=-1)])
         return self.match(pairs.flatten(0, 1))
+
+
+class AVQATaskHead(nn.Module):
+    """``head(enc, batch) -> AVQAOutput``: the AVST head on the shared encoder's tokens, one encoder pass per
+    video; ``batch['questions']`` (Q, L) and ``batch['question_video']`` (Q,) pick each question's video."""
+
+    def __init__(self, cfg: AVQAHeadConfig) -> None:
+        super().__init__()
+        self.avst = AVQAHead(cfg)
+
+    def forward(self, enc: Any, batch: dict[str, Any]) -> AVQAOutput:
+        weight = self.avst.proj_a.weight
+        audio_cls, visual_cls, patches = stream_tokens(enc, self.avst.cfg.dim)
+        questions = batch["questions"].to(weight.device, non_blocking=True)
+        video_index = batch["question_video"].to(weight.device, non_blocking=True)
+        return self.avst(audio_cls.to(weight.dtype), visual_cls.to(weight.dtype), patches.to(weight.dtype),
+                         questions, video_index)
+
+
+def stream_tokens(enc: Any, dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(audio CLS, visual CLS, visual patches) of an ``EncoderOutput``; an absent stream becomes zeros."""
+    present = tuple(enc.streams)
+    ref = enc.cls(present[0])
+    zeros = ref.new_zeros(ref.shape[:2] + (dim,))
+    audio_cls = enc.cls("a") if "a" in present else zeros
+    if "v" in present:
+        return audio_cls, enc.cls("v"), enc.patches("v")
+    return audio_cls, zeros, zeros.unsqueeze(2)
 
 
 def _check_inputs(audio_cls: torch.Tensor, visual_cls: torch.Tensor, patches: torch.Tensor,

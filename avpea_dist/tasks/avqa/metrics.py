@@ -97,7 +97,12 @@ def majority_answers(train: Iterable[Question]) -> dict[tuple[str, str], str]:
     per_type: dict[tuple[str, str], Counter] = {}
     for q in train:
         per_type.setdefault(q.type, Counter())[q.answer] += 1
-    return {t: min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0] for t, c in per_type.items()}
+    return {t: most_frequent(c) for t, c in per_type.items()}
+
+
+def most_frequent(counts: Mapping[str, int]) -> str:
+    """The answer with the highest count; ties go to the alphabetically first (independent of file order)."""
+    return min(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0]
 
 
 def majority_baseline(majority: Mapping[tuple[str, str], str], questions: Iterable[Question]) -> TypeAccuracy:
@@ -107,6 +112,20 @@ def majority_baseline(majority: Mapping[tuple[str, str], str], questions: Iterab
     for q in questions:
         acc.add(q.type, majority.get(q.type) == q.answer)
     return acc
+
+
+def majority_from_histograms(train: Mapping[tuple[str, str], Mapping[str, int]],
+                             split: Mapping[tuple[str, str], Mapping[str, int]]) -> TypeAccuracy:
+    """The majority baseline from answer histograms ({(scenario, kind): {answer: count}}, as the shard
+    manifest keeps them per split): every question of ``split`` answered with its type's most frequent train
+    answer; a type train never had counts as wrong."""
+    correct, total = [], []
+    for qtype in QUESTION_TYPES:
+        counts = split.get(qtype, {})
+        majority = most_frequent(train[qtype]) if train.get(qtype) else None
+        correct.append(counts.get(majority, 0) if majority is not None else 0)
+        total.append(sum(counts.values()))
+    return TypeAccuracy.from_counts([*correct, *total])
 
 
 def format_table(columns: Mapping[str, TypeAccuracy]) -> str:
