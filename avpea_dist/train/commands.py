@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "config with 2 DeepSpeed ranks on CPU for AV-PEA and the audio-only and "
                                    "visual-only ablations, and print the test table against the baseline.")
     p.add_argument("--task", default="avel", help="avel (event localisation, default), avqa, retrieval or captioning")
-    p.add_argument("--out", default="runs/demo", help="folder for data, runs and summary.json")
+    p.add_argument("--out", default=None, help="folder for data, runs and summary.json (default: runs/demo for "
+                   "avel, runs/demo_<task> for the others)")
     p.add_argument("--config", default=None, help="config to train (default: the packaged <task>_tiny.yaml)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and the training runs")
     p.add_argument("--clips", type=int, default=0, help="synthetic clips (0: the demo's default; AVEL only)")
@@ -74,7 +75,8 @@ def demo_cmd(args: argparse.Namespace) -> int:
 
     options = {"clips": args.clips} if args.clips else {}
     try:
-        summary = run_task_demo(args.task, args.out, config=args.config, seed=args.seed, nproc=args.nproc,
+        out = args.out or ("runs/demo" if args.task == "avel" else f"runs/demo_{args.task}")
+        summary = run_task_demo(args.task, out, config=args.config, seed=args.seed, nproc=args.nproc,
                                 overrides=args.overrides, **options)
     except DemoInterrupted as e:
         print(f"avpea demo: {e}", file=sys.stderr)

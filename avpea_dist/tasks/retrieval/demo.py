@@ -45,7 +45,7 @@ def prepare_data(out: Path, clips: int, seed: int, img_size: int) -> Path:
 
 
 def check_out(out: Path) -> None:
-    """Refuse a folder that holds another task's demo (`avpea demo` defaults to runs/demo for every task):
+    """Refuse a folder that holds another task's demo (another task's demo there would be mixed up with this one):
     its finished runs would be taken for ours and its data folder overwritten."""
     import json
 
