@@ -1,5 +1,5 @@
 """The retrieval demo's guards and figures that do not need a training run (the demo itself runs in CI as
-`avpea demo --task retrieval`; its numbers are in docs/_incoming/retrieval.md)."""
+`avpea demo --task retrieval`; its numbers are in docs/retrieval.md)."""
 
 import json
 
