@@ -110,12 +110,12 @@ def test_build_real_excerpt_with_its_mess(messy_valor) -> None:
 def test_text_folder_loads_like_a_checkpoint(messy_valor, monkeypatch) -> None:
     from transformers import AutoModel, AutoTokenizer
 
-    from avpea_dist.tasks.valor.text import load_tokenizer, text_folder
+    from avpea_dist.tasks.valor.textmodel import load_tokenizer, resolve_text_model
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = messy_valor["out"]
     m = json.loads((out / "manifest.json").read_text())
-    assert m["text"]["folder"] == "text" and text_folder("shards", out) == str(out / "text")
+    assert m["text"]["folder"] == "text" and resolve_text_model("shards", out) == str(out / "text")
     tok = AutoTokenizer.from_pretrained(out / "text", local_files_only=True)
     model = AutoModel.from_pretrained(out / "text", local_files_only=True)
     assert len(tok) == m["text"]["vocab_size"] == model.config.vocab_size
@@ -125,12 +125,12 @@ def test_text_folder_loads_like_a_checkpoint(messy_valor, monkeypatch) -> None:
     ids = tok(caption)["input_ids"]
     assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id and tok.unk_token_id not in ids
     assert "".join(tok.decode(ids, skip_special_tokens=True).split()) == "".join(caption.lower().split())
-    assert load_tokenizer("shards", out)(caption)["input_ids"] == ids
+    assert load_tokenizer(resolve_text_model("shards", out))(caption)["input_ids"] == ids
     assert load_tokenizer(str(out / "text")).vocab == tok.vocab
     with pytest.raises(FileNotFoundError, match="local Hugging Face cache"):
         load_tokenizer("no-such-org/no-such-model")
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        text_folder("./missing/folder")
+    with pytest.raises(FileNotFoundError, match="no such model folder"):
+        resolve_text_model("./missing/folder", out)
 
 
 def test_rerun_resumes_and_a_killed_build_completes(messy_valor, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The text side that ships with caption shards, and where a run's text model comes from.
+"""The text side that ships with caption shards (where a run's text model comes from: ``textmodel.py``).
 
 ``save_text_folder`` trains a lowercase WordPiece vocabulary on the train captions (tokenizers'
 ``WordPieceTrainer`` behind ``BertPreTokenizer`` and the BERT normaliser), wraps it as transformers'
@@ -6,21 +6,18 @@
 small random-init BERT (``BertConfig``: 2 layers, 128 wide, seeded) through ``save_pretrained``: the folder
 loads with ``AutoTokenizer`` / ``AutoModel.from_pretrained`` exactly as a downloaded checkpoint does.
 
-A run names its text model by a spec: 'shards' (the folder saved beside the shards, ``manifest.text.folder``),
-a folder path, or a hub name, which is read from the local Hugging Face cache only (no network at run time).
+A run names its text model by a spec ('shards' = this folder, ``manifest.text.folder``; a folder path; a hub
+name read from the local Hugging Face cache only): ``textmodel.resolve_text_model`` turns it into a source.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
-
-from ...data.manifest import MANIFEST
 
 TEXT_FOLDER = "text"
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -91,41 +88,3 @@ def save_text_folder(folder: str | Path, captions: list[str], spec: TextSpec = T
         shutil.rmtree(tmp, ignore_errors=True)
     return {"vocab_size": len(tokenizer), "trained_on": f"{len(captions)} train captions",
             "model": "BertModel, random init", **{k: v for k, v in asdict(spec).items() if k != "vocab_size"}}
-
-
-def text_folder(spec: str, shards_dir: str | Path | None = None) -> str:
-    """A text-model spec -> what ``from_pretrained`` gets: 'shards' -> the folder saved with the shards of
-    ``shards_dir``; an existing folder -> itself; anything else -> a hub name (read from the local cache)."""
-    if spec == "shards":
-        if shards_dir is None:
-            raise ValueError("text model 'shards' needs the shard folder")
-        path = Path(shards_dir) / MANIFEST
-        try:
-            record = json.loads(path.read_text()).get("text")
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{path}: cannot read the manifest ({e})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("folder"), str):
-            raise ValueError(f"{path} names no text folder (built with --no-text?); rebuild the shards without "
-                             f"--no-text, or name a text model folder or hub name")
-        folder = Path(shards_dir) / record["folder"]
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"{folder}: the text folder named by {path} is missing; rebuild the shards")
-        return str(folder)
-    if Path(spec).is_dir():
-        return spec
-    if spec.startswith((".", "/", "~")):  # a path, not a hub name
-        raise FileNotFoundError(f"text model folder {spec} does not exist")
-    return spec
-
-
-def load_tokenizer(spec: str, shards_dir: str | Path | None = None) -> Any:
-    """The tokenizer named by ``spec`` (see ``text_folder``), offline."""
-    from transformers import AutoTokenizer
-
-    name = text_folder(spec, shards_dir)
-    try:
-        return AutoTokenizer.from_pretrained(name, local_files_only=True)
-    except OSError as e:
-        raise FileNotFoundError(f"text model {name!r} is neither a folder nor in the local Hugging Face cache "
-                                f"(no network at run time): download it once where there is network, or pass "
-                                f"its folder ({e.__class__.__name__})") from None
