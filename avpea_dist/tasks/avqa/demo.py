@@ -27,8 +27,7 @@ from ...train.demo import default_config, print_timing, train_variant
 from .metrics import TypeAccuracy, format_table
 
 DEFAULT_VIDEOS = 240
-QUESTIONS_PER_VIDEO = 18  # two rounds over the nine kinds: twice the supervision per encoder pass, same cost
-INSTRUMENTS = 4  # instrument kinds: fewer look-sound pairs to learn in a CPU budget (pitches far apart)
+QUESTIONS_PER_VIDEO = 9  # one of each kind a scene supports: the most answers per encoder pass
 VARIANTS = {"av_pea": "av", "audio_only": "audio", "visual_only": "visual"}
 SUMMARY_KEYS = ("overall", "audio", "visual", "audio_visual")
 
@@ -40,14 +39,12 @@ def prepare_data(out: Path, videos: int, seed: int, img_size: int) -> Path:
     from .synth import make_musicavqa
 
     raw, shards, marker = out / "data" / "raw", out / "data" / "shards", out / "data" / "demo.json"
-    wanted = {"videos": videos, "seed": seed, "questions": QUESTIONS_PER_VIDEO, "instruments": INSTRUMENTS,
-              "frame_size": img_size}
+    wanted = {"videos": videos, "seed": seed, "questions": QUESTIONS_PER_VIDEO, "frame_size": img_size}
     if not (marker.is_file() and json.loads(marker.read_text()) == wanted):
         shutil.rmtree(raw, ignore_errors=True)
         shutil.rmtree(shards, ignore_errors=True)
     t = time.perf_counter()
-    made = make_musicavqa(raw, videos=videos, seed=seed, questions=QUESTIONS_PER_VIDEO, progress=True,
-                          instruments=INSTRUMENTS)
+    made = make_musicavqa(raw, videos=videos, seed=seed, questions=QUESTIONS_PER_VIDEO, progress=True)
     if not made.get("reused"):
         print(f"synthesised {videos} videos ({made['questions_per_split']} questions) in "
               f"{time.perf_counter() - t:.0f} s", flush=True)
@@ -98,8 +95,7 @@ def run_demo(out: str | Path = "runs/demo_avqa", *, seed: int = 0, nproc: int = 
         "test_accuracy_per_kind": {name: {k: _round(v) for k, v in r.items()} for name, r in reports.items()},
         "test_questions": tables["majority"].questions(),
         "reused_runs": [name for name, r in results.items() if r.get("reused")],
-        "seed": seed, "videos": videos, "questions_per_video": QUESTIONS_PER_VIDEO,
-        "instruments": INSTRUMENTS, "ranks": nproc,
+        "seed": seed, "videos": videos, "questions_per_video": QUESTIONS_PER_VIDEO, "ranks": nproc,
         "config": str(config), "overrides": list(overrides), "machine": _machine(),
         "runs": {name: {k: r.get(k) for k in ("best_val_score", "best_step", "step", "train_seconds",
                                                "wall_seconds", "run_dir")} for name, r in results.items()},

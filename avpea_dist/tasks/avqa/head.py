@@ -18,7 +18,7 @@ global visual feature; our ViT's visual CLS plays that part.
 Input standardisation (ours, before the above): the tokens of a frozen random-init ViT share one large
 component (measured on the embedded set: mean cosine 0.95 between different videos' visual CLS, the common
 vector ~5x the per-video residual), which the head learns around only slowly. Each input (audio CLS,
-visual CLS, visual patches) goes through ``FeatureStandardise``: a per-channel shift and scale, initialised
+visual CLS, visual patches) can go through ``FeatureStandardise`` (``avqa.standardise``): a per-channel shift and scale, initialised
 from the first training batch's mean and std (ActNorm's data-dependent init, Kingma & Dhariwal 2018; the
 statistics are averaged over ranks) and trained as ordinary head parameters, so exports and resumes carry
 them; before that first batch it is the identity.
@@ -60,6 +60,8 @@ class AVQAHeadConfig:
     """Dropout of the temporal attention and its feed-forward block (0.1 in the reference)."""
     match_weight: float = 0.0
     """Weight of the positive/negative frame-matching loss (0.5 in the reference); 0 builds no matching MLP."""
+    standardise: bool = False
+    """Pass the three inputs through ``FeatureStandardise`` (not in the reference; for random-init backbones)."""
 
 
 @dataclass
@@ -140,7 +142,8 @@ class AVQAHead(nn.Module):
             raise ValueError(f"match_weight {cfg.match_weight} must be >= 0 (0 turns frame matching off)")
         self.cfg = cfg
         h = cfg.hidden
-        self.std_a, self.std_v, self.std_p = (FeatureStandardise(cfg.dim) for _ in range(3))
+        self.std_a, self.std_v, self.std_p = ((FeatureStandardise(cfg.dim) if cfg.standardise else nn.Identity())
+                                              for _ in range(3))
         self.proj_a, self.fc_a2 = nn.Linear(cfg.dim, h), nn.Linear(h, h)
         self.proj_v = nn.Linear(cfg.dim, h)
         self.fc_gl = nn.Linear(2 * h, h)

@@ -58,7 +58,8 @@ class AVQATask(Task):
         vocab, a = self._need_vocab(), self.cfg.avqa
         return AVQATaskHead(AVQAHeadConfig(dim=embed_dim, vocab_size=len(vocab.words),
                                            num_answers=len(vocab.answers), hidden=a.hidden, word_dim=a.word_dim,
-                                           heads=a.heads, dropout=a.dropout, match_weight=a.match_weight))
+                                           heads=a.heads, dropout=a.dropout, match_weight=a.match_weight,
+                                           standardise=a.standardise))
 
     def loss(self, outputs: Any, batch: dict[str, Any]) -> TaskLoss:
         from avpea_dist.tasks.avqa.head import avqa_loss
@@ -109,7 +110,7 @@ class AVQATask(Task):
         """The head's sizes and objective and the vocabulary (its digest): a resume must keep them."""
         a = self.cfg.avqa
         sig: dict[str, Any] = {f"avqa.{k}": getattr(a, k) for k in
-                               ("hidden", "word_dim", "heads", "dropout", "match_weight", "max_question_words")}
+                               ("hidden", "word_dim", "heads", "dropout", "match_weight", "standardise", "max_question_words")}
         if self.vocab is not None:
             text = json.dumps(self.vocab.to_json(), sort_keys=True).encode()
             sig["avqa.vocab"] = hashlib.sha256(text).hexdigest()[:16]
