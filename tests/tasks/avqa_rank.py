@@ -36,7 +36,9 @@ def main(shards: str, out: str) -> None:
     cfg = load_config(REPO / "configs" / "avqa_tiny.yaml", [*OVERRIDES, f"data.shards={shards}", f"train.out={out}/run"])
     result = run_training(cfg)  # joins the process group; tears it down at the end
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    dist.init_process_group("gloo")
+    # A fresh rendezvous, not torchrun's store again: the destroyed group's keys are still in that store
+    # under the same names, and a rank that reads them connects to the dead group and hangs.
+    dist.init_process_group("gloo", init_method=f"file://{Path(out).resolve()}/store", rank=rank, world_size=world)
     manifest = read_manifest(shards)
     task = build_task(cfg, manifest)
     torch.manual_seed(0)

@@ -4,7 +4,6 @@ manifest, the majority baseline from the manifest's answer histograms, and the h
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -284,9 +283,6 @@ def tiny_avqa_shards(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.distributed
-@pytest.mark.xfail(raises=subprocess.TimeoutExpired, strict=False,
-                   reason="known intermittent hang (issue 11, open): in some full-suite runs rank 1 waits in a gloo "
-                          "all_reduce of the training loop until the timeout; passes alone; any other failure fails")
 def test_two_ranks_train_and_count_every_question_once_with_one_encoder_pass_per_video(tiny_avqa_shards, tmp_path):
     import subprocess
     import sys
