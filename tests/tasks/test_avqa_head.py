@@ -128,3 +128,7 @@ def test_feature_standardise_starts_from_the_first_training_batch_then_keeps_its
     z = torch.randn(2, 3, D, generator=g)
     torch.testing.assert_close(restored.train()(z), norm(z))
     torch.testing.assert_close(norm(z), (z - norm.shift) * norm.scale)
+    # Held, not learnt: no gradient reaches shift or scale (the input still gets its gradient).
+    z.requires_grad_(True)
+    norm(z).square().sum().backward()
+    assert norm.shift.grad is None and norm.scale.grad is None and z.grad is not None

@@ -20,7 +20,7 @@ class AVQAConfig:
     match_weight: float = 0.0
     """Weight of AVST's positive/negative audio-visual frame-matching loss; 0 turns it (and its MLP) off."""
     standardise: bool = False
-    """Standardise the head's inputs per channel (shift/scale from the first training batch, then learnt):
+    """Standardise the head's inputs per channel (shift/scale from the first training batch, then held):
     for a frozen random-init ViT, whose tokens share one large component (see head.py, FeatureStandardise)."""
     max_question_words: int = 14
     """Question length in words after filling (longer ones are cut; MUSIC-AVQA's longest is 14)."""

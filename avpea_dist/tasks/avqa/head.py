@@ -20,8 +20,8 @@ component (measured on the embedded set: mean cosine 0.95 between different vide
 vector ~5x the per-video residual), which the head learns around only slowly. Each input (audio CLS,
 visual CLS, visual patches) can go through ``FeatureStandardise`` (``avqa.standardise``): a per-channel shift and scale, initialised
 from the first training batch's mean and std (ActNorm's data-dependent init, Kingma & Dhariwal 2018; the
-statistics are averaged over ranks) and trained as ordinary head parameters, so exports and resumes carry
-them; before that first batch it is the identity.
+statistics are averaged over ranks), then held fixed; they are head parameters (no gradient reaches them),
+so exports and resumes carry them; before that first batch it is the identity.
 
 ``AVQATaskHead`` is the module the model holds as ``head``: it reads the encoder's output (``EncoderOutput``:
 per-segment CLS and patch tokens of each stream, after the ViT's final norm) and the batch's question fields.
@@ -106,7 +106,7 @@ class TemporalAttention(nn.Module):
 
 class FeatureStandardise(nn.Module):
     """(..., D) -> (x - shift) * scale per channel; shift/scale set from the first training batch (identity
-    until then), then learnt. A channel that is constant there (an ablation's zeros) keeps scale 1."""
+    until then), then held. A channel that is constant there (an ablation's zeros) keeps scale 1."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -116,7 +116,10 @@ class FeatureStandardise(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and self._is_identity():
             self._initialise(x.detach().flatten(0, -2))
-        return (x - self.shift) * self.scale
+        # Held at their initial values: learnt, they drifted and cost ~3 Audio-Visual points (measured on
+        # cached features, docs/avqa.md). They stay parameters so that exports and checkpoints carry them; with
+        # no gradient reaching them, AdamW leaves them where they are.
+        return (x - self.shift.detach()) * self.scale.detach()
 
     def _is_identity(self) -> bool:
         return bool((self.shift == 0).all() and (self.scale == 1).all())
