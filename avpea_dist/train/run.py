@@ -257,6 +257,9 @@ class Trainer:
         if self.best_path.is_file():
             load_trainable(self.engine.module, self.best_path, self.cfg.model)
         m = evaluate(self.task, self.engine.module, self.data.eval_batches(split), self.device)
+        outputs = m.pop("outputs", None)  # a task's per-sample outputs: a file of their own, not result.json
+        if self.main and outputs is not None:
+            atomic_write_json(self.run_dir / f"outputs_{split}.json", outputs)
         if self.main:
             append_jsonl(self.run_dir / "metrics.jsonl", {"step": self.state.step, "split": split, **scalars(m),
                                                           "best_step": self.state.best_step, "time": time.time()})

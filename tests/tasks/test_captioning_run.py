@@ -46,6 +46,11 @@ def test_two_ranks_caption_every_test_clip_once_and_the_cli_captions_a_video(val
     assert test["meteor"] is None or 0 <= test["meteor"] <= 1
     ids = [e["id"] for e in test["examples"]]
     assert len(ids) == len(set(ids)) and all(e["references"] for e in test["examples"])
+    # Every test clip's caption, once, in the run folder (not in result.json)
+    outputs = json.loads((run / "outputs_test.json").read_text())
+    assert len(outputs) == len({e["id"] for e in outputs}) == test["samples"] and "outputs" not in test
+    assert all(isinstance(e["caption"], str) and e["references"] for e in outputs)
+    assert outputs[: len(test["examples"])] == test["examples"]
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     vals = [x for x in lines if x.get("split") == "val"]
     assert vals and vals[-1]["samples"] == manifest["splits"]["val"]["samples"] and "cider" in vals[-1]
