@@ -63,3 +63,15 @@ def test_two_ranks_caption_every_test_clip_once_and_the_cli_captions_a_video(val
     got = json.loads(out.stdout)
     assert [r["video"] for r in got] == [str(video), str(tmp_path / "missing.mp4")]
     assert isinstance(got[0]["caption"], str) and "error" in got[1]
+
+    # The run folder holds copies of the shards' manifest and text folder: it still captions with the shards moved.
+    assert (run / "shards_text" / "tokenizer.json").is_file()
+    moved = shards.with_name("shards_moved")
+    shards.rename(moved)
+    try:
+        again = subprocess.run([sys.executable, "-m", "avpea_dist.cli", "caption", "--run", str(run), str(video),
+                                "--json", "--beam", "1"], capture_output=True, text=True, timeout=300)
+    finally:
+        moved.rename(shards)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads(again.stdout)[0]["caption"] == got[0]["caption"]
