@@ -90,7 +90,7 @@ def run_demo(out: str | Path = "runs/demo_captioning", *, seed: int = 0, nproc: 
     test = {name: _four(r["test_metrics"]) for name, r in results.items()}
     test["most_frequent"] = _four(baseline)
     truth = _ground_truth(out / "data" / "raw" / "clips.json")
-    captions = {name: _test_captions(r) for name, r in results.items()}
+    captions = {name: _test_captions(out / "runs" / name, r) for name, r in results.items()}
     samples = _samples(captions, truth)
     named = {name: _named_share(c, truth) for name, c in captions.items()}
     margin = test["av_pea"]["cider"] - max(test[k]["cider"] for k in ("audio_only", "visual_only", "most_frequent"))
@@ -130,10 +130,10 @@ def _ground_truth(path: Path) -> dict[str, dict[str, str]]:
             for c in json.loads(path.read_text())}
 
 
-def _test_captions(result: dict[str, Any]) -> list[dict[str, Any]]:
+def _test_captions(run_dir: Path, result: dict[str, Any]) -> list[dict[str, Any]]:
     """A run's captions of every test clip (RUN/outputs_test.json: id, caption, references); a run finished by
     a version that kept only result.json's examples gives those."""
-    path = Path(result["run_dir"]) / "outputs_test.json"
+    path = run_dir / "outputs_test.json"
     if path.is_file():
         return json.loads(path.read_text())
     print(f"note: {path} is missing (a run of an older version): counting only the captions in its result.json",
