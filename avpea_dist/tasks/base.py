@@ -98,7 +98,8 @@ class Task:
         batches: no collective inside the batch loop). Returns the same dict on every rank: flat scalars
         (float, int or None) written to metrics.jsonl, including ``selection_metric``, ``samples`` (clips
         scored) and ``skipped`` (clips the loader could not decode); nested values (tables, examples) are
-        allowed and kept in result.json."""
+        allowed and kept in result.json, except ``outputs`` (a task's per-sample outputs, e.g. every caption):
+        the final evaluation writes it to ``RUN/outputs_<split>.json`` instead."""
         raise NotImplementedError
 
     def signature(self) -> dict[str, Any]:

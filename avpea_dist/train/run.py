@@ -33,7 +33,7 @@ from .export import export_trainable, load_trainable
 from .loop import LoopState, StepResult, TrainingError, all_reduce_, data_position, train_step
 from .metrics import MetricsLog, TrainStats, append_jsonl
 from .resume import resume_signature
-from .runmodel import RUN_MANIFEST
+from .runmodel import RUN_MANIFEST, copy_text_folder
 from .runsetup import choose_resume, set_determinism, write_run_files
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,7 @@ class Trainer:
             write_run_files(cfg, self.run_dir, self.info, backend, model.weights_report, self.steps)
             if manifest is not None:  # the run stays usable (load_run) when its shards are gone
                 atomic_write_json(self.run_dir / RUN_MANIFEST, manifest)
+                copy_text_folder(cfg.data.shards, manifest, self.run_dir)
         # The engine's schedule runs over the resolved length (train.epochs may have set it); the engine also
         # stores the frozen backbone in bf16 when training in bf16.
         self.engine, self.scheduler = build_engine(
@@ -257,6 +258,9 @@ class Trainer:
         if self.best_path.is_file():
             load_trainable(self.engine.module, self.best_path, self.cfg.model)
         m = evaluate(self.task, self.engine.module, self.data.eval_batches(split), self.device)
+        outputs = m.pop("outputs", None)  # a task's per-sample outputs: a file of their own, not result.json
+        if self.main and outputs is not None:
+            atomic_write_json(self.run_dir / f"outputs_{split}.json", outputs)
         if self.main:
             append_jsonl(self.run_dir / "metrics.jsonl", {"step": self.state.step, "split": split, **scalars(m),
                                                           "best_step": self.state.best_step, "time": time.time()})

@@ -2,8 +2,9 @@
 (``media_from_video``), for `avpea predict` (AVEL), `avpea search` (retrieval) and `avpea caption`.
 
 A run folder (``train.out``) holds ``config.yaml``, ``best/`` and ``final/adapters.safetensors`` and a copy
-of the training shards' manifest (``shards_manifest.json``), so a run keeps working when its shards are
-gone: the task is rebuilt from that manifest (class names, vocabulary, text model folder, preprocessing).
+of the training shards' manifest (``shards_manifest.json``) and of their text folder (``shards_text/``, for
+retrieval and captioning shards), so a run keeps working when its shards are gone: the task is rebuilt from
+that manifest (class names, vocabulary, text model folder, preprocessing).
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +29,8 @@ log = logging.getLogger(__name__)
 
 RUN_MANIFEST = "shards_manifest.json"
 """The training shards' manifest, copied into the run folder by rank 0 at the start of a run."""
+RUN_TEXT = "shards_text"
+"""The shards' text folder (tokenizer + small text model, when the manifest names one), copied beside it."""
 
 
 def run_manifest(run_dir: str | Path | None, cfg: "Config") -> dict[str, Any] | None:
@@ -37,9 +43,29 @@ def run_manifest(run_dir: str | Path | None, cfg: "Config") -> dict[str, Any] | 
     except (OSError, ValueError) as e:
         copy = Path(run_dir) / RUN_MANIFEST if run_dir is not None else None
         if copy is not None and copy.is_file():
-            return json.loads(copy.read_text())
+            manifest = json.loads(copy.read_text())
+            text = Path(run_dir) / RUN_TEXT
+            if manifest.get("text") and text.is_dir():  # an absolute folder wins over the gone shards folder
+                manifest["text"] = {**manifest["text"], "folder": str(text.resolve())}
+            return manifest
         log.warning("no shard manifest for this run (%s)", str(e).split(";")[0])
         return None
+
+
+def copy_text_folder(shards: str | Path, manifest: dict[str, Any], run_dir: str | Path) -> None:
+    """The shards' text folder (``manifest['text']['folder']``) to ``RUN/shards_text``, atomically (a
+    temporary folder renamed into place); a run folder that already holds it (a resumed run) keeps its copy.
+    Nothing to do for shards without one (AVEL, AVQA)."""
+    folder = (manifest.get("text") or {}).get("folder")
+    source, target = Path(shards) / str(folder or ""), Path(run_dir) / RUN_TEXT
+    if not folder or not source.is_dir() or target.is_dir():
+        return
+    tmp = Path(tempfile.mkdtemp(prefix=f".{RUN_TEXT}.", dir=run_dir))
+    try:
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def export_path(run_dir: str | Path, which: str = "best") -> Path:

@@ -46,6 +46,11 @@ def test_two_ranks_caption_every_test_clip_once_and_the_cli_captions_a_video(val
     assert test["meteor"] is None or 0 <= test["meteor"] <= 1
     ids = [e["id"] for e in test["examples"]]
     assert len(ids) == len(set(ids)) and all(e["references"] for e in test["examples"])
+    # Every test clip's caption, once, in the run folder (not in result.json)
+    outputs = json.loads((run / "outputs_test.json").read_text())
+    assert len(outputs) == len({e["id"] for e in outputs}) == test["samples"] and "outputs" not in test
+    assert all(isinstance(e["caption"], str) and e["references"] for e in outputs)
+    assert outputs[: len(test["examples"])] == test["examples"]
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     vals = [x for x in lines if x.get("split") == "val"]
     assert vals and vals[-1]["samples"] == manifest["splits"]["val"]["samples"] and "cider" in vals[-1]
@@ -58,3 +63,15 @@ def test_two_ranks_caption_every_test_clip_once_and_the_cli_captions_a_video(val
     got = json.loads(out.stdout)
     assert [r["video"] for r in got] == [str(video), str(tmp_path / "missing.mp4")]
     assert isinstance(got[0]["caption"], str) and "error" in got[1]
+
+    # The run folder holds copies of the shards' manifest and text folder: it still captions with the shards moved.
+    assert (run / "shards_text" / "tokenizer.json").is_file()
+    moved = shards.with_name("shards_moved")
+    shards.rename(moved)
+    try:
+        again = subprocess.run([sys.executable, "-m", "avpea_dist.cli", "caption", "--run", str(run), str(video),
+                                "--json", "--beam", "1"], capture_output=True, text=True, timeout=300)
+    finally:
+        moved.rename(shards)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads(again.stdout)[0]["caption"] == got[0]["caption"]

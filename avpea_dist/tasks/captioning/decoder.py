@@ -2,8 +2,15 @@
 
 ``AVMemory`` turns the encoder's tokens into the decoder's memory as VALOR's decoder sees its video and audio:
 every token of every segment of each present stream (CLS and patches), projected to the decoder width, plus a
-learned segment embedding and a learned stream embedding, then a LayerNorm. An ablation's absent stream adds
-no tokens at all (the decoder cannot attend to what is not there).
+learned segment embedding, a learned stream embedding and a learned token-position embedding (where in the
+frame or spectrogram the token sits), then a LayerNorm. An ablation's absent stream adds no tokens at all
+(the decoder cannot attend to what is not there).
+
+Why the position embedding: cross-attention is blind to the order of the memory, so the decoder can only
+read "left" or "right" from what a token's content says about its place. A random-init ViT's own position
+embedding is tiny (timm draws it with std 0.02), so its tokens barely say it: measured on the demo set with
+a decoder trained on cached frozen tokens, without this embedding the side was right in 34/60 test clips
+after 1,200 steps (chance), with it 60/60 after 800 (colour and shape alike either way).
 
 Decoders share one interface so that training, evaluation and ``avpea caption`` run the same code:
 ``prepare(memory (B, M, W)) -> cache`` once per clip, ``select(cache, clips)`` for a subset of clips, and
@@ -29,6 +36,10 @@ import torch.nn.functional as F
 from torch import nn
 
 
+MAX_POSITIONS = 1024
+"""Tokens per segment and stream that the position embedding covers (ViT-L/16 at 224 px has 197)."""
+
+
 class AVMemory(nn.Module):
     """EncoderOutput -> (B, M, W): all tokens of all segments of the present streams, in stream order."""
 
@@ -38,6 +49,10 @@ class AVMemory(nn.Module):
         self.proj = nn.ModuleDict({s: nn.Linear(embed_dim, width) for s in self.streams})
         self.segment = nn.Parameter(torch.randn(segments, width) * 0.02)
         self.stream = nn.Parameter(torch.randn(len(self.streams), width) * 0.02)
+        # At the scale of the projected tokens (std ~0.58 for layer-normed inputs and nn.Linear's init): a
+        # token's place is as visible as its content from the first step (at std 0.02 the decoder learned the
+        # side only after ~800 steps on the demo set, measured).
+        self.position = nn.Parameter(torch.randn(len(self.streams), MAX_POSITIONS, width) * 0.5)
         self.norm = nn.LayerNorm(width)
 
     def forward(self, enc: Any) -> torch.Tensor:
@@ -47,8 +62,11 @@ class AVMemory(nn.Module):
             if tokens.shape[1] > self.segment.shape[0]:
                 raise ValueError(f"the encoder gave {tokens.shape[1]} segments; the caption decoder was built for "
                                  f"{self.segment.shape[0]} (model.num_segments)")
+            if tokens.shape[2] > MAX_POSITIONS:
+                raise ValueError(f"{tokens.shape[2]} tokens per segment exceed the caption memory's {MAX_POSITIONS} "
+                                 f"positions; use a smaller model.img_size")
             x = self.proj[s](tokens.to(self.proj[s].weight.dtype))
-            x = x + self.segment[: x.shape[1], None] + self.stream[i]
+            x = x + self.segment[: x.shape[1], None] + self.stream[i] + self.position[i, : x.shape[2]]
             parts.append(x.flatten(1, 2))
         return self.norm(torch.cat(parts, dim=1))
 

@@ -7,9 +7,16 @@
 2. train ``captioning_tiny`` three times with 2 DeepSpeed ranks (torchrun): AV-PEA, audio only, visual only;
    each run validates (CIDEr-D on val), keeps its best model and captions the test split once;
 3. print BLEU-4, METEOR, ROUGE-L and CIDEr-D (x 100, as papers print them) beside the most-frequent-caption
-   baseline, a few test captions with their references, and how many of AV-PEA's test captions (among those
-   kept in result.json) name what is seen and what is heard (the synthetic set's ground truth);
+   baseline, a few test captions with their references, and, for each model, how many of its captions of ALL
+   test clips (``RUN/outputs_test.json``) name what is seen (colour, shape and side) and what is heard (pitch
+   and sound kind) correctly, by the synthetic set's ground truth;
    write ``OUT/summary.json`` (metric values as pycocoevalcap returns them: fractions).
+
+The bar (the demo exits 1 unless both hold): AV-PEA beats audio only, visual only and the most frequent
+caption on test CIDEr-D, AND at least ``NAMES_BOTH_BAR`` = 80 % of AV-PEA's test captions name both the
+picture and the sound correctly. An ablation cannot beat chance on the stream it lacks (1 in 36 pictures,
+1 in 9 sounds); why 80 % and not more: the shape is the hardest word at 64 px (right in 52-54 of 60 test clips
+with every decoder setting measured on cached tokens, docs/captioning.md), colour, side and sound in ~100 %.
 
 Finished runs and a finished data build are reused, so a rerun after an interruption continues.
 """
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +34,9 @@ from ...fileio import atomic_write_json
 from .metrics import METRICS
 
 DEFAULT_CLIPS = 240
+NAMES_BOTH_BAR = 0.8
+"""Share of AV-PEA's test captions that must name both the picture and the sound correctly."""
+SAMPLES = 8  # test clips in summary.json's samples (4 printed)
 VARIANTS = {"av_pea": "av", "audio_only": "audio", "visual_only": "visual"}
 LABELS = {"av_pea": "AV-PEA (audio + visual)", "audio_only": "audio only", "visual_only": "visual only",
           "most_frequent": "most frequent caption"}
@@ -79,8 +90,9 @@ def run_demo(out: str | Path = "runs/demo_captioning", *, seed: int = 0, nproc: 
     test = {name: _four(r["test_metrics"]) for name, r in results.items()}
     test["most_frequent"] = _four(baseline)
     truth = _ground_truth(out / "data" / "raw" / "clips.json")
-    samples = _samples(results, truth)
-    named = _named_share(samples)
+    captions = {name: _test_captions(out / "runs" / name, r) for name, r in results.items()}
+    samples = _samples(captions, truth)
+    named = {name: _named_share(c, truth) for name, c in captions.items()}
     margin = test["av_pea"]["cider"] - max(test[k]["cider"] for k in ("audio_only", "visual_only", "most_frequent"))
     reused = [name for name, r in results.items() if r.get("reused")]
     summary = {
@@ -89,8 +101,9 @@ def run_demo(out: str | Path = "runs/demo_captioning", *, seed: int = 0, nproc: 
         "test": test,
         "samples": samples,
         "names_seen_and_heard": named,
+        "names_both_bar": NAMES_BOTH_BAR,
         "cider_margin": round(margin, 4),
-        "ok": margin > 0 and named["both"] == named["captions"] > 0,
+        "ok": margin > 0 and named["av_pea"]["captions"] > 0 and named["av_pea"]["share_both"] >= NAMES_BOTH_BAR,
         "reused_runs": reused,
         "test_clips": results["av_pea"]["test_metrics"].get("samples"),
         "metric_notes": results["av_pea"]["test_metrics"].get("notes"),
@@ -117,12 +130,23 @@ def _ground_truth(path: Path) -> dict[str, dict[str, str]]:
             for c in json.loads(path.read_text())}
 
 
-def _samples(results: dict[str, dict[str, Any]], truth: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
-    """AV-PEA's kept test captions, each with the ablations' caption of the same clip and the references."""
-    others = {name: {e["id"]: e["caption"] for e in r["test_metrics"].get("examples", [])}
-              for name, r in results.items()}
+def _test_captions(run_dir: Path, result: dict[str, Any]) -> list[dict[str, Any]]:
+    """A run's captions of every test clip (RUN/outputs_test.json: id, caption, references); a run finished by
+    a version that kept only result.json's examples gives those."""
+    path = run_dir / "outputs_test.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    print(f"note: {path} is missing (a run of an older version): counting only the captions in its result.json",
+          flush=True)
+    return list(result["test_metrics"].get("examples", []))
+
+
+def _samples(captions: dict[str, list[dict[str, Any]]], truth: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
+    """The first AV-PEA test captions (by clip id), each with the ablations' caption of the same clip and the
+    references."""
+    others = {name: {e["id"]: e["caption"] for e in c} for name, c in captions.items()}
     rows = []
-    for e in results["av_pea"]["test_metrics"].get("examples", []):
+    for e in captions["av_pea"][:SAMPLES]:
         row = {"id": e["id"], "av_pea": e["caption"], "audio_only": others["audio_only"].get(e["id"]),
                "visual_only": others["visual_only"].get(e["id"]), "references": e["references"]}
         if e["id"] in truth:
@@ -131,18 +155,23 @@ def _samples(results: dict[str, dict[str, Any]], truth: dict[str, dict[str, str]
     return rows
 
 
-def _named_share(samples: list[dict[str, Any]]) -> dict[str, int]:
-    """How many AV-PEA sample captions name the clip's picture (colour, shape, side) and its sound
-    (pitch, kind), by the ground truth."""
+def caption_words(caption: str) -> set[str]:
+    """The lower-case words of a caption, punctuation dropped ("right." -> "right")."""
+    return set(re.findall(r"[a-z]+", caption.lower()))
+
+
+def _named_share(captions: list[dict[str, Any]], truth: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """How many captions name the clip's picture (colour, shape and side) and its sound (pitch and kind), by
+    the ground truth; ``share_both``: the fraction naming both."""
     seen = heard = both = 0
-    rows = [s for s in samples if "truth" in s]
-    for s in rows:
-        words = set(s["av_pea"].split())
-        t = s["truth"]
+    rows = [e for e in captions if e["id"] in truth]
+    for e in rows:
+        words, t = caption_words(e["caption"]), truth[e["id"]]
         v = {t["colour"], t["shape"], t["side"]} <= words
         a = {t["pitch"], t["sound"]} <= words
         seen, heard, both = seen + v, heard + a, both + (v and a)
-    return {"captions": len(rows), "seen": seen, "heard": heard, "both": both}
+    n = len(rows)
+    return {"captions": n, "seen": seen, "heard": heard, "both": both, "share_both": round(both / n, 4) if n else 0.0}
 
 
 def print_summary(s: dict[str, Any]) -> None:
@@ -164,9 +193,11 @@ def print_summary(s: dict[str, Any]) -> None:
               f"    visual only: {row['visual_only']}")
         for ref in row["references"]:
             print(f"    reference:   {ref}")
-    n = s["names_seen_and_heard"]
-    print(f"\nAV-PEA names what is seen in {n['seen']}/{n['captions']} sample captions, what is heard in "
-          f"{n['heard']}/{n['captions']}, both in {n['both']}/{n['captions']}")
+    print("\nTest captions naming the picture (colour, shape, side) | the sound (pitch, kind) | both, correctly")
+    for name in VARIANTS:
+        n = s["names_seen_and_heard"][name]
+        print(f"  {LABELS[name]:<26} {n['seen']:>3}/{n['captions']} | {n['heard']:>3}/{n['captions']} | "
+              f"{n['both']:>3}/{n['captions']} ({100 * n['share_both']:.0f} %)")
     reused = s.get("reused_runs", [])
     if len(reused) == len(VARIANTS):
         print("training + evaluation: reused the 3 finished runs (nothing trained; pass another --out to train again)")
@@ -177,3 +208,6 @@ def print_summary(s: dict[str, Any]) -> None:
     verdict = ("AV-PEA beats audio only, visual only and the most frequent caption on CIDEr-D" if s["cider_margin"] > 0
                else "AV-PEA DID NOT BEAT every baseline on CIDEr-D: see the runs' metrics.jsonl")
     print(f"{verdict} (margin {100 * s['cider_margin']:.1f})")
+    share, bar = s["names_seen_and_heard"]["av_pea"]["share_both"], s["names_both_bar"]
+    print(f"AV-PEA names both picture and sound in {100 * share:.0f} % of test clips "
+          f"({'meets' if share >= bar else 'MISSES'} the {100 * bar:.0f} % bar)")

@@ -7,7 +7,8 @@
   line's accuracy is next-token accuracy.
 - Evaluation: every clip of the split captioned once (beam ``captioning.beam``), the (id, caption,
   references) of all ranks gathered on rank 0 and scored there with pycocoevalcap (``metrics.py``), the
-  numbers broadcast back. Selection on val CIDEr-D.
+  numbers broadcast back. Selection on val CIDEr-D. The final evaluation's captions of every clip go to
+  ``RUN/outputs_test.json`` (the result's ``outputs``), 8 of them also to result.json (``examples``).
 - Baseline: the most frequent training caption (manifest ``most_frequent_caption``) for every clip.
 """
 
@@ -189,9 +190,9 @@ def _score(parts: list[tuple[list[tuple[str, str, list[str]]], int]]) -> dict[st
         raise ValueError("the evaluation split yielded no clips on any rank; check the shards folder and its "
                          "manifest (avpea shards verify)")
     scores = score_captions(refs, cands)
-    examples = [{"id": k, "caption": cands[k], "references": refs[k]} for k in sorted(cands)[:EXAMPLES]]
+    outputs = [{"id": k, "caption": cands[k], "references": refs[k]} for k in sorted(cands)]
     return {**{k: v for k, v in scores.items() if k != "clips"}, "samples": len(cands),
-            "skipped": sum(s for _, s in parts), "examples": examples}
+            "skipped": sum(s for _, s in parts), "examples": outputs[:EXAMPLES], "outputs": outputs}
 
 
 def split_references(shards: Path, manifest: dict[str, Any] | None, split: str) -> dict[str, list[str]]:
