@@ -10,12 +10,12 @@ import argparse
 import importlib
 import sys
 
-from . import runtime
+from .runtime import startup
 from .config import ConfigError
 
-_AREAS = ("avpea_dist.models.commands", "avpea_dist.data.commands", "avpea_dist.train.commands",
-          "avpea_dist.predict", "avpea_dist.launch.commands",
-          "avpea_dist.tasks.retrieval.search", "avpea_dist.tasks.captioning.commands")
+_AREAS = ("avpea_dist.apps.model_info", "avpea_dist.apps.shards", "avpea_dist.apps.train_commands",
+          "avpea_dist.apps.predict", "avpea_dist.launch.commands",
+          "avpea_dist.tasks.retrieval.commands", "avpea_dist.tasks.captioning.commands")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "overrides") or not all("=" in e and not e.startswith("-") for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = list(args.overrides or []) + extra
-    runtime.start_process(args.verbose, threads=False)  # a command that starts ranks sets their threads
+    startup.start_process(args.verbose, threads=False)  # a command that starts ranks sets their threads
     try:
         return int(args.func(args) or 0)
     except (ConfigError, ValueError, FileNotFoundError) as e:

@@ -13,18 +13,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config_base import ConfigError, RefusedOnRankZero  # noqa: F401 (re-exported: most modules import them from here)
-from .config_base import check_choice as _choice, check_positive as _positive
-from .tasks.avqa.config import AVQAConfig
-from .tasks.captioning.config import CaptioningConfig
-from .tasks.registry import task_names
-from .tasks.retrieval.config import RetrievalConfig
+from .errors import ConfigError, RefusedOnRankZero  # noqa: F401 (re-exported: most modules import them from here)
+from .errors import check_choice as _choice, check_positive as _positive
+from .plugins import task_spec, task_specs
 
 # Settings a resume from a checkpoint may change only when the user says so (train.allow_resume_changes):
 # each breaks the exact continuation (data order, batch composition, inputs, objective). 'data' stands for
 # the shards' content (a fingerprint of the manifest's shard hashes), not the folder's path.
 RESUME_OVERRIDABLE = ("data", "data.batch_size", "data.epoch_batches", "data.shuffle_buffer", "optim.grad_accum",
-                      "train.seed", "train.loss", "model.pretrained", "model.img_size",
+                      "train.seed", "model.pretrained", "model.img_size",
                       "model.mel_bins", "model.audio_frames", "model.num_segments", "model.adapter_activation")
 
 
@@ -45,10 +42,6 @@ class ModelConfig:
     """Fbank frames per one-second segment (its width); LAVisH uses 102."""
     num_segments: int = 10
     """One-second segments per clip."""
-    num_classes: int = 29
-    """AVEL: classes per segment; AVE has 28 events + background. Must match the shards' manifest."""
-    head_hidden: int = 512
-    """AVEL: hidden width of the head: concat(audio CLS, visual CLS) -> hidden -> classes."""
     adapters: bool = True
     """False trains the head alone on frozen features (linear-probe ablation)."""
     modalities: str = "av"
@@ -84,11 +77,8 @@ class ModelConfig:
         _choice("model.adapter_gate", self.adapter_gate, ("scalar", "vector", "zero_up"))
         _choice("model.backbone_dtype", self.backbone_dtype, ("auto", "fp32", "bf16"))
         _positive("model.bottleneck", self.bottleneck, zero_ok=True)
-        for name in ("img_size", "mel_bins", "audio_frames", "num_segments", "num_classes", "head_hidden",
-                     "adapter_heads"):
+        for name in ("img_size", "mel_bins", "audio_frames", "num_segments", "adapter_heads"):
             _positive(f"model.{name}", getattr(self, name))
-        if self.num_classes < 2:
-            raise ConfigError(f"model.num_classes={self.num_classes} must be >= 2")
         if self.bottleneck and self.bottleneck % self.adapter_heads:
             raise ConfigError(f"model.adapter_heads={self.adapter_heads} must divide "
                               f"model.bottleneck={self.bottleneck}")
@@ -98,8 +88,8 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    shards: str = "shards/ave"
-    """Folder holding manifest.json and the split shards written by `avpea shards build`."""
+    shards: str = ""
+    """Folder holding manifest.json and the split shards written by `avpea shards build` (required to train)."""
     batch_size: int = 8
     """Clips per rank per micro-step (each clip is num_segments segments)."""
     num_workers: int = 4
@@ -157,8 +147,8 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    out: str = "runs/avel"
-    """Run folder: config, metrics, TensorBoard events and checkpoints land here."""
+    out: str = ""
+    """Run folder: config, metrics, TensorBoard events and checkpoints land here ('' means runs/<task>)."""
     steps: int = 5000
     """Optimizer steps in the whole run."""
     eval_every: int = 500
@@ -184,30 +174,17 @@ class TrainConfig:
     """When > 0, the run length in passes over the training split; it replaces train.steps with
     ceil(epochs * epoch_batches / optim.grad_accum), so a run means the same on 1 GPU and on 32.
     eval_every, ckpt_every and log_every still count optimizer steps."""
-    loss: str = "ce"
-    """AVEL's training objective per segment: 'ce' (softmax cross-entropy) or 'bce_softmax' (LAVisH's: binary
-    cross-entropy between the softmax and the one-hot target, averaged over every class of every segment).
-    Other tasks set their objective in their own section."""
     allow_resume_changes: list[str] = field(default_factory=list)
     """Settings a resume may change although the run then differs from an uninterrupted one, e.g.
     [data.batch_size, train.seed]. Allowed: data (the shards' content), data.batch_size, data.epoch_batches,
-    data.shuffle_buffer, optim.grad_accum, train.seed, train.loss, model.pretrained,
-    model.img_size, model.mel_bins, model.audio_frames, model.num_segments, model.adapter_activation."""
+    data.shuffle_buffer, optim.grad_accum, train.seed, model.pretrained, model.img_size, model.mel_bins,
+    model.audio_frames, model.num_segments, model.adapter_activation, and the keys the task's spec allows
+    (e.g. avel.loss)."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "eval_every", "log_every", "ckpt_every", "keep_checkpoints", "max_skipped_steps"):
             _positive(f"train.{name}", getattr(self, name))
         _positive("train.epochs", self.epochs, zero_ok=True)
-        _choice("train.loss", self.loss, ("ce", "bce_softmax"))
-        for name in self.allow_resume_changes:
-            if name not in RESUME_OVERRIDABLE:
-                hint = difflib.get_close_matches(name, RESUME_OVERRIDABLE, n=1, cutoff=0.5)
-                raise ConfigError(f"train.allow_resume_changes: '{name}' cannot be allowed"
-                                  f"{'; did you mean ' + repr(hint[0]) + '?' if hint else ''} (allowed: "
-                                  f"{', '.join(RESUME_OVERRIDABLE)}; a model or world-size change needs a new "
-                                  f"train.out)")
-        if not self.out:
-            raise ConfigError("train.out is empty; give a run folder path")
 
     def total_steps(self, epoch_batches: int, grad_accum: int) -> int:
         """Optimizer steps of the run: train.steps, or the epochs' worth of steps when train.epochs > 0."""
@@ -252,11 +229,11 @@ class DistConfig:
 
 @dataclass
 class Config:
-    task: str = "avel"
-    """Task trained: 'avel' (event localisation, AVE), 'avqa' (question answering, MUSIC-AVQA), 'retrieval'
-    (text <-> clip, VALOR-32K) or 'captioning' (VALOR-32K); see avpea_dist/tasks/registry.py."""
+    task: str = ""
+    """Task trained: the name of a registered task (avpea_dist/tasks/<name>/, or an installed plug-in); its
+    own settings are the section of the same name (``avqa:``, ``retrieval:``...)."""
     model: ModelConfig = field(default_factory=ModelConfig)
-    """The frozen backbone and the AV-PEA adapters (the encoder every task shares), and AVEL's head."""
+    """The frozen backbone and the AV-PEA adapters: the encoder every task shares."""
     data: DataConfig = field(default_factory=DataConfig)
     """Shards and the streaming loader."""
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -267,15 +244,46 @@ class Config:
     """Evaluation and model selection."""
     dist: DistConfig = field(default_factory=DistConfig)
     """Distributed engine settings."""
-    avqa: AVQAConfig = field(default_factory=AVQAConfig)
-    """Question answering (read when task is 'avqa')."""
-    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
-    """Text <-> clip retrieval (read when task is 'retrieval')."""
-    captioning: CaptioningConfig = field(default_factory=CaptioningConfig)
-    """Captioning (read when task is 'captioning')."""
+    sections: dict[str, Any] = field(default_factory=dict)
+    """Task sections by task name, each typed by its task's spec (``TaskSpec.section``); the active task's is
+    filled with its defaults when absent. Read as attributes (``cfg.avqa``) or as ``cfg.task_section``.
+    Not a YAML key: in a file each section is a top-level key named after its task."""
 
     def __post_init__(self) -> None:
-        _choice("task", self.task, task_names())
+        if not self.task:
+            raise ConfigError(f"no task given; set 'task:' in the config to one of "
+                              f"{', '.join(map(repr, task_specs()))}")
+        spec = task_spec(self.task)
+        for name, section in self.sections.items():
+            other = task_spec(name)
+            if other.section is None or not isinstance(section, other.section):
+                raise ConfigError(f"section '{name}' must be a {getattr(other.section, '__name__', 'no section')}")
+        if spec.section is not None and self.task not in self.sections:
+            self.sections[self.task] = spec.section()
+        if not self.train.out:
+            self.train.out = f"runs/{self.task}"
+        allowed = RESUME_OVERRIDABLE + spec.resume_overridable
+        for name in self.train.allow_resume_changes:
+            if name not in allowed:
+                hint = difflib.get_close_matches(name, allowed, n=1, cutoff=0.5)
+                raise ConfigError(f"train.allow_resume_changes: '{name}' cannot be allowed"
+                                  f"{'; did you mean ' + repr(hint[0]) + '?' if hint else ''} (allowed: "
+                                  f"{', '.join(allowed)}; a model change needs a new train.out)")
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails: a task section by its task's name (cfg.avqa).
+        sections = self.__dict__.get("sections")
+        if sections is not None and name in sections:
+            return sections[name]
+        raise AttributeError(f"Config has no attribute or task section {name!r}")
+
+    @property
+    def task_section(self) -> Any:
+        """The active task's section (None when its task has none)."""
+        return self.sections.get(self.task)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = {f.name: dataclasses.asdict(getattr(self, f.name)) if dataclasses.is_dataclass(getattr(self, f.name))
+               else getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "sections"}
+        out.update({name: dataclasses.asdict(section) for name, section in self.sections.items()})
+        return out

@@ -16,15 +16,30 @@ from typing import Any
 import yaml
 
 from .config import Config, ConfigError
+from .plugins import task_specs
+
+# Keys that moved into a task's section: a file written before the move still loads (the key lands in the
+# section when that task is the run's, and is dropped otherwise: it never applied to other tasks).
+MOVED = {"model.num_classes": "avel.num_classes", "model.head_hidden": "avel.head_hidden", "train.loss": "avel.loss"}
 
 # Loading: defaults <- YAML <- dotted overrides, with type checks and close-match suggestions.
+
+
+def _sections() -> dict[str, type]:
+    """Task name -> the dataclass of its config section, for every registered task that has one."""
+    return {name: spec.section for name, spec in task_specs().items() if spec.section is not None}
 
 
 def valid_keys(cls: type, prefix: str = "") -> list[str]:
     keys = []
     hints = typing.get_type_hints(cls)
+    if cls is Config:
+        for name, section in _sections().items():
+            keys += valid_keys(section, name + ".")
     for f in dataclasses.fields(cls):
         name = prefix + f.name
+        if cls is Config and f.name == "sections":
+            continue
         if dataclasses.is_dataclass(hints[f.name]):
             keys += valid_keys(hints[f.name], name + ".")
         else:
@@ -76,10 +91,36 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
                       f"({type(value).__name__})")
 
 
+def _migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with the keys of ``MOVED`` in their new place (see there)."""
+    if not any(isinstance(data.get(old.split(".")[0]), dict) and old.split(".")[1] in data[old.split(".")[0]]
+               for old in MOVED):
+        return data
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for old, new in MOVED.items():
+        (osec, okey), (nsec, nkey) = old.split("."), new.split(".")
+        if isinstance(data.get(osec), dict) and okey in data[osec]:
+            value = data[osec].pop(okey)
+            if data.get("task") == nsec:
+                data.setdefault(nsec, {}).setdefault(nkey, value)
+    return data
+
+
 def _build(cls: type, data: dict[str, Any], prefix: str, valid: list[str], where: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
+    if cls is Config:
+        data, sections = dict(data), _sections()
+        built = {}
+        for name in [k for k in data if k in sections]:
+            value = data.pop(name)
+            if not isinstance(value, dict):
+                raise ConfigError(f"'{name}' is a section; write it as a mapping of keys, got {value!r}")
+            built[name] = _build(sections[name], value, name + ".", valid, where)
+        names.discard("sections")
+        if built:
+            kwargs["sections"] = built
     for key, value in data.items():
         full = prefix + str(key)
         if key not in names:
@@ -157,7 +198,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     where = "the defaults"
     if path is not None:
         where = f"config file '{path}'"
-        data = read_yaml(path)
+        data = _migrate(read_yaml(path))
         _build(Config, data, "", valid, where)  # report YAML mistakes against the file's name
     for text in overrides:
         key, value = parse_override(text)
@@ -167,7 +208,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Rebuild a Config saved with ``to_dict`` (a run folder's config.yaml)."""
-    return _build(Config, data, "", valid_keys(Config), "a saved config")
+    return _build(Config, _migrate(data), "", valid_keys(Config), "a saved config")
 
 
 def dump_yaml(cfg: Config) -> str:

@@ -92,7 +92,7 @@ def main() -> None:
     import torch
 
     from avpea_dist.data.build import BuildOptions, build_ave, encode_clip
-    from avpea_dist.data.synth import SynthSpec, make_dataset
+    from avpea_dist.datasets.ave.synth import SynthSpec, make_dataset
 
     torch.set_num_threads(1)
     spec = SynthSpec(size=480, fps=25, sample_rate=44100, channels=2)

@@ -33,7 +33,7 @@ def main() -> None:
     from avpea_dist.data.build import BuildOptions, build_ave
     from avpea_dist.data.manifest import read_manifest
     from avpea_dist.data.stream import decode_sample, make_train_loader
-    from avpea_dist.data.synth import make_dataset
+    from avpea_dist.datasets.ave.synth import make_dataset
     from avpea_dist.data.tario import iter_raw_samples
 
     torch.set_num_threads(1)

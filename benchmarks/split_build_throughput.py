@@ -48,7 +48,7 @@ def main() -> None:
                     help="slurm: each build a job of T nodes x 1 task on the cluster SLURM_CONF names")
     args = ap.parse_args()
 
-    from avpea_dist.data.synth import SynthSpec, make_dataset
+    from avpea_dist.datasets.ave.synth import SynthSpec, make_dataset
 
     spec = SynthSpec(size=480, fps=25, sample_rate=44100, channels=2)
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:

@@ -47,7 +47,7 @@ def write_split(root: Path, samples: int, shard_size: int, frame_kb: float) -> i
     """A manifest and shards of ``samples`` stand-in samples; returns the split's bytes on disk."""
     import numpy as np
 
-    from avpea_dist.data.ave import BACKGROUND
+    from avpea_dist.datasets.ave.release import BACKGROUND
     from avpea_dist.data.tario import TarShardWriter
     from avpea_dist.fileio import sha256_file
 

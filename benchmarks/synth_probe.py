@@ -49,8 +49,8 @@ def main() -> None:
     import timm
 
     from avpea_dist.data.features import fbank_segments, normalise_fbank
-    from avpea_dist.tasks.avqa.synth import make_scenes
-    from avpea_dist.tasks.avqa.synth_scene import INSTRUMENTS, render_audio, render_frames
+    from avpea_dist.datasets.musicavqa.synth import make_scenes
+    from avpea_dist.datasets.musicavqa.synth_scene import INSTRUMENTS, render_audio, render_frames
 
     torch.manual_seed(0)
     scenes = make_scenes(args.scenes, 0)

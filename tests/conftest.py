@@ -22,7 +22,7 @@ def synth_shards(tmp_path_factory: pytest.TempPathFactory):
     built once per session through the real `shards synth` + `shards build ave` path.
     Splits: train 34 clips (5 shards of <= 8), val 7, test 7; classes: 9 (background last)."""
     from avpea_dist.data.build import BuildOptions, build_ave
-    from avpea_dist.data.synth import make_dataset
+    from avpea_dist.datasets.ave.synth import make_dataset
 
     base = tmp_path_factory.mktemp("synth")
     make_dataset(base / "ave", 48, seed=0, num_classes=8)

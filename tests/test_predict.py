@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from avpea_dist.config_load import dump_yaml, load_config
-from avpea_dist.data.synth import SynthSpec, write_mp4
+from avpea_dist.datasets.ave.synth import SynthSpec, write_mp4
 
 REPO = Path(__file__).resolve().parent.parent
 SIZE = 32
@@ -84,7 +84,7 @@ def _reference(run: Path, video: Path) -> torch.Tensor:
 
 
 def test_predict_matches_the_model_on_the_shard_path(run_dir, videos, tmp_path):
-    from avpea_dist.predict import load_predictor, predict_videos
+    from avpea_dist.apps.predict import load_predictor, predict_videos
 
     predictor = load_predictor(run_dir / "config.yaml", run_dir / "best" / "adapters.safetensors", device="cpu",
                                batch_size=2)
@@ -114,7 +114,7 @@ def test_predict_matches_the_model_on_the_shard_path(run_dir, videos, tmp_path):
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
 
     # The 35 s clip in windows of 10 (10, 10, 10, 5) equals one pass over single seconds: windows cover it all.
-    frames_audio = __import__("avpea_dist.predict", fromlist=["video_inputs"]).video_inputs(
+    frames_audio = __import__("avpea_dist.apps.predict", fromlist=["video_inputs"]).video_inputs(
         videos["long"], predictor.prep, SIZE)
     predictor.window_s = 1
     per_second = predictor.probabilities(*frames_audio)

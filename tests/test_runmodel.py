@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from avpea_dist.config_load import load_config
-from avpea_dist.data.synth import SynthSpec, write_mp4
+from avpea_dist.datasets.ave.synth import SynthSpec, write_mp4
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -20,7 +20,7 @@ def test_media_from_video_equals_the_shard_path(tmp_path):
     from avpea_dist.data.decode import DecodeError
     from avpea_dist.data.stream import collate, decode_sample
     from avpea_dist.data.tario import RawSample
-    from avpea_dist.train.runmodel import media_from_video
+    from avpea_dist.apps.runmodel import media_from_video
 
     rng = np.random.default_rng(0)
     spec = SynthSpec(size=48, fps=2, seconds=6.0)  # shorter than 10 s: padded as the build pads it

@@ -1,4 +1,4 @@
-"""Process start-up in one place (avpea_dist/runtime.py), shipped configs by name, and the one-line CLI answers."""
+"""Process start-up in one place (avpea_dist/runtime/startup.py), shipped configs by name, and the one-line CLI answers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from avpea_dist import runtime
+from avpea_dist.runtime import startup
 from avpea_dist.presets import find_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -17,36 +17,36 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_accelerator_is_chosen_once_and_a_users_choice_wins(monkeypatch):
     monkeypatch.setenv("DS_ACCELERATOR", "cuda")
-    assert runtime.choose_accelerator() == "cuda"
+    assert startup.choose_accelerator() == "cuda"
     monkeypatch.delenv("DS_ACCELERATOR")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU visible: CPU, without touching CUDA
-    assert runtime.choose_accelerator() == "cpu"
+    assert startup.choose_accelerator() == "cpu"
     assert __import__("os").environ["DS_ACCELERATOR"] == "cpu"
 
 
 def test_threads_per_rank_share_the_cpus(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert runtime.threads_per_rank() == 3
+    assert startup.threads_per_rank() == 3
     monkeypatch.delenv("OMP_NUM_THREADS")
     monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     cpus = len(__import__("os").sched_getaffinity(0))
-    assert runtime.threads_per_rank() == max(1, cpus // 2)
+    assert startup.threads_per_rank() == max(1, cpus // 2)
 
 
 def test_ports():
-    assert runtime.rendezvous_port("123456", 29500) == 20000 + 123456 % 20000
-    assert runtime.rendezvous_port(None, 29500) == 29500 and runtime.rendezvous_port("12_3", 6379) == 6379
-    assert 0 < runtime.free_port() < 65536
+    assert startup.rendezvous_port("123456", 29500) == 20000 + 123456 % 20000
+    assert startup.rendezvous_port(None, 29500) == 29500 and startup.rendezvous_port("12_3", 6379) == 6379
+    assert 0 < startup.free_port() < 65536
 
 
 def test_start_up_decisions_live_in_runtime_only():
-    """The accelerator, logging set-up and port helpers are decided in runtime.py and nowhere else."""
+    """The accelerator, logging set-up and port helpers are decided in startup.py and nowhere else."""
     offenders = []
     for path in (REPO / "avpea_dist").rglob("*.py"):
-        if path.name == "runtime.py":
+        if path.name == "startup.py":
             continue
         text = path.read_text()
         for needle in ('environ.setdefault("DS_ACCELERATOR"', 'environ["DS_ACCELERATOR"] =', "logging.basicConfig(",

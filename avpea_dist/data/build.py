@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 
 from . import exit_with, worker_context
 from ..fileio import atomic_open, sha256_file
-from .ave import NUM_SEGMENTS, Clip, read_ave
+from ..datasets.ave.release import NUM_SEGMENTS, Clip, read_ave
 from .manifest import FBANK_FRAMES, MEL_BINS
 from .parts import intact, load_done, mark_unfinished, merge_if_complete, write_part
 from .plan import Shard, fingerprint, make_plan, task_shards

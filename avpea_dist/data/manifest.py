@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .ave import BACKGROUND, NUM_SEGMENTS
+from ..datasets.ave.release import BACKGROUND, NUM_SEGMENTS
 
 FORMAT = "avpea-shards"
 VERSION = 1

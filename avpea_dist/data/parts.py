@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..fileio import atomic_write_json, sha256_file
-from .ave import Clip
+from ..datasets.ave.release import Clip
 from .manifest import FORMAT, MANIFEST, VERSION, member_names
 from .plan import Shard
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .ave import Clip
+from ..datasets.ave.release import Clip
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from . import exit_with, worker_context
-from .ave import NUM_SEGMENTS
+from ..datasets.ave.release import NUM_SEGMENTS
 from .features import load_npy, normalise_fbank
 from .manifest import (FBANK_FRAMES, FIX, FRAME_MEMBERS, MANIFEST, MEL_BINS, MEMBERS, default_epoch_batches,
                        read_manifest, split_entry)

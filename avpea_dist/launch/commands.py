@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _sweep_args(p)
     p.set_defaults(func=submit_sweep)
 
-    from ..data.commands import register_submit  # `submit shards build`: the data area owns it
+    from ..apps.shards import register_submit  # `submit shards build`: the data area owns it
 
     register_submit(what, _job_args)
 

@@ -29,7 +29,7 @@ from typing import Any
 import submitit
 from submitit.core.utils import DelayedSubmission
 
-from .. import runtime
+from ..runtime import startup
 from ..fileio import atomic_write_json
 from .executor import node_name
 
@@ -72,10 +72,10 @@ class TrainJob(BoundedRequeue):
 
     def __call__(self) -> dict[str, Any]:
         from ..config_load import config_from_dict
-        from ..train import preempt
+        from ..runtime import preempt
         from ..train.run import run_training
 
-        runtime.setup_logging()  # a task's stdout/stderr become submitit's per-task log files
+        startup.setup_logging()  # a task's stdout/stderr become submitit's per-task log files
         job_env = submitit.JobEnvironment()
         usr_sig = job_env._usr_sig()
         received: list[int] = []
@@ -89,7 +89,7 @@ class TrainJob(BoundedRequeue):
         # Keep every GPU visible: DeepSpeed selects its device from LOCAL_RANK.
         dist_env = submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False,
                                                                          overwrite=True)
-        runtime.start_process()  # accelerator, and this rank's share of the CPUs (LOCAL_WORLD_SIZE is set now)
+        startup.start_process()  # accelerator, and this rank's share of the CPUs (LOCAL_WORLD_SIZE is set now)
         cfg = config_from_dict(self.cfg)
         log.info("job %s rank %d/%d (local %d) on %s, master %s:%d, requeue %d of at most %d",
                  job_env.job_id, dist_env.rank, dist_env.world_size, dist_env.local_rank, node_name(),

@@ -28,7 +28,7 @@ from typing import Any
 import submitit
 
 from ..fileio import atomic_write_text
-from .. import runtime
+from ..runtime import startup
 from .job import BoundedRequeue
 from .sweep import SweepSpec, run_sweep
 
@@ -102,7 +102,7 @@ class SweepJob(BoundedRequeue):
     def __call__(self) -> dict[str, Any] | None:
         from ..config_load import config_from_dict
 
-        runtime.setup_logging()
+        startup.setup_logging()
         env = submitit.JobEnvironment()
         rendezvous = self.spec.folder / "ray_cluster" / env.job_id
         address_file, done_file = rendezvous / "head_address", rendezvous / "done"
@@ -116,7 +116,7 @@ class SweepJob(BoundedRequeue):
             finally:
                 _stop_node(node)
             return None
-        port = runtime.rendezvous_port(env.raw_job_id, 6379)
+        port = startup.rendezvous_port(env.raw_job_id, 6379)
         address = f"{env.hostnames[0]}:{port}"
         # Short and per job: two jobs on one node must not share a session folder.
         temp_dir = f"/tmp/ray_{env.raw_job_id}"

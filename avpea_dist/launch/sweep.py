@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from .. import runtime
+from ..runtime import startup
 from ..config import Config, ConfigError
 from ..config_load import config_from_dict
 from ..fileio import atomic_write_json
@@ -240,8 +240,8 @@ def train_trial(point: dict[str, Any], *, base: dict[str, Any], sweep_dir: str, 
     else:
         # A world of one, whatever Slurm variables the node carries; a fresh port, since trials share a node.
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=str(runtime.free_port()))
-        runtime.start_process()
+                          MASTER_PORT=str(startup.free_port()))
+        startup.start_process()
         result = run_training(cfg, on_eval=on_eval)
     result = _plain(result)
     if result.get("status") != "finished":

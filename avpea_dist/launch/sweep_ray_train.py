@@ -23,11 +23,11 @@ def run_workers(cfg_dict: dict[str, Any], workers: int, use_gpu: bool, cpus_per_
     events = Queue(actor_options={"num_cpus": 0})
 
     def worker_loop() -> None:
-        from avpea_dist import runtime
+        from avpea_dist.runtime import startup
         from avpea_dist.config_load import config_from_dict
         from avpea_dist.train.run import run_training
 
-        runtime.start_process()
+        startup.start_process()
         # Ray Train has exported RANK/WORLD_SIZE/LOCAL_RANK and joined the process group already.
         result = run_training(config_from_dict(cfg_dict),
                               on_eval=lambda step, metrics: events.put(("eval", step, metrics)))

@@ -19,32 +19,25 @@ from .encoder import AVPEAEncoder, EncoderOutput, backbone_norm_keys  # noqa: F4
 HeadFactory = Callable[[int, tuple[str, ...]], nn.Module]
 
 
-def avel_head_factory(cfg: ModelConfig) -> HeadFactory:
-    """AVEL's head sized by the model config: the head of a model built without a task."""
-    from ..tasks.avel.head import AVELHead
-
-    return lambda dim, streams: AVELHead(dim * len(streams), cfg.head_hidden, cfg.num_classes)
-
-
 class AVPEAModel(AVPEAEncoder):
-    """The encoder + a task head; ``forward(batch)`` -> the head's outputs (AVEL: logits (B, T, classes))."""
+    """The encoder + a task head; ``forward(batch)`` -> the head's outputs. There is no default head: the task
+    (``Task.build_head``) says what sits on the encoder."""
 
-    def __init__(self, cfg: ModelConfig, head_factory: HeadFactory | None = None) -> None:
+    def __init__(self, cfg: ModelConfig, head_factory: HeadFactory) -> None:
         super().__init__(cfg)
-        self.head = (head_factory or avel_head_factory(cfg))(self.embed_dim, self.streams)
+        self.head = head_factory(self.embed_dim, self.streams)
         self.freeze_backbone()
 
     def forward(self, batch: dict[str, Any] | torch.Tensor | None, audio: torch.Tensor | None = None) -> Any:
         """``forward(batch)``: the batch's ``frames`` and ``audio`` through the encoder, then the head with the
-        whole batch (its task fields). ``forward(frames, audio)`` is the same with no task fields (AVEL)."""
+        whole batch (its task fields). ``forward(frames, audio)`` is the same with no task fields."""
         if not isinstance(batch, dict):
             batch = {"frames": batch, "audio": audio}
         return self.head(self.encode(batch.get("frames"), batch.get("audio")), batch)
 
 
-def build_model(cfg: ModelConfig, load_weights: bool = True, *, task: Any = None) -> AVPEAModel:
-    """The model of ``task`` (a ``tasks.base.Task``, or a head factory ``(embed_dim, streams) -> nn.Module``);
-    None builds AVEL's head from ``cfg`` (num_classes, head_hidden)."""
+def build_model(cfg: ModelConfig, load_weights: bool = True, *, task: Any) -> AVPEAModel:
+    """The model of ``task`` (a ``tasks.base.Task``, or a head factory ``(embed_dim, streams) -> nn.Module``)."""
     factory = getattr(task, "build_head", task)
     model = AVPEAModel(cfg, factory)
     if load_weights:

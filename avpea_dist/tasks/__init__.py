@@ -1,1 +1,1 @@
-"""Task plug-ins (issue 11): each task owns its reader, head, loss and metrics."""
+"""Task plug-ins: each package here defines ``SPEC = plugins.TaskSpec(...)`` (codec, head, loss, metrics, demo)."""

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..world import comm_device
+from ..runtime.world import comm_device
 from ..fileio import atomic_open, atomic_write_json, atomic_write_text, sha256_file
 from .safeload import CheckpointError, safe_torch_load  # noqa: F401  (CheckpointError re-exported)
 

@@ -33,14 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: python -m avpea_dist.train.entry CONFIG [section.key=value ...]", file=sys.stderr)
         return 2
-    from .. import runtime
-    from . import preempt
+    from ..runtime import startup
+    from ..runtime import preempt
 
-    runtime.start_process()
+    startup.start_process()
     # From here on Ctrl-C and the scheduler's signals ask for a checkpoint instead of killing the rank.
     preempt.install_handlers(only_default=True)
-    if runtime.under_torchrun():
-        runtime.exit_with_parent()
+    if startup.under_torchrun():
+        startup.exit_with_parent()
     rank = os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))
     from ..config import ConfigError, RefusedOnRankZero
     from ..config_load import load_config
@@ -49,16 +49,16 @@ def main(argv: list[str] | None = None) -> int:
 
     try:  # the one place a training rank turns a user error into one line
         cfg = load_config(argv[0], argv[1:])
-        if rank != "0" and runtime.under_torchrun():
+        if rank != "0" and startup.under_torchrun():
             # torchrun prints every rank to one terminal: rank 0 speaks, the others write to the run folder.
-            runtime.quiet_rank(Path(cfg.train.out) / "logs" / f"rank{rank}.log")
+            startup.quiet_rank(Path(cfg.train.out) / "logs" / f"rank{rank}.log")
         from .run import run_training
 
         result = run_training(cfg)
     except (ConfigError, ValueError, FileNotFoundError, CheckpointError, TrainingError) as e:
         if not isinstance(e, RefusedOnRankZero):  # rank 0 prints the reason; the others need not repeat it
             who = f" (rank {rank})" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
-            print(f"avpea train{who}: error: {e}", file=runtime.terminal(), flush=True)
+            print(f"avpea train{who}: error: {e}", file=startup.terminal(), flush=True)
         return 2
     if rank == "0":
         print(json.dumps(result), flush=True)

@@ -35,7 +35,7 @@ def scalars(m: dict[str, Any]) -> dict[str, Any]:
 def evaluate_export(cfg: Any, checkpoint: str, split: str) -> dict[str, Any]:
     """``avpea eval``: the frozen backbone of ``cfg`` + an adapter export, on ``split``, across the ranks
     of the environment (one process without a launcher), for the config's task."""
-    from .. import world as avdist
+    from ..runtime import world as avdist
     from ..models.model import build_model
     from .data_source import ShardData
     from .export import load_trainable

@@ -22,7 +22,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from ..tasks.base import to_device
-from ..world import comm_device
+from ..runtime.world import comm_device
 
 
 class TrainingError(RuntimeError):

@@ -20,10 +20,10 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from .. import world as avdist
+from ..runtime import world as avdist
 from ..config import Config
 from ..fileio import atomic_write_json
-from . import preempt
+from ..runtime import preempt
 from .checkpoint import complete_tags, install_checkpoint_engine, load_checkpoint, save_checkpoint, tag_for
 from .data_source import DataSource, ShardData
 from .engine import build_engine
@@ -33,7 +33,7 @@ from .export import export_trainable, load_trainable
 from .loop import LoopState, StepResult, TrainingError, all_reduce_, data_position, train_step
 from .metrics import MetricsLog, TrainStats, append_jsonl
 from .resume import resume_signature
-from .runmodel import RUN_MANIFEST, copy_text_folder
+from ..apps.runmodel import RUN_MANIFEST, copy_text_folder
 from .runsetup import choose_resume, set_determinism, write_run_files
 
 log = logging.getLogger(__name__)

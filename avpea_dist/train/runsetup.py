@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .. import world as avdist
+from ..runtime import world as avdist
 from ..config import Config, ConfigError, RefusedOnRankZero
 from ..config_load import dump_yaml
 from ..fileio import atomic_write_json, atomic_write_text

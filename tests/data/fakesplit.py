@@ -7,7 +7,7 @@ import json
 from math import comb
 from pathlib import Path
 
-from avpea_dist.data.ave import BACKGROUND
+from avpea_dist.datasets.ave.release import BACKGROUND
 from avpea_dist.data.tario import TarShardWriter
 from avpea_dist.fileio import sha256_file
 

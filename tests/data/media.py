@@ -9,7 +9,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from avpea_dist.data.synth import SynthSpec, write_mp4
+from avpea_dist.datasets.ave.synth import SynthSpec, write_mp4
 from avpea_dist.fileio import sha256_file
 
 

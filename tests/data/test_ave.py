@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from avpea_dist.data.ave import AnnotationError, Clip, read_ave
+from avpea_dist.datasets.ave.release import AnnotationError, Clip, read_ave
 from avpea_dist.data.plan import make_plan, task_shards
 
 HEADER = "Category&VideoID&Quality&StartTime&EndTime\n"

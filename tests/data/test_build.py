@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from avpea_dist.cli import main
-from avpea_dist.data.synth import SynthSpec, make_dataset, write_mp4
+from avpea_dist.datasets.ave.synth import SynthSpec, make_dataset, write_mp4
 from avpea_dist.fileio import sha256_file
 
 

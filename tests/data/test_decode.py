@@ -7,7 +7,7 @@ import pytest
 
 from avpea_dist.data.decode import DecodeError, decode_clip
 from avpea_dist.data.features import fbank_segments
-from avpea_dist.data.synth import SynthSpec, write_mp4
+from avpea_dist.datasets.ave.synth import SynthSpec, write_mp4
 
 
 def _clip(path: Path, seconds: float, spec: SynthSpec, height: int, width: int, audio: bool = True) -> Path:

@@ -61,7 +61,7 @@ def test_killed_task_rebuilds_only_its_unfinished_shards(one_task, tmp_path: Pat
     data, one = one_task
     out = tmp_path / "killed"
     part = out / "parts" / "task-0001-of-0002.json"
-    code = ("import sys; from avpea_dist.data.build import BuildOptions; from avpea_dist.data.split_build import "
+    code = ("import sys; from avpea_dist.data.build import BuildOptions; from avpea_dist.launch.shards_job import "
             "run_task; run_task('ave', sys.argv[1], sys.argv[2], BuildOptions(workers=1, shard_size=2), task=1, "
             "tasks=2)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(data), str(out)], start_new_session=True)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from avpea_dist.tasks.avqa.build import release_folder
-from avpea_dist.tasks.avqa.release import ReleaseError, group_by_video, read_split
-from avpea_dist.tasks.avqa.vocab import build_vocab
+from avpea_dist.datasets.musicavqa.build import release_folder
+from avpea_dist.datasets.musicavqa.release import ReleaseError, group_by_video, read_split
+from avpea_dist.datasets.musicavqa.vocab import build_vocab
 from tests.data.media import shard_samples, timed_mp4
 from tests.data.test_build import avpea
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from avpea_dist.tasks.avqa.head import AVQAHead, AVQAHeadConfig, FeatureStandardise, avqa_loss, match_labels
-from avpea_dist.tasks.avqa.release import UNKNOWN_ANSWER
+from avpea_dist.datasets.musicavqa.release import UNKNOWN_ANSWER
 
 V, T, N, D, L, Q = 3, 4, 6, 32, 7, 5  # videos, segments, patches, token width, question length, questions
 

@@ -4,7 +4,7 @@ import pytest
 
 from avpea_dist.tasks.avqa.metrics import (TypeAccuracy, format_table, majority_answers, majority_baseline,
                                            type_key)
-from avpea_dist.tasks.avqa.release import UNKNOWN_ANSWER, Question
+from avpea_dist.datasets.musicavqa.release import UNKNOWN_ANSWER, Question
 
 A_CNT, A_CMP = ("Audio", "Counting"), ("Audio", "Comparative")
 V_CNT, V_LOC = ("Visual", "Counting"), ("Visual", "Location")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from avpea_dist.tasks.avqa import release
-from avpea_dist.tasks.avqa.release import PAD, UNK, UNKNOWN_ANSWER, Question, Skip, parse_record
-from avpea_dist.tasks.avqa.vocab import Vocab, build_vocab
+from avpea_dist.datasets.musicavqa import release
+from avpea_dist.datasets.musicavqa.release import PAD, UNK, UNKNOWN_ANSWER, Question, Skip, parse_record
+from avpea_dist.datasets.musicavqa.vocab import Vocab, build_vocab
 
 FIXTURES = Path(__file__).parent / "fixtures" / "musicavqa"
 ORIGINAL, UPDATE = FIXTURES / "json", FIXTURES / "json_update"

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from avpea_dist.config import Config
-from avpea_dist.config_base import ConfigError
+from avpea_dist.errors import ConfigError
 from avpea_dist.tasks.avqa.codec import AVQACodec
 from avpea_dist.tasks.avqa.metrics import majority_answers, majority_baseline
-from avpea_dist.tasks.avqa.release import PAD, QUESTION_TYPES, UNK, UNKNOWN_ANSWER, group_by_video, read_split
+from avpea_dist.datasets.musicavqa.release import PAD, QUESTION_TYPES, UNK, UNKNOWN_ANSWER, group_by_video, read_split
 from avpea_dist.tasks.avqa.task import AVQATask
-from avpea_dist.tasks.avqa.vocab import build_vocab
+from avpea_dist.datasets.musicavqa.vocab import build_vocab
 
 UPDATE = Path(__file__).parent / "fixtures" / "musicavqa" / "json_update"
 ORIGINAL = UPDATE.parent / "json"
@@ -269,9 +269,9 @@ def test_evaluate_in_one_process_counts_every_question_with_its_own_type():
 def tiny_avqa_shards(tmp_path_factory):
     """12 synthetic videos (MUSIC-AVQA layout, every kind a scene supports asked) built by the real builder."""
     from avpea_dist.data.build import BuildOptions
-    from avpea_dist.data.synth import SynthSpec
-    from avpea_dist.tasks.avqa.build import build_musicavqa
-    from avpea_dist.tasks.avqa.synth import make_musicavqa
+    from avpea_dist.datasets.ave.synth import SynthSpec
+    from avpea_dist.datasets.musicavqa.build import build_musicavqa
+    from avpea_dist.datasets.musicavqa.synth import make_musicavqa
 
     base = tmp_path_factory.mktemp("avqa")
     make_musicavqa(base / "raw", videos=12, seed=1, questions=9, spec=SynthSpec(size=32, aac_fast=True))
@@ -288,7 +288,7 @@ def test_two_ranks_train_and_count_every_question_once_with_one_encoder_pass_per
     import sys
 
     from avpea_dist.data.stream import read_manifest
-    from avpea_dist.runtime import free_port
+    from avpea_dist.runtime.startup import free_port
 
     script = Path(__file__).with_name("avqa_rank.py")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",

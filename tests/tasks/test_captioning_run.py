@@ -14,9 +14,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 @pytest.fixture(scope="module")
 def valor_shards(tmp_path_factory):
     from avpea_dist.data.build import BuildOptions
-    from avpea_dist.data.synth import SynthSpec
-    from avpea_dist.tasks.valor.build import build_valor
-    from avpea_dist.tasks.valor.synth import make_valor
+    from avpea_dist.datasets.ave.synth import SynthSpec
+    from avpea_dist.datasets.valor.build import build_valor
+    from avpea_dist.datasets.valor.synth import make_valor
 
     base = tmp_path_factory.mktemp("valor")
     make_valor(base / "raw", clips=16, seed=0, spec=SynthSpec(size=32))
@@ -27,7 +27,7 @@ def valor_shards(tmp_path_factory):
 
 def test_two_ranks_caption_every_test_clip_once_and_the_cli_captions_a_video(valor_shards, tmp_path):
     from avpea_dist.data.manifest import read_manifest
-    from avpea_dist.train.demo import default_config, train_variant
+    from avpea_dist.apps.demo import default_config, train_variant
 
     shards = valor_shards / "shards"
     manifest = read_manifest(shards)

@@ -12,10 +12,10 @@ import pytest
 
 from avpea_dist.cli import main
 from avpea_dist.data.decode import decode_clip
-from avpea_dist.data.synth import _COLOURS, SynthSpec, _tone
-from avpea_dist.tasks.avqa import release
-from avpea_dist.tasks.avqa.synth_scene import NAMES
-from avpea_dist.tasks.avqa.synth import make_musicavqa, make_questions, make_scenes, majority_share
+from avpea_dist.datasets.ave.synth import _COLOURS, SynthSpec, _tone
+from avpea_dist.datasets.musicavqa import release
+from avpea_dist.datasets.musicavqa.synth_scene import NAMES
+from avpea_dist.datasets.musicavqa.synth import make_musicavqa, make_questions, make_scenes, majority_share
 
 NUMBERS = ["zero", "one", "two", "three", "four"]
 SLOT_X = {"left": 0, "middle": 1, "right": 2}
@@ -290,7 +290,7 @@ def test_builds_into_avqa_shards(small, tmp_path):
     """Through the real builder (even sampling): every question written, none skipped, one sample per video
     and split, the answer histograms those of the json files."""
     from avpea_dist.data.build import BuildOptions
-    from avpea_dist.tasks.avqa.build import build_musicavqa
+    from avpea_dist.datasets.musicavqa.build import build_musicavqa
 
     m = build_musicavqa(small / "json", small / "videos", tmp_path / "shards",
                         BuildOptions(workers=1, frame_size=32, sampling="even", min_seconds=1.0), progress=False)

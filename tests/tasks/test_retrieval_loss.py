@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from avpea_dist import runtime
+from avpea_dist.runtime import startup
 from retrieval_kit import CAPTIONS, make_text_folder
 
 SHARES = ((2, 2), (3, 1))
@@ -107,7 +107,7 @@ def test_two_ranks_match_one_rank_on_the_whole_batch(tmp_path):
         states[pooling] = model.state_dict()
         reference[pooling] = _loss_and_grads(folder, pooling, states[pooling], batch)
     out = tmp_path / "ranks.pt"
-    mp.spawn(_rank, args=(runtime.free_port(), folder, states, str(out)), nprocs=2)
+    mp.spawn(_rank, args=(startup.free_port(), folder, states, str(out)), nprocs=2)
     results = torch.load(out, weights_only=True)
     for pooling in POOLINGS:
         ref_loss, ref_grads = reference[pooling]

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from avpea_dist import runtime
+from avpea_dist.runtime import startup
 
 TINY = ["model.img_size=32", "data.batch_size=2", "train.steps=2", "train.eval_every=2", "train.ckpt_every=2",
         "optim.warmup_steps=1", "train.progress=false", "eval.batch_size=4"]
@@ -18,9 +18,9 @@ TINY = ["model.img_size=32", "data.batch_size=2", "train.steps=2", "train.eval_e
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     from avpea_dist.data.build import BuildOptions
-    from avpea_dist.data.synth import SynthSpec
-    from avpea_dist.tasks.valor.build import build_valor
-    from avpea_dist.tasks.valor.synth import make_valor
+    from avpea_dist.datasets.ave.synth import SynthSpec
+    from avpea_dist.datasets.valor.build import build_valor
+    from avpea_dist.datasets.valor.synth import make_valor
 
     base = tmp_path_factory.mktemp("retrieval")
     make_valor(base / "raw", clips=16, seed=1, spec=SynthSpec(size=32))
@@ -28,7 +28,7 @@ def tiny_run(tmp_path_factory):
                 BuildOptions(workers=2, shard_size=4, frame_size=32, sampling="even"), progress=False)
     run = base / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-           str(runtime.free_port()), "-m", "avpea_dist.train.entry", "configs/retrieval_tiny.yaml",
+           str(startup.free_port()), "-m", "avpea_dist.train.entry", "configs/retrieval_tiny.yaml",
            f"data.shards={base / 'shards'}", f"train.out={run}", *TINY]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -57,8 +57,8 @@ def test_two_rank_run_selects_on_val_and_tests_every_clip_once(tiny_run):
 @pytest.mark.slow
 def test_search_builds_the_index_once_then_reuses_it(tiny_run, tmp_path, monkeypatch, capsys):
     from avpea_dist import cli
-    from avpea_dist.tasks.retrieval.search import search
-    from avpea_dist.train import runmodel
+    from avpea_dist.tasks.retrieval.commands import search
+    from avpea_dist.apps import runmodel
 
     base, run = tiny_run
     videos = tmp_path / "videos"

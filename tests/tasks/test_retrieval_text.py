@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from avpea_dist.config_base import ConfigError
+from avpea_dist.errors import ConfigError
 from avpea_dist.tasks.retrieval.codec import CaptionCodec, pick_caption
-from avpea_dist.tasks.valor.textmodel import load_text_model, load_tokenizer, resolve_text_model, tokenize
+from avpea_dist.datasets.valor.textmodel import load_text_model, load_tokenizer, resolve_text_model, tokenize
 from retrieval_kit import CAPTIONS, make_text_folder
 
 

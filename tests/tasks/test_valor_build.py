@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from avpea_dist.tasks.valor import release
+from avpea_dist.datasets.valor import release
 from tests.data.media import shard_samples, timed_mp4
 from tests.data.test_build import avpea
 
@@ -110,7 +110,7 @@ def test_build_real_excerpt_with_its_mess(messy_valor) -> None:
 def test_text_folder_loads_like_a_checkpoint(messy_valor, monkeypatch) -> None:
     from transformers import AutoModel, AutoTokenizer
 
-    from avpea_dist.tasks.valor.textmodel import load_tokenizer, resolve_text_model
+    from avpea_dist.datasets.valor.textmodel import load_tokenizer, resolve_text_model
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = messy_valor["out"]

@@ -11,8 +11,8 @@ import pytest
 
 from avpea_dist.cli import main
 from avpea_dist.data.decode import decode_clip
-from avpea_dist.data.synth import _COLOURS, SynthSpec
-from avpea_dist.tasks.valor.synth import PITCHES, make_clips, make_valor
+from avpea_dist.datasets.ave.synth import _COLOURS, SynthSpec
+from avpea_dist.datasets.valor.synth import PITCHES, make_clips, make_valor
 
 SPLITS = ("train", "val", "test")
 ID = re.compile(r"^[A-Za-z0-9_-]{11}_[0-9]+\.000_[0-9]+\.000$")  # VALOR's form
@@ -123,7 +123,7 @@ def test_builds_into_caption_shards(small, tmp_path):
     """Through the real builder: one sample per clip with all its captions; the planted duplicate and empty
     records are the only skips."""
     from avpea_dist.data.build import BuildOptions
-    from avpea_dist.tasks.valor.build import build_valor
+    from avpea_dist.datasets.valor.build import build_valor
 
     m = build_valor(small, small / "videos", tmp_path / "shards",
                     BuildOptions(workers=1, frame_size=32, sampling="even", min_seconds=1.0), text=False,

@@ -21,7 +21,7 @@ from trainkit import fake_batch, tiny_config
 
 @pytest.fixture(scope="module")
 def engine():
-    from avpea_dist import world as avdist
+    from avpea_dist.runtime.startup import world as avdist
 
     avdist.init_process_group(avdist.world_info_from_env(), "gloo", 60)
     cfg = tiny_config()

@@ -52,7 +52,7 @@ def test_deepspeed_config_follows_the_config():
 
 @pytest.fixture(scope="module")
 def world_of_one():
-    from avpea_dist import world as avdist
+    from avpea_dist.runtime.startup import world as avdist
 
     avdist.init_process_group(avdist.world_info_from_env(), "gloo", 60)
     yield

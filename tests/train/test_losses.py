@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from avpea_dist.train.loop import segment_loss
-from avpea_dist.train.losses import bce_softmax, cross_entropy, loss_for
+from avpea_dist.tasks.avel.loss import bce_softmax, cross_entropy, loss_for
 
 
 def test_bce_softmax_matches_a_hand_computation():

@@ -21,7 +21,7 @@ def _snapshot(engine) -> dict[str, torch.Tensor]:
 
 
 def _nan_on_rank1(rank: int) -> dict:
-    from avpea_dist import world as avdist
+    from avpea_dist.runtime.startup import world as avdist
 
     avdist.init_process_group(avdist.world_info_from_env(), "gloo", 60)
     try:

@@ -29,7 +29,7 @@ SMALL = ["model.pretrained=none", "model.img_size=32", "model.mel_bins=32", "mod
 
 
 def _one_step_per_stage(rank: int) -> dict:
-    from avpea_dist import world as avdist
+    from avpea_dist.runtime.startup import world as avdist
     from avpea_dist.config_load import load_config
     from avpea_dist.models.model import build_model
     from avpea_dist.train.engine import build_engine

@@ -21,7 +21,7 @@ LR = 1e-5  # a warm-up learning rate: 1e-5 / ~0.05 (a typical adapter weight) is
 
 @pytest.fixture(scope="module")
 def world_of_one():
-    from avpea_dist import world as avdist
+    from avpea_dist.runtime.startup import world as avdist
 
     avdist.init_process_group(avdist.world_info_from_env(), "gloo", 60)
     yield

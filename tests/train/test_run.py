@@ -7,7 +7,7 @@ import json
 import pytest
 
 from avpea_dist.config import ConfigError
-from avpea_dist.train import preempt
+from avpea_dist.runtime.startup import preempt
 from avpea_dist.train.loop import TrainingError
 from avpea_dist.train.metrics import read_jsonl
 from avpea_dist.train.run import run_training

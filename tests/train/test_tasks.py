@@ -44,7 +44,7 @@ def test_a_task_registered_in_a_test_trains_with_the_unchanged_trainer(toy_regis
     assert all("accuracy" in x for x in lines if x.get("split") == "train" and "loss" in x)  # TaskLoss counts
     assert (tmp_path / "run" / "shards_manifest.json").is_file()
 
-    from avpea_dist.train.runmodel import load_run
+    from avpea_dist.apps.runmodel import load_run
 
     cfg2, task, model = load_run(tmp_path / "run")
     assert task.name == "toy" and type(model.head).__name__ == "ToyHead" and not model.training
@@ -95,7 +95,7 @@ def test_a_sample_the_codec_refuses_is_skipped_and_counted(tmp_path):
 
 
 def test_a_task_without_a_demo_module_says_so(toy_registered, tmp_path):
-    from avpea_dist.train.demo import run_task_demo
+    from avpea_dist.apps.demo import run_task_demo
 
     with pytest.raises(ValueError, match=r"the toy demo is not available in this version \(no "
                                          r"avpea_dist/tasks/toy/demo.py\); demos available: avel"):

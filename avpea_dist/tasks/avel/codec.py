@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ...data.ave import NUM_SEGMENTS
+from ...datasets.ave.release import NUM_SEGMENTS
 
 
 class AVELCodec:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ...fileio import atomic_write_json
-from ...train.demo import default_config, print_table, print_timing, train_variant
+from ...apps.demo import default_config, print_table, print_timing, train_variant
 from .metrics import majority_accuracy
 
 DEFAULT_CLIPS = 200
@@ -27,7 +27,7 @@ VARIANTS = {"av_pea": "av", "audio_only": "audio", "visual_only": "visual"}
 def prepare_data(out: Path, clips: int, seed: int, img_size: int, num_classes: int) -> Path:
     """Synthetic mp4s -> shards, through the data package; reuses a finished build."""
     from ...data.build import BuildOptions, build_ave
-    from ...data.synth import make_dataset
+    from ...datasets.ave.synth import make_dataset
 
     raw, shards = out / "data" / "raw", out / "data" / "shards"
     marker = raw / "synth.json"
@@ -57,7 +57,7 @@ def run_demo(out: str | Path = "runs/demo", *, seed: int = 0, nproc: int = 2,
     config = Path(config) if config else default_config("avel_tiny")
     cfg = load_config(config, list(overrides))  # fail on a bad override before minutes of work
     t0 = time.perf_counter()
-    shards = prepare_data(out, clips or DEFAULT_CLIPS, seed, cfg.model.img_size, cfg.model.num_classes - 1)
+    shards = prepare_data(out, clips or DEFAULT_CLIPS, seed, cfg.model.img_size, cfg.avel.num_classes - 1)
     data_seconds = time.perf_counter() - t0
     manifest = read_manifest(shards)
     t1 = time.perf_counter()

@@ -1,7 +1,7 @@
 """AVEL (audio-visual event localisation on AVE) as a task plug-in: a class per one-second segment.
 
 Shards of schema 'avel' (``avpea shards build ave`` / ``avpea shards synth``); the head is LAVisH's
-(``head.py``); the objective is ``train.loss`` ('ce' or LAVisH's 'bce_softmax', ``train/losses.py``); the
+(``head.py``); the objective is ``avel.loss`` ('ce' or LAVisH's 'bce_softmax', ``loss.py``); the
 selection metric is per-segment accuracy; the baseline is the training split's majority class.
 """
 
@@ -12,7 +12,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from ...config_base import ConfigError
+from ...errors import ConfigError
 from ..base import Task, TaskLoss
 from .codec import AVELCodec
 from .head import AVELHead
@@ -29,28 +29,28 @@ class AVELTask(Task):
         super().__init__(cfg, manifest)
         if manifest is not None:
             classes = manifest["classes"]
-            if cfg.model.num_classes != len(classes):
-                raise ConfigError(f"model.num_classes={cfg.model.num_classes} but the shards in '{cfg.data.shards}' "
+            if cfg.avel.num_classes != len(classes):
+                raise ConfigError(f"avel.num_classes={cfg.avel.num_classes} but the shards in '{cfg.data.shards}' "
                                   f"have {len(classes)} classes ({len(classes) - 1} events + background); set "
-                                  f"model.num_classes={len(classes)}")
+                                  f"avel.num_classes={len(classes)}")
 
     def codec(self, split: str, epoch: int) -> AVELCodec:
-        return AVELCodec(self.cfg.model.num_classes)
+        return AVELCodec(self.cfg.avel.num_classes)
 
     def build_head(self, embed_dim: int, streams: tuple[str, ...]) -> nn.Module:
-        m = self.cfg.model
-        return AVELHead(embed_dim * len(streams), m.head_hidden, m.num_classes)
+        return AVELHead(embed_dim * len(streams), self.cfg.avel.head_hidden, self.cfg.avel.num_classes)
 
     def loss(self, outputs: torch.Tensor, batch: dict[str, Any]) -> TaskLoss:
-        from ...train import loop, losses
+        from ...train import loop
+        from . import loss as losses
 
         labels = batch["labels"]
         # 'ce' is the loop's own segment_loss, looked up at call time (the fault tests replace it).
-        fn = loop.segment_loss if self.cfg.train.loss == "ce" else losses.loss_for(self.cfg.train.loss)
+        fn = loop.segment_loss if self.cfg.avel.loss == "ce" else losses.loss_for(self.cfg.avel.loss)
         return TaskLoss(fn(outputs, labels), (outputs.detach().argmax(-1) == labels).sum(), labels.numel())
 
     def evaluate(self, model: nn.Module, batches: Iterable[dict[str, Any]], device: torch.device) -> dict[str, Any]:
-        m = evaluate_segments(model, batches, device, self.cfg.model.modalities, self.cfg.model.num_classes)
+        m = evaluate_segments(model, batches, device, self.cfg.model.modalities, self.cfg.avel.num_classes)
         return {**m, "samples": m["clips"]}
 
     def baselines(self, split: str) -> dict[str, Any]:
@@ -61,12 +61,12 @@ class AVELTask(Task):
 
     @classmethod
     def example_manifest(cls, cfg: Any, folder: Any) -> dict[str, Any]:
-        n = cfg.model.num_classes
+        n = cfg.avel.num_classes
         return {"schema": "avel", "classes": [f"event {k}" for k in range(n - 1)] + ["background"], "splits": {}}
 
     def example_meta(self, index: int) -> dict[str, Any]:
         g = torch.Generator().manual_seed(index)
-        labels = torch.randint(0, self.cfg.model.num_classes, (10,), generator=g).tolist()
+        labels = torch.randint(0, self.cfg.avel.num_classes, (10,), generator=g).tolist()
         return {"id": f"example{index}", "labels": labels, "split": "train"}
 
     def label_histogram(self, split: str) -> list[int] | None:

@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from avpea_dist.tasks.avqa.release import QUESTION_TYPES
-from avpea_dist.tasks.avqa.vocab import Vocab
+from avpea_dist.datasets.musicavqa.release import QUESTION_TYPES
+from avpea_dist.datasets.musicavqa.vocab import Vocab
 
 FIELDS = ("questions", "question_video", "answers", "question_types", "question_ids")
 

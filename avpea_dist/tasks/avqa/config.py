@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...config_base import check_positive
+from ...errors import check_positive
 
 
 @dataclass
@@ -30,5 +30,5 @@ class AVQAConfig:
             check_positive(f"avqa.{name}", getattr(self, name))
         check_positive("avqa.match_weight", self.match_weight, zero_ok=True)
         if not 0 <= self.dropout < 1:
-            from ...config_base import ConfigError
+            from ...errors import ConfigError
             raise ConfigError(f"avqa.dropout={self.dropout} must lie in [0, 1)")

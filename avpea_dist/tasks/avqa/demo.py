@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ...fileio import atomic_write_json
-from ...train.demo import default_config, print_timing, train_variant
+from ...apps.demo import default_config, print_timing, train_variant
 from .metrics import TypeAccuracy, format_table
 
 # Measured (docs/avqa.md, "How the demo was tuned"): with 240 videos the AV model memorises its training
@@ -39,8 +39,8 @@ SUMMARY_KEYS = ("overall", "audio", "visual", "audio_visual")
 def prepare_data(out: Path, videos: int, seed: int, img_size: int) -> Path:
     """Synthetic MUSIC-AVQA-layout folder -> shards, through the release builder; reuses finished work."""
     from ...data.build import BuildOptions
-    from .build import build_musicavqa
-    from .synth import make_musicavqa
+    from ...datasets.musicavqa.build import build_musicavqa
+    from ...datasets.musicavqa.synth import make_musicavqa
 
     raw, shards, marker = out / "data" / "raw", out / "data" / "shards", out / "data" / "demo.json"
     wanted = {"videos": videos, "seed": seed, "questions": QUESTIONS_PER_VIDEO, "instruments": INSTRUMENTS,

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avpea_dist.tasks.avqa.release import UNKNOWN_ANSWER
+from avpea_dist.datasets.musicavqa.release import UNKNOWN_ANSWER
 
 
 @dataclass

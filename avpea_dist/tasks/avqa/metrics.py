@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from avpea_dist.tasks.avqa.release import QUESTION_TYPES, Question
+from avpea_dist.datasets.musicavqa.release import QUESTION_TYPES, Question
 
 SCENARIOS = ("Audio", "Visual", "Audio-Visual")
 _SHORT = {"Audio": "audio", "Visual": "visual", "Audio-Visual": "audio_visual"}

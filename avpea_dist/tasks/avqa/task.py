@@ -16,11 +16,11 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any, Iterable
 
-from avpea_dist.config_base import ConfigError
+from avpea_dist.errors import ConfigError
 from avpea_dist.tasks.avqa.codec import AVQACodec
 from avpea_dist.tasks.avqa.metrics import TypeAccuracy, majority_from_histograms
-from avpea_dist.tasks.avqa.release import PAD, QUESTION_TYPES, UNK
-from avpea_dist.tasks.avqa.vocab import Vocab
+from avpea_dist.datasets.musicavqa.release import PAD, QUESTION_TYPES, UNK
+from avpea_dist.datasets.musicavqa.vocab import Vocab
 from avpea_dist.tasks.base import Task, TaskLoss, to_device
 
 if TYPE_CHECKING:

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from ...config_base import ConfigError
-from ..valor import textmodel
+from ...errors import ConfigError
+from ...datasets.valor import textmodel
 
 
 def load_tokenizer(source: str) -> Any:

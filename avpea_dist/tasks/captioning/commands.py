@@ -52,7 +52,7 @@ def caption_videos(run: str, videos: list[str], *, beam: int | None = None, whic
     import torch
 
     from ...data.decode import DecodeError
-    from ...train.runmodel import load_run, media_from_video
+    from ...apps.runmodel import load_run, media_from_video
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -151,7 +151,7 @@ class HFDecoder(nn.Module):
         super().__init__()
         from transformers import AutoModelForCausalLM
 
-        from ..valor.textmodel import load_text_model
+        from ...datasets.valor.textmodel import load_text_model
 
         self.lm = load_text_model(source, AutoModelForCausalLM, is_decoder=True, add_cross_attention=True)
         config = self.lm.config

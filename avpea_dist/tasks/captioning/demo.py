@@ -45,9 +45,9 @@ LABELS = {"av_pea": "AV-PEA (audio + visual)", "audio_only": "audio only", "visu
 def prepare_data(out: Path, clips: int, seed: int, img_size: int) -> Path:
     """Synthetic VALOR-layout set -> caption shards with their text folder; reuses finished work."""
     from ...data.build import BuildOptions
-    from ...data.synth import SynthSpec
-    from ..valor.build import build_valor
-    from ..valor.synth import make_valor
+    from ...datasets.ave.synth import SynthSpec
+    from ...datasets.valor.build import build_valor
+    from ...datasets.valor.synth import make_valor
 
     raw, shards = out / "data" / "raw", out / "data" / "shards"
     t = time.perf_counter()
@@ -68,7 +68,7 @@ def run_demo(out: str | Path = "runs/demo_captioning", *, seed: int = 0, nproc: 
              clips: int = 0) -> dict[str, Any]:
     from ...config_load import load_config
     from ...data.manifest import read_manifest
-    from ...train.demo import default_config, train_variant
+    from ...apps.demo import default_config, train_variant
     from .task import CaptioningTask
 
     out = Path(out)

@@ -22,9 +22,9 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from ...config_base import ConfigError
+from ...errors import ConfigError
 from ..base import Task, TaskLoss, to_device
-from ..valor.textmodel import resolve_text_model
+from ...datasets.valor.textmodel import resolve_text_model
 from .codec import CaptionCodec, load_tokenizer
 from .head import CaptioningHead, TextSpec, caption_loss
 from .metrics import score_captions
@@ -65,8 +65,8 @@ class CaptioningTask(Task):
         """A captions manifest whose text folder (tokenizer + small BERT, as the shard build saves them) is
         written under ``folder``. A Hugging Face decoder that is neither a folder nor in the local cache (e.g.
         bert-base-uncased on a machine that never downloaded it) is replaced by that small BERT ('shards')."""
-        from ..valor.text import save_text_folder
-        from ..valor.textmodel import load_tokenizer as cached
+        from ...datasets.valor.text import save_text_folder
+        from ...datasets.valor.textmodel import load_tokenizer as cached
 
         text = Path(folder) / "example_text"
         save_text_folder(text, [example_caption(i) for i in range(64)])

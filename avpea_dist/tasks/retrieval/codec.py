@@ -14,7 +14,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from ..valor.textmodel import load_tokenizer, tokenize
+from ...datasets.valor.textmodel import load_tokenizer, tokenize
 
 
 def pick_caption(seed: int, epoch: int, key: str, count: int) -> int:

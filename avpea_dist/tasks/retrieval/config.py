@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...config_base import ConfigError, check_choice, check_positive
+from ...errors import ConfigError, check_choice, check_positive
 
 
 @dataclass

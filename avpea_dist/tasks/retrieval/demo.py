@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ...fileio import atomic_write_json
-from ...train.demo import default_config, print_timing, train_variant
+from ...apps.demo import default_config, print_timing, train_variant
 
 DEFAULT_CLIPS = 240
 VARIANTS = {"av_pea": "av", "audio_only": "audio", "visual_only": "visual"}
@@ -28,9 +28,9 @@ KEYS = ("t2v_r1", "t2v_r5", "t2v_r10", "v2t_r1", "v2t_r5", "v2t_r10")
 def prepare_data(out: Path, clips: int, seed: int, img_size: int) -> Path:
     """Synthetic VALOR-layout folder -> caption shards (frames stored at the training size); reuses both."""
     from ...data.build import BuildOptions
-    from ...data.synth import SynthSpec
-    from ..valor.build import build_valor
-    from ..valor.synth import make_valor
+    from ...datasets.ave.synth import SynthSpec
+    from ...datasets.valor.build import build_valor
+    from ...datasets.valor.synth import make_valor
 
     raw, shards = out / "data" / "raw", out / "data" / "shards"
     t = time.perf_counter()

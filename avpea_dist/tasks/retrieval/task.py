@@ -18,9 +18,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ...config_base import ConfigError
+from ...errors import ConfigError
 from ..base import Task, TaskLoss, to_device
-from ..valor.textmodel import freeze, is_available_offline, load_text_model, resolve_text_model
+from ...datasets.valor.textmodel import freeze, is_available_offline, load_text_model, resolve_text_model
 from .codec import CaptionCodec
 from .head import RetrievalHead, RetrievalOutput, fine_similarity
 from .loss import contrastive_loss, gather_rows
@@ -66,7 +66,7 @@ class RetrievalTask(Task):
         trained on example captions). A configured text model that is not available offline (a hub name
         outside the local cache, e.g. bert-base-uncased on a fresh machine) is replaced in ``cfg`` by that
         folder, so the config's structure is still exercised (all but the text encoder's size)."""
-        from ..valor.text import TextSpec, save_text_folder
+        from ...datasets.valor.text import TextSpec, save_text_folder
 
         text = Path(folder) / "example_text"
         captions = [cls._example_caption(i) for i in range(16)]

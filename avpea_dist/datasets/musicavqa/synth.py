@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ...data.synth import SynthSpec, write_mp4
+from ..ave.synth import SynthSpec, write_mp4
 from ...fileio import atomic_write_json
 from .release import SPLITS
 from .synth_questions import KINDS, Candidate

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from .. import runtime
+from ..runtime import startup
 from ..fileio import atomic_write_json
 
 
@@ -86,10 +86,10 @@ def train_variant(config: str | Path, run_dir: Path, shards: Path, seed: int, np
             print(f"{run_dir.name}: reusing the finished run in {run_dir}", flush=True)
             return {**done, "reused": True}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-port",
-           str(runtime.free_port()), "-m", "avpea_dist.train.entry", str(config), f"data.shards={shards}",
+           str(startup.free_port()), "-m", "avpea_dist.train.entry", str(config), f"data.shards={shards}",
            f"train.out={run_dir}", f"train.seed={seed}", *overrides]
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cpus // nproc)), "DS_ACCELERATOR": runtime.choose_accelerator()}
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cpus // nproc)), "DS_ACCELERATOR": startup.choose_accelerator()}
     print(f"\n== {run_dir.name}: {' '.join(cmd[2:])}", flush=True)
     t = time.perf_counter()
     log = run_dir.parent / f"{run_dir.name}.log"

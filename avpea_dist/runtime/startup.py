@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import TextIO
+
+from .ports import free_port, rendezvous_port  # noqa: F401 (the launchers' one import)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 PARENT_GRACE_S = 30.0
@@ -62,18 +63,6 @@ def setup_logging(verbose: bool = False) -> None:
     logging.getLogger("DeepSpeed").setLevel(logging.DEBUG if verbose else logging.WARNING)
     # "No CUDA runtime is found, using CUDA_HOME=..." on every CPU rank: true, and of no use to a user.
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.DEBUG if verbose else logging.ERROR)
-
-
-def free_port() -> int:
-    """A TCP port free on this machine now (for a world of one, or a launcher started here)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rendezvous_port(job_id: str | None, fallback: int) -> int:
-    """One port per Slurm job (20000-39999), so that two jobs sharing a node do not collide."""
-    return 20000 + int(job_id) % 20000 if job_id and job_id.isdigit() else fallback
 
 
 def threads_per_rank() -> int:
@@ -125,7 +114,7 @@ def exit_with_parent(grace_s: float = PARENT_GRACE_S, interval_s: float = 0.5) -
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(interval_s)
-        from .train import preempt
+        from . import preempt
 
         _say(f"rank {os.environ.get('RANK', '?')}: the launcher (pid {parent}) is gone; saving and stopping")
         preempt.request_stop("launcher gone")

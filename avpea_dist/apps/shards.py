@@ -97,7 +97,7 @@ def register_submit(what: argparse._SubParsersAction, job_args: Callable[[argpar
 
 
 def _submit_build(args: argparse.Namespace) -> int:
-    from .split_build import submit_build
+    from ..launch.shards_job import submit_build
 
     return submit_build(args)
 
@@ -128,7 +128,7 @@ def build_options(p: argparse.ArgumentParser, workers: int | None = None,
 
 
 def options_from(args: argparse.Namespace, workers: int) -> "BuildOptions":  # noqa: F821
-    from .build import BuildOptions
+    from ..data.build import BuildOptions
 
     return BuildOptions(workers=workers, shard_size=args.shard_size, no_audio=args.no_audio,
                         min_seconds=args.min_seconds, order_seed=args.order_seed, audio_windows=args.audio_windows,
@@ -137,7 +137,7 @@ def options_from(args: argparse.Namespace, workers: int) -> "BuildOptions":  # n
 
 def report(m: dict, out: str, strict: bool) -> int:
     """Print what a finished build holds and every skipped record; -> the exit code."""
-    from .verify import summary
+    from ..data.verify import summary
 
     records = sum(s["records"] for s in m["splits"].values())
     print(f"shards in {out}: {summary(m)} from {records} records")
@@ -155,7 +155,7 @@ def report(m: dict, out: str, strict: bool) -> int:
 
 
 def build_ave_cmd(args: argparse.Namespace) -> int:
-    from .build import build_ave
+    from ..data.build import build_ave
 
     m = build_ave(args.root, args.out, options_from(args, args.workers), progress=sys.stderr.isatty())
     st = m["stats"]
@@ -188,7 +188,7 @@ def _stats_line(st: dict) -> str:
 
 
 def build_musicavqa_cmd(args: argparse.Namespace) -> int:
-    from ..tasks.avqa.build import build_musicavqa
+    from ..datasets.musicavqa.build import build_musicavqa
 
     m = build_musicavqa(args.json_dir, args.videos, args.out, options_from(args, args.workers),
                         json_set=args.json_set, progress=sys.stderr.isatty())
@@ -199,7 +199,7 @@ def build_musicavqa_cmd(args: argparse.Namespace) -> int:
 
 
 def build_valor_cmd(args: argparse.Namespace) -> int:
-    from ..tasks.valor.build import build_valor
+    from ..datasets.valor.build import build_valor
 
     m = build_valor(args.ann_dir, args.videos, args.out, options_from(args, args.workers), text=not args.no_text,
                     val_fraction=args.val_fraction, progress=sys.stderr.isatty())
@@ -210,7 +210,7 @@ def build_valor_cmd(args: argparse.Namespace) -> int:
 
 
 def build_synth_cmd(args: argparse.Namespace) -> int:
-    from .split_build import run_task, synth_source
+    from ..launch.shards_job import run_task, synth_source
 
     opts = options_from(args, args.workers)
     result = run_task("synth", args.root, args.out, opts, synth=synth_source(args), progress=sys.stderr.isatty())
@@ -233,13 +233,13 @@ def task_synth_options(s: argparse.ArgumentParser) -> None:
 
 def synth_cmd(args: argparse.Namespace) -> int:
     if args.dataset != "ave":
-        from ..tasks.avqa.synth import synth_cmd as avqa_cmd
-        from ..tasks.valor.synth import synth_cmd as valor_cmd
+        from ..datasets.musicavqa.synth import synth_cmd as avqa_cmd
+        from ..datasets.valor.synth import synth_cmd as valor_cmd
 
         return (avqa_cmd if args.dataset == "musicavqa" else valor_cmd)(args)
     args.clips = 480 if args.clips is None else args.clips
     args.size = 128 if args.size is None else args.size
-    from .synth import SynthSpec, make_dataset
+    from ..datasets.ave.synth import SynthSpec, make_dataset
 
     spec = SynthSpec(size=args.size, fps=args.fps, sample_rate=args.sample_rate, channels=args.channels)
     counts = make_dataset(args.out, args.clips, seed=args.seed, num_classes=args.classes, spec=spec,
@@ -250,7 +250,7 @@ def synth_cmd(args: argparse.Namespace) -> int:
 
 
 def verify_cmd(args: argparse.Namespace) -> int:
-    from .verify import verify
+    from ..data.verify import verify
 
     faults, notes = verify(args.dir, decode=args.decode)
     for n in notes:
@@ -264,8 +264,8 @@ def verify_cmd(args: argparse.Namespace) -> int:
 def inspect_cmd(args: argparse.Namespace) -> int:
     import json
 
-    from .manifest import read_manifest
-    from .verify import describe
+    from ..data.manifest import read_manifest
+    from ..data.verify import describe
 
     if args.json:
         m = read_manifest(args.dir)

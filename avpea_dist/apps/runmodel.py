@@ -89,7 +89,7 @@ def load_run(run_dir: str | Path, which: str = "best", *, device: str = "cpu",
     from ..config_load import load_config
     from ..models.model import build_model
     from ..tasks.registry import build_task
-    from .export import load_trainable
+    from ..train.export import load_trainable
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():

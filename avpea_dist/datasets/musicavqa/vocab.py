@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from avpea_dist.tasks.avqa.release import PAD, UNK, UNKNOWN_ANSWER, Question
+from avpea_dist.datasets.musicavqa.release import PAD, UNK, UNKNOWN_ANSWER, Question
 
 
 @dataclass(frozen=True)

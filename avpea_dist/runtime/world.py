@@ -14,7 +14,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from .runtime import free_port, rendezvous_port
+from .ports import free_port, rendezvous_port
 
 
 @dataclass(frozen=True)

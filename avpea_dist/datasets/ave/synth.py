@@ -19,8 +19,8 @@ from typing import Collection
 import av
 import numpy as np
 
-from ..fileio import atomic_open, atomic_write_text
-from .ave import ANNOTATIONS, NUM_SEGMENTS, SPLIT_FILES
+from ...fileio import atomic_open, atomic_write_text
+from .release import ANNOTATIONS, NUM_SEGMENTS, SPLIT_FILES
 
 HEADER = "Category&VideoID&Quality&StartTime&EndTime"
 _COLOURS = {"red": (230, 30, 30), "green": (30, 200, 40), "blue": (40, 60, 240), "yellow": (240, 230, 40),

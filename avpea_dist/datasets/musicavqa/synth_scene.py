@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ...data.synth import _COLOURS, _background, _tone, paint
+from ..ave.synth import _COLOURS, _background, _tone, paint
 
 SECONDS = 10
 SLOTS = ("left", "middle", "right")

@@ -18,7 +18,7 @@ def model_info(args: argparse.Namespace) -> int:
     import torch
 
     from ..config_load import load_config
-    from .model import AVPEAModel, param_counts
+    from ..models.model import AVPEAModel, param_counts
 
     cfg = load_config(args.config, args.overrides)
     with torch.device("meta"):

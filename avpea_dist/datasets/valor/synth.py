@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from ...data.synth import _COLOURS, _ID_CHARS, SynthSpec, _background, paint, write_mp4
+from ..ave.synth import _COLOURS, _ID_CHARS, SynthSpec, _background, paint, write_mp4
 from ...fileio import atomic_write_json
-from ..avqa.synth import finished_set
+from ..musicavqa.synth import finished_set
 
 SPLITS = ("train", "val", "test")
 SECONDS = 10

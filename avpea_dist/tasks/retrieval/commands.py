@@ -113,7 +113,7 @@ def build_index(model: Any, cfg: Any, task: Any, files: list[Path], shards: str 
             skipped += [{"id": "?", "reason": p} for p in batch.get("problems", [])] or (
                 [{"id": "?", "reason": "unreadable sample"}] * int(batch.get("skipped", 0)))
     else:
-        from ...train.runmodel import media_from_video
+        from ...apps.runmodel import media_from_video
 
         pending: list[tuple[str, torch.Tensor, torch.Tensor]] = []
         for n, path in enumerate(files):
@@ -150,7 +150,7 @@ def score(model: Any, task: Any, index: dict[str, Any], query: str) -> torch.Ten
 def search(run: str | Path, query: str, *, videos: str | None = None, shards: str | None = None, split: str = "test",
            top: int = 5, which: str = "best", rebuild: bool = False) -> dict[str, Any]:
     """-> {"results": [{"rank", "id", "score", "caption"?}], "index": path, "reused": bool, "clips", "skipped"}."""
-    from ...train.runmodel import load_run
+    from ...apps.runmodel import load_run
 
     if not query.strip():
         raise ValueError("--query is empty; give a sentence describing what is seen and heard")

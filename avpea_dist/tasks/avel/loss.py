@@ -1,4 +1,4 @@
-"""Per-segment training objectives, chosen by ``train.loss`` and handed to ``train_step`` as ``loss_fn``.
+"""Per-segment training objectives, chosen by ``avel.loss`` and handed to ``train_step`` as ``loss_fn``.
 
 Both take logits (B, T, classes) and integer labels (B, T) and return a scalar.
 
@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .loop import segment_loss
+from ...train.loop import segment_loss
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -46,5 +46,5 @@ LOSSES: dict[str, LossFn] = {"ce": cross_entropy, "bce_softmax": bce_softmax}
 
 
 def loss_for(name: str) -> LossFn:
-    """The objective named by ``train.loss`` (the config has already checked the name)."""
+    """The objective named by ``avel.loss`` (the config has already checked the name)."""
     return LOSSES[name]

@@ -20,10 +20,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import runtime
-from ..launch.job import BoundedRequeue
-from .build import BuildOptions, build_task
-from .synth import SynthSpec
+from ..runtime import startup
+from .job import BoundedRequeue
+from ..data.build import BuildOptions, build_task
+from ..datasets.ave.synth import SynthSpec
 
 DATASETS = ("ave", "synth")
 
@@ -41,7 +41,7 @@ class SynthSource:
         """Write the annotation files now; -> the hook that writes the missing videos of the records a
         task is about to decode (videos are deterministic per clip, so any task can write any of them)."""
         from ..fileio import atomic_write_json
-        from .synth import make_dataset
+        from ..datasets.ave.synth import make_dataset
 
         marker, wanted = root / "synth.json", json.loads(json.dumps(asdict(self)))
         if marker.is_file() and json.loads(marker.read_text()) != wanted:
@@ -74,10 +74,10 @@ def run_task(dataset: str, root: str | Path, out: str | Path, opts: BuildOptions
 def merge(root: str | Path, out: str | Path, opts: BuildOptions, tasks: int) -> dict[str, Any] | None:
     """After a job of ``tasks`` tasks ended: merge their parts into ``manifest.json`` (as the last task
     does); None if a task did not finish."""
-    from .ave import read_ave
-    from .build import preprocessing
-    from .parts import merge_if_complete
-    from .plan import fingerprint, make_plan
+    from ..datasets.ave.release import read_ave
+    from ..data.build import preprocessing
+    from ..data.parts import merge_if_complete
+    from ..data.plan import fingerprint, make_plan
 
     classes, splits = read_ave(root)
     plan = make_plan(splits, opts.shard_size, opts.order_seed)
@@ -99,7 +99,7 @@ class ShardBuildJob(BoundedRequeue):
     def __call__(self) -> dict[str, Any]:
         import submitit
 
-        runtime.start_process(threads=False)  # decoding workers set their own threads
+        startup.start_process(threads=False)  # decoding workers set their own threads
         env = submitit.JobEnvironment()
         result = run_task(self.dataset, self.root, self.out, self.opts, task=env.global_rank,
                           tasks=env.num_tasks, run=str(env.job_id), synth=self.synth)
@@ -113,9 +113,9 @@ def synth_source(args: argparse.Namespace) -> SynthSource:
 
 
 def submit_build(args: argparse.Namespace) -> int:
-    from ..launch.commands import _dry_run, _submit
-    from ..launch.executor import JobSpec, make_executor
-    from .commands import options_from, report
+    from .commands import _dry_run, _submit
+    from .executor import JobSpec, make_executor
+    from ..apps.shards import options_from, report
 
     workers = args.workers or args.cpus_per_task or 1
     opts = options_from(args, workers)

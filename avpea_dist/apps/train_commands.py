@@ -43,14 +43,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def train(args: argparse.Namespace) -> int:
-    from .entry import main as entry_main
+    from ..train.entry import main as entry_main
 
     return entry_main([args.config, *args.overrides])  # reads the config once, behind its own error trap
 
 
 def evaluate_cmd(args: argparse.Namespace) -> int:
     from ..config_load import load_config
-    from .evaluate import evaluate_export
+    from ..train.evaluate import evaluate_export
 
     cfg = load_config(args.config, args.overrides)
     result = evaluate_export(cfg, args.checkpoint, args.split)
@@ -61,7 +61,7 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
             print(f"{args.split} per-segment accuracy {result['accuracy']:.4f} over {result['segments']} segments "
                   f"({result['clips']} clips), loss {result['loss']:.4f}  [{args.checkpoint}]")
         else:
-            from .evaluate import scalars
+            from ..train.evaluate import scalars
 
             sel = result["selection_metric"]
             rest = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...config_base import ConfigError
+from ...errors import ConfigError
 
 if TYPE_CHECKING:
     import torch

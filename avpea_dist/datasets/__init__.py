@@ -1,0 +1,1 @@
+"""Dataset plug-ins: each package here reads one release and defines ``SPEC = plugins.DatasetSpec(...)``."""
