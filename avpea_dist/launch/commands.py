@@ -162,8 +162,9 @@ def _dry_run(spec: Any, folder: Path, cluster: str, resolved: str, what: str) ->
 
 
 def _submit(executor: Any, fn: Any, spec: Any, args: argparse.Namespace, what: str) -> int:
-    from submitit.core.utils import FailedJobError, UncompletedJobError
+    from ..compat.submitit import job_error_types
 
+    UncompletedJobError, FailedJobError = job_error_types()
     try:
         job = executor.submit(fn)
     except FailedJobError as e:  # sbatch refused: no controller, a wrong partition or account ...

@@ -116,16 +116,17 @@ def slurm_parameters(spec: JobSpec) -> dict[str, Any]:
 
 def submitit_command(folder: str | Path) -> str:
     """The command every task runs: submitit's loader of the pickled job."""
-    return " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit",
-                     shlex.quote(str(Path(folder).expanduser().absolute()))])
+    from ..compat.submitit import job_command
+
+    return job_command(shlex.quote(sys.executable), Path(folder).expanduser().absolute())
 
 
 def sbatch_script(spec: JobSpec, folder: str | Path) -> str:
     """The sbatch file submitit writes for ``spec`` (rendered without Slurm, for dry runs and tests)."""
-    from submitit.slurm.slurm import _make_sbatch_string  # private, but it is the exact generator
+    from ..compat.submitit import sbatch_text
 
     folder = Path(folder).expanduser().absolute()
-    return _make_sbatch_string(command=submitit_command(folder), folder=folder, **slurm_parameters(spec))
+    return sbatch_text(submitit_command(folder), folder, **slurm_parameters(spec))
 
 
 def make_executor(spec: JobSpec, folder: str | Path, cluster: str) -> Any:

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import submitit
-from submitit.core.utils import DelayedSubmission
+from submitit.helpers import DelayedSubmission
 
+from ..compat.submitit import preempt_signal
 from ..runtime import startup
 from ..fileio import atomic_write_json
 from .executor import node_name
@@ -77,7 +78,7 @@ class TrainJob(BoundedRequeue):
 
         startup.setup_logging()  # a task's stdout/stderr become submitit's per-task log files
         job_env = submitit.JobEnvironment()
-        usr_sig = job_env._usr_sig()
+        usr_sig = preempt_signal(job_env)
         received: list[int] = []
 
         def on_signal(signum: int, frame: Any) -> None:

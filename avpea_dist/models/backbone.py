@@ -14,6 +14,7 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from ..compat.timm import vit_pos_embed
 from .adapter import AVPEAAdapter
 from .block import AdapterSpec, AVPEABlock
 
@@ -133,7 +134,7 @@ class StreamTokenizer(nn.Module):
         vit = self.vit[0]
         dtype = vit.patch_embed.proj.weight.dtype
         x = ((frames.float() - self.mean) / self.std).to(dtype)
-        return vit.norm_pre(vit._pos_embed(vit.patch_embed(x)))
+        return vit.norm_pre(vit_pos_embed(vit, vit.patch_embed(x)))
 
     def audio(self, spec: torch.Tensor) -> torch.Tensor:
         """(S, mel, frames) normalised log-mel -> (S, 1 + h*w, D), the spectrogram read as a 3-channel image."""

@@ -128,11 +128,9 @@ def init_process_group(info: WorldInfo, backend: str = "auto", timeout_s: float 
     # Groups created later without a timeout take torch's 30-minute default, and DeepSpeed creates its
     # gradient all-reduce group that way (a clone of the world group): a frozen rank would stall the others
     # for 30 minutes. Make the configured timeout the default for every group of this process.
-    from torch.distributed import distributed_c10d
+    from ..compat.torch import set_default_group_timeout
 
-    distributed_c10d.default_pg_timeout = timeout
-    if hasattr(distributed_c10d, "default_pg_nccl_timeout"):
-        distributed_c10d.default_pg_nccl_timeout = timeout
+    set_default_group_timeout(timeout)
     return backend
 
 
@@ -150,8 +148,8 @@ def teardown(barrier: bool = True) -> None:
         if barrier:
             dist.barrier()
     finally:
-        ds_comm = sys.modules.get("deepspeed.comm.comm")
-        if ds_comm is not None and getattr(ds_comm, "cdb", None) is not None:
+        ds_comm = sys.modules.get("deepspeed.comm")  # only where DeepSpeed is in use: never import it here
+        if ds_comm is not None and ds_comm.is_initialized():
             # DeepSpeed caches its groups; its own destroy drops them, so a later job in this process
             # (a Ray Tune trial, a test) does not reach for a destroyed group.
             ds_comm.destroy_process_group()

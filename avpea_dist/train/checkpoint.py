@@ -34,6 +34,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ..compat.deepspeed import engine_config, torch_checkpoint_engine
+from ..compat.torch import scheduler_step_count, set_scheduler_last_lr
 from ..runtime.world import comm_device
 from ..fileio import atomic_open, atomic_write_json, atomic_write_text, sha256_file
 from .safeload import CheckpointError, safe_torch_load  # noqa: F401  (CheckpointError re-exported)
@@ -50,9 +52,7 @@ def tag_for(step: int) -> str:
 
 def make_checkpoint_engine(config_params: Any = None) -> Any:
     """A DeepSpeed checkpoint engine that writes atomically, reports write errors, and loads safely."""
-    from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
-
-    class SafeCheckpointEngine(TorchCheckpointEngine):
+    class SafeCheckpointEngine(torch_checkpoint_engine()):
         def __init__(self, params: Any = None) -> None:
             super().__init__(params)
             self.errors: list[str] = []
@@ -87,7 +87,7 @@ def make_checkpoint_engine(config_params: Any = None) -> Any:
 
 
 def install_checkpoint_engine(engine: Any) -> None:
-    engine.checkpoint_engine = make_checkpoint_engine(engine._config)
+    engine.checkpoint_engine = make_checkpoint_engine(engine_config(engine))
 
 
 def _any_rank(flag: bool) -> bool:
@@ -324,7 +324,7 @@ def _follow_config(engine: Any, configured: tuple[dict[str, Any], list[dict[str,
         return
     state, hyper = configured
     sched = engine.lr_scheduler
-    state = {**state, "last_epoch": sched.last_epoch, "_step_count": sched._step_count}
+    state = {**state, "last_epoch": sched.last_epoch, "_step_count": scheduler_step_count(sched)}
     sched.load_state_dict(state)
     groups = sched.optimizer.param_groups
     if len(groups) != len(hyper):
@@ -334,7 +334,7 @@ def _follow_config(engine: Any, configured: tuple[dict[str, Any], list[dict[str,
     for group, settings, lr in zip(groups, hyper, rates):
         group.update(settings)
         group["lr"] = lr
-    sched._last_lr = rates
+    set_scheduler_last_lr(sched, rates)
 
 
 def _load_local(engine: Any, folder: Path, rank: int, world: int) -> dict[str, Any]:

@@ -1,0 +1,56 @@
+"""DeepSpeed internals: the checkpoint engine we subclass, the engine's parsed config, the plain types its
+checkpoints hold.
+
+Import the functions (``from ..compat.deepspeed import ...``), never this module as a bare ``deepspeed``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+DIST = "deepspeed"
+CHECKED = ">=0.19.3,<0.20"
+VERIFIED = "0.19.8"
+
+CHECKPOINT_TYPES: tuple[tuple[str, str], ...] = (
+    ("deepspeed.runtime.zero.config", "ZeroStageEnum"),
+    ("deepspeed.utils.tensor_fragment", "fragment_address"),
+    # ZeRO-1/2 optimizer states hold the loss scaler (a plain object, even in fp32 and bf16).
+    ("deepspeed.runtime.fp16.loss_scaler", "LossScaler"),
+    ("deepspeed.runtime.fp16.loss_scaler", "DynamicLossScaler"),
+)
+"""(module, name) of the few non-tensor types DeepSpeed pickles into its state dicts."""
+
+
+def torch_checkpoint_engine() -> type:
+    """DeepSpeed's ``TorchCheckpointEngine`` class, to subclass (atomic writes, safe loads).
+
+    It lives under ``deepspeed.runtime.checkpoint_engine``; DeepSpeed offers no public hook for how
+    checkpoint files are written or read other than replacing ``engine.checkpoint_engine`` with one.
+    """
+    from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
+
+    return TorchCheckpointEngine
+
+
+def engine_config(engine: Any) -> Any:
+    """The engine's parsed ``DeepSpeedConfig`` (``engine._config``), what DeepSpeed passes to the checkpoint
+    engine it builds itself; the public ``engine.config`` is the raw dict the run was started with."""
+    return engine._config
+
+
+def checkpoint_safe_types(strict: bool = False) -> list[type]:
+    """The classes of CHECKPOINT_TYPES, for ``torch.serialization.safe_globals``.
+
+    One that no longer imports is left out (loading a checkpoint that holds it then fails with a clear
+    CheckpointError); ``strict=True`` raises instead, which is what the compat test uses.
+    """
+    found: list[type] = []
+    for module, name in CHECKPOINT_TYPES:
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            if strict:
+                raise
+    return found
