@@ -209,7 +209,7 @@ DEPENDENCIES = ("torch", "deepspeed", "submitit", "timm", "ray", "webdataset", "
 INTERNAL_MODULES = ("torch.distributed.distributed_c10d", "submitit.core", "submitit.slurm", "submitit.local",
                     "deepspeed.runtime", "deepspeed.utils", "deepspeed.comm.comm")
 REACHED = ("_config", "_step_count", "_last_lr", "_pos_embed", "_usr_sig", "_make_sbatch_string",
-           "_submitit_command_str", "_submit")
+           "_submitit_command_str")
 
 
 def _private_uses(path: Path, root: Path = PACKAGE.parent) -> list[str]:

@@ -113,7 +113,7 @@ def synth_source(args: argparse.Namespace) -> SynthSource:
 
 
 def submit_build(args: argparse.Namespace) -> int:
-    from .commands import _dry_run, _submit
+    from .submission import dry_run, submit_job
     from .executor import JobSpec, make_executor
     from ..apps.shards import options_from, report
 
@@ -129,11 +129,11 @@ def submit_build(args: argparse.Namespace) -> int:
     folder = out / "submitit"
     if args.dry_run:
         what = {"dataset": args.dataset, "root": str(root), "out": str(out), **asdict(opts)}
-        return _dry_run(spec, folder, args.cluster, "".join(f"{k}: {v}\n" for k, v in what.items()),
-                        f"shard build, {spec.world_size} tasks")
+        return dry_run(spec, folder, args.cluster, "".join(f"{k}: {v}\n" for k, v in what.items()),
+                       f"shard build, {spec.world_size} tasks")
     executor = make_executor(spec, folder, args.cluster)
     job = ShardBuildJob(args.dataset, str(root), str(out), opts, synth, spec.max_requeues)
-    rc = _submit(executor, job, spec, args, f"shards build {args.dataset}")
+    rc = submit_job(executor, job, spec, args, f"shards build {args.dataset}")
     if rc or not (args.wait or args.cluster == "local"):
         return rc
     manifest = merge(root, out, opts, spec.world_size)

@@ -13,8 +13,6 @@ Layout of a sweep folder ``ROOT/NAME`` (also Ray Tune's experiment folder, so ``
 
 from __future__ import annotations
 
-import copy
-import itertools
 import json
 import logging
 import os
@@ -28,9 +26,9 @@ from typing import Any
 import yaml
 
 from ..runtime import startup
-from ..config import Config, ConfigError
-from ..config_load import config_from_dict
+from ..config import Config
 from ..fileio import atomic_write_json
+from .sweep_points import grid, point_key, selection_metric, trial_config
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +36,6 @@ SCHEDULERS = ("asha", "fifo")
 METRIC = "val_score"
 """What Tune maximises: the val value of the task's selection metric (also reported under its own name,
 ``val_<metric>``)."""
-
-
-def selection_metric(task: str) -> str:
-    from ..tasks.registry import get_task
-
-    return get_task(task).selection_metric
 
 
 def _scalar(text: str) -> Any:
@@ -106,32 +98,6 @@ class SweepSpec:
     @property
     def folder(self) -> Path:
         return Path(self.root).expanduser().absolute() / self.name
-
-
-def grid(axes: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    keys = list(axes)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(axes[k] for k in keys))]
-
-
-def point_key(point: dict[str, Any]) -> str:
-    """A folder name for a grid point: ``{'model.bottleneck': 64}`` -> ``bottleneck-64``."""
-    parts = [f"{key.rsplit('.', 1)[-1]}-{value}" for key, value in point.items()]
-    return re.sub(r"[^\w.+-]", "_", "__".join(parts))
-
-
-def trial_config(base: dict[str, Any], point: dict[str, Any], sweep_dir: Path) -> Config:
-    data = copy.deepcopy(base)
-    for key, value in point.items():
-        section = data
-        *parents, leaf = key.split(".")
-        for p in parents:
-            section = section[p]
-        section[leaf] = value
-    data["train"]["out"] = str(sweep_dir / "runs" / point_key(point))
-    try:
-        return config_from_dict(data)
-    except ConfigError as e:
-        raise ConfigError(f"sweep point {point}: {e}") from None
 
 
 def absolute_paths(cfg: Config) -> dict[str, Any]:

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ..fileio import atomic_open, atomic_write_text
-from .sweep import point_key, selection_metric, trial_config
+from .sweep_points import point_key, selection_metric, trial_config
+
 
 def _param_counts(cfg: Any) -> dict[str, Any]:
     """The model's counts with the task's head, built on the meta device (the task from the shards' manifest)."""
@@ -45,7 +46,7 @@ def _ray_status(grid_result: Any, axes: list[str]) -> dict[str, str]:
 def collect_rows(folder: Path, base: dict[str, Any], points: list[dict[str, Any]], grid_result: Any) -> list[dict]:
     axes = list(points[0]) if points else []
     ray_status = _ray_status(grid_result, axes)
-    best = f"best_val_{selection_metric(base.get('task', 'avel'))}"
+    best = f"best_val_{selection_metric(base['task'])}"
     rows = []
     for point in points:
         key = point_key(point)

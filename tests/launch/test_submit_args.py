@@ -11,7 +11,8 @@ import pytest
 from avpea_dist.cli import main
 from avpea_dist.config_load import load_config
 from avpea_dist.launch.executor import JobSpec, parse_time, sbatch_script, submitit_command
-from avpea_dist.launch.sweep import SweepSpec, _check_same_sweep, grid, parse_values, point_key, run_sweep
+from avpea_dist.launch.sweep import SweepSpec, _check_same_sweep, parse_values, run_sweep
+from avpea_dist.launch.sweep_points import grid, point_key
 
 TINY = "configs/avel_tiny.yaml"
 
