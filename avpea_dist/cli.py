@@ -1,7 +1,9 @@
 """The `avpea` command: parses arguments and dispatches; the work lives in the subpackages.
 
 Each area registers its own subcommands (``register(subparsers)``) so this file stays a table of
-contents: models (model-info), data (shards ...), train (train, eval, demo), predict, launch (submit, sweep).
+contents: the core areas below (model-info; shards ...; train, eval, demo; predict; submit, sweep), then
+each task's own commands (``avpea search``...), named by its TaskSpec. Registering imports no torch:
+``avpea --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -10,12 +12,19 @@ import argparse
 import importlib
 import sys
 
+from . import plugins
 from .runtime import startup
 from .config import ConfigError
 
-_AREAS = ("avpea_dist.apps.model_info", "avpea_dist.apps.shards", "avpea_dist.apps.train_commands",
-          "avpea_dist.apps.predict", "avpea_dist.launch.commands",
-          "avpea_dist.tasks.retrieval.commands", "avpea_dist.tasks.captioning.commands")
+AREAS = ("avpea_dist.apps.model_info", "avpea_dist.apps.shards", "avpea_dist.apps.train_commands",
+         "avpea_dist.apps.predict", "avpea_dist.launch.commands")
+"""The core areas, in the order ``avpea --help`` lists them."""
+
+
+def command_modules() -> tuple[str, ...]:
+    """The core areas, then every task's command modules (tasks in name order): what ``build_parser`` imports."""
+    tasks = plugins.task_specs()
+    return AREAS + tuple(m for name in sorted(tasks) for m in tasks[name].commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,8 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      "evaluation, Slurm and Ray Tune.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in _AREAS:
-        importlib.import_module(name).register(sub)
+    for name in command_modules():
+        module = importlib.import_module(name)
+        if not callable(getattr(module, "register", None)):
+            raise ConfigError(f"{name} is listed as a command module but defines no register(subparsers); "
+                              f"add one or drop it from its TaskSpec's commands")
+        module.register(sub)
     return parser
 
 

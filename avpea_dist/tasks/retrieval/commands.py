@@ -16,11 +16,12 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ...fileio import atomic_write_bytes, sha256_file
+
+if TYPE_CHECKING:
+    import torch
 
 INDEX_FORMAT = "avpea-search-index-v1"
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov")
@@ -82,15 +83,19 @@ def write_index(path: Path, index: dict[str, Any], model_hash: str, fingerprint:
     atomic_write_bytes(path, save(tensors, metadata=meta))
 
 
-@torch.no_grad()
 def _embed(model: Any, frames: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    enc = model.encode(frames if "v" in model.streams else None, audio if "a" in model.streams else None)
-    return model.head.embed_clips(enc)
+    import torch  # here, not at the top: `avpea --help` imports this module and must not load torch
+
+    with torch.no_grad():
+        enc = model.encode(frames if "v" in model.streams else None, audio if "a" in model.streams else None)
+        return model.head.embed_clips(enc)
 
 
 def build_index(model: Any, cfg: Any, task: Any, files: list[Path], shards: str | None, split: str,
                 batch_size: int = 8) -> dict[str, Any]:
     """Embed every clip of the source once -> {clip (N, E), clip_tokens (N, T, E) | None, ids, captions, skipped}."""
+    import torch
+
     clips, tokens, ids, captions, skipped = [], [], [], [], []
     device = next(model.parameters()).device
 
@@ -133,15 +138,17 @@ def build_index(model: Any, cfg: Any, task: Any, files: list[Path], shards: str 
             "captions": captions, "skipped": skipped}
 
 
-@torch.no_grad()
 def score(model: Any, task: Any, index: dict[str, Any], query: str) -> torch.Tensor:
     """Cosine similarity (or the fine-grained one) of the query and every indexed clip -> (N,)."""
+    import torch
+
     from .head import fine_similarity
 
     codec = task.codec("test", 0)
     batch = codec.collate([codec.parse({"captions": [query]}, "query")])
     device = next(model.parameters()).device
-    text, tokens, mask = model.head.embed_texts(batch["text_ids"].to(device), batch["text_mask"].to(device))
+    with torch.no_grad():
+        text, tokens, mask = model.head.embed_texts(batch["text_ids"].to(device), batch["text_mask"].to(device))
     if index.get("clip_tokens") is not None:
         return fine_similarity(tokens.float().cpu(), mask.cpu(), index["clip_tokens"])[0]
     return index["clip"] @ text.float().cpu()[0]
@@ -150,6 +157,8 @@ def score(model: Any, task: Any, index: dict[str, Any], query: str) -> torch.Ten
 def search(run: str | Path, query: str, *, videos: str | None = None, shards: str | None = None, split: str = "test",
            top: int = 5, which: str = "best", rebuild: bool = False) -> dict[str, Any]:
     """-> {"results": [{"rank", "id", "score", "caption"?}], "index": path, "reused": bool, "clips", "skipped"}."""
+    import torch
+
     from ...apps.runmodel import load_run
 
     if not query.strip():
