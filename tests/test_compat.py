@@ -70,12 +70,14 @@ def test_scheduler_bookkeeping():
     for _ in range(2):
         sched.optimizer.step()
         sched.step()
-    assert ctorch.scheduler_step_count(sched) == 3
-    # The resume path puts the live count into a loaded state dict under the same key.
-    state = sched.state_dict()
-    assert state["_step_count"] == 3
-    sched.load_state_dict({**state, "_step_count": ctorch.scheduler_step_count(sched)})
-    assert ctorch.scheduler_step_count(sched) == 3
+    # A state dict of the configured schedule (fresh, position 0) takes the live position, and loading it
+    # keeps that position: what resume does.
+    fresh = torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD([param], lr=0.5), lambda step: 1.0 / (step + 1))
+    state = ctorch.scheduler_state_at_live_position(sched, fresh.state_dict())
+    assert set(state) == set(fresh.state_dict()), "re-check scheduler_state_at_live_position: the keys moved"
+    assert (state["last_epoch"], state["_step_count"]) == (2, 3)
+    fresh.load_state_dict(state)
+    assert fresh.state_dict()["_step_count"] == 3 and fresh.last_epoch == 2
     ctorch.set_scheduler_last_lr(sched, [0.125])
     assert sched.get_last_lr() == [0.125]
     assert sched.last_epoch == 2  # the schedule's position did not move
@@ -228,8 +230,8 @@ def _private_uses(path: Path, root: Path = PACKAGE.parent) -> list[str]:
         if isinstance(node, ast.Attribute) and node.attr in REACHED and not (
                 isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
             found.append(f"{path.relative_to(root)}:{node.lineno}: .{node.attr}")
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and any(
-                i in node.value for i in INTERNAL_MODULES + ("submitit.core._submit",)):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and (node.value in REACHED or any(
+                i in node.value for i in INTERNAL_MODULES + ("submitit.core._submit",))):
             found.append(f"{path.relative_to(root)}:{node.lineno}: {node.value!r}")
     return found
 
@@ -244,6 +246,6 @@ def test_the_scan_sees_a_private_use(tmp_path):
     path = tmp_path / "probe.py"
     path.write_text("from submitit.slurm.slurm import _make_sbatch_string\nx = vit._pos_embed(t)\n"
                     "c = 'python -m submitit.core._submit'\nfrom torch.distributed import distributed_c10d\n"
-                    "y = self._config\nimport torch.nn.functional\n")
+                    "y = self._config\nimport torch.nn.functional\ns = {'_step_count': 1}\n")
     lines = {int(use.split(":")[1]) for use in _private_uses(path, tmp_path)}
-    assert lines == {1, 2, 3, 4}
+    assert lines == {1, 2, 3, 4, 7}

@@ -28,13 +28,15 @@ def set_default_group_timeout(timeout: datetime.timedelta) -> None:
         distributed_c10d.default_pg_nccl_timeout = timeout
 
 
-def scheduler_step_count(sched: Any) -> int:
-    """An ``LRScheduler``'s ``_step_count`` (how often ``step`` ran, 1 after construction).
+def scheduler_state_at_live_position(sched: Any, state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` (an ``LRScheduler`` state dict) with ``sched``'s live position: ``last_epoch`` and the private
+    ``_step_count`` (how often ``step`` ran, 1 after construction).
 
-    Loading a state dict restores it, and resume must keep the live one while taking the rest of the state
-    from the config; ``state_dict()`` exposes it only under the same private key.
+    Resume loads the configured schedule's state dict but must keep the position the checkpoint restored;
+    ``load_state_dict`` sets both fields from the dict, and ``state_dict()`` names the count only by its
+    private key.
     """
-    return sched._step_count
+    return {**state, "last_epoch": sched.last_epoch, "_step_count": sched._step_count}
 
 
 def set_scheduler_last_lr(sched: Any, rates: list[float]) -> None:

@@ -35,7 +35,7 @@ import torch
 import torch.distributed as dist
 
 from ..compat.deepspeed import engine_config, torch_checkpoint_engine
-from ..compat.torch import scheduler_step_count, set_scheduler_last_lr
+from ..compat.torch import scheduler_state_at_live_position, set_scheduler_last_lr
 from ..runtime.world import comm_device
 from ..fileio import atomic_open, atomic_write_json, atomic_write_text, sha256_file
 from .safeload import CheckpointError, safe_torch_load  # noqa: F401  (CheckpointError re-exported)
@@ -324,7 +324,7 @@ def _follow_config(engine: Any, configured: tuple[dict[str, Any], list[dict[str,
         return
     state, hyper = configured
     sched = engine.lr_scheduler
-    state = {**state, "last_epoch": sched.last_epoch, "_step_count": scheduler_step_count(sched)}
+    state = scheduler_state_at_live_position(sched, state)
     sched.load_state_dict(state)
     groups = sched.optimizer.param_groups
     if len(groups) != len(hyper):
