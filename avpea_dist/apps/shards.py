@@ -71,10 +71,8 @@ def _register_synth(ss: argparse._SubParsersAction) -> None:
     s.add_argument("--out", help="dataset folder to write")
     if default:
         default[0][1].add_arguments(s)
-        s.set_defaults(synth_dataset=default[0][0].name)
-    s.set_defaults(func=synth_cmd)
-    ds = s.add_subparsers(dest="synth_dataset", metavar="DATASET",
-                          required=not default)  # only when no source is the default
+    ds = s.add_subparsers(dest="synth_dataset", metavar="DATASET", required=not default)
+    s.set_defaults(func=synth_cmd, synth_dataset=default[0][0].name if default else None)  # after: wins over None
     for spec, synth in synths:
         d = ds.add_parser(spec.name, help=f"the {spec.name} release layout")
         d.add_argument("--out", required=True, help="dataset folder to write")
