@@ -16,7 +16,7 @@ the trainer nor the stream.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable
 
 from ..data.codec import SampleCodec  # noqa: F401  (the data layer's protocol; tasks implement it)
 
