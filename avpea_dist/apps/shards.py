@@ -128,7 +128,7 @@ def report(m: dict, out: str, strict: bool, builder: Any = None) -> int:
         print(line)
     skipped = [(split, e) for split, s in m["splits"].items() for e in s["skipped"]]
     if skipped:
-        print(f"skipped {len(skipped)} records (all in manifest.json under splits.*.skipped)"
+        print(f"skipped {len(skipped)} clips (all in manifest.json under splits.*.skipped)"
               + ("; the first ones:" if len(skipped) > 20 else ":"))
         for split, e in skipped[:20]:
             extra = "".join(f" {k} {v}" for k, v in e.items() if k not in ("id", "key", "reason"))
@@ -136,7 +136,7 @@ def report(m: dict, out: str, strict: bool, builder: Any = None) -> int:
     for split, e in ((split, e) for split, s in m["splits"].items() for e in s.get("notes", [])):
         print(f"note: {split:<5} {e['id']}: {e['note']}")
     if not any(s["samples"] for s in m["splits"].values()):
-        print("error: no sample could be written; check the release folders and the reasons above", file=sys.stderr)
+        print("error: no clip could be written; check the release folders and the reasons above", file=sys.stderr)
         return 1
     return 1 if skipped and strict else 0
 
