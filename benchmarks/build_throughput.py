@@ -91,7 +91,8 @@ def main() -> None:
 
     import torch
 
-    from avpea_dist.data.build import BuildOptions, build_ave, encode_clip
+    from avpea_dist.data.build import BuildOptions, encode_clip
+    from avpea_dist.datasets.ave.build import build_ave
     from avpea_dist.datasets.ave.synth import SynthSpec, make_dataset
 
     torch.set_num_threads(1)

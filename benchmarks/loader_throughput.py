@@ -30,7 +30,8 @@ def main() -> None:
 
     import torch
 
-    from avpea_dist.data.build import BuildOptions, build_ave
+    from avpea_dist.data.build import BuildOptions
+    from avpea_dist.datasets.ave.build import build_ave
     from avpea_dist.data.manifest import read_manifest
     from avpea_dist.data.stream import decode_sample, make_train_loader
     from avpea_dist.datasets.ave.synth import make_dataset

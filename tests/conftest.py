@@ -21,10 +21,12 @@ def synth_shards(tmp_path_factory: pytest.TempPathFactory):
     """Shards of a small synthetic AVE-layout dataset (48 clips, 8 event classes + background, seed 0),
     built once per session through the real `shards synth` + `shards build ave` path.
     Splits: train 34 clips (5 shards of <= 8), val 7, test 7; classes: 9 (background last)."""
-    from avpea_dist.data.build import BuildOptions, build_ave
+    from avpea_dist import plugins
+    from avpea_dist.data.builder import BuildOptions
     from avpea_dist.datasets.ave.synth import make_dataset
 
     base = tmp_path_factory.mktemp("synth")
     make_dataset(base / "ave", 48, seed=0, num_classes=8)
-    build_ave(base / "ave", base / "shards", BuildOptions(workers=2, shard_size=8), progress=False)
+    builder = plugins.load(plugins.dataset_spec("ave").builder)
+    builder.build(base / "shards", BuildOptions(workers=2, shard_size=8), progress=False, root=base / "ave")
     return base / "shards"

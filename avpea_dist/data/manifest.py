@@ -1,11 +1,12 @@
 """The shard format: member names, constants and the validated ``manifest.json`` (no heavy imports).
 
-``manifest.json`` at the shard root: ``format``, ``version``, ``complete``, ``schema`` ('avel' when absent,
-'avqa' or 'captions': the json each sample holds, read by the task's codec), ``source``, ``preprocessing``
-(including ``audio_windows``: 'exact' or 'linspace'), ``members`` (the sample schema), ``classes`` (AVEL
-only: background last; ``labels`` index into it), ``shard_size``, ``splits.<split>`` = ``{records, order_seed,
-samples, shards: [{file, sha256, bytes, samples}], skipped: [{id, key, reason}], notes: [{id, key, note}],
-segment_histogram}`` with ``records == samples + len(skipped)``, and ``build`` (the resume records).
+``manifest.json`` at the shard root: ``format``, ``version``, ``complete``, ``schema`` (the json each sample
+holds, read by the task's codec: one of ``plugins.schemas()``; 'avel' when absent, see ``LEGACY_SCHEMA``),
+``source``, ``preprocessing`` (including ``audio_windows``: 'exact' or 'linspace'), ``members`` (the sample
+schema), ``classes`` (schemas with class labels, e.g. AVE's: ``labels`` index into it), ``shard_size``,
+``splits.<split>`` = ``{records, order_seed, samples, shards: [{file, sha256, bytes, samples}], skipped: [{id,
+key, reason}], ...}`` with ``records == samples + len(skipped)`` (each dataset adds its own fields, e.g. AVE's
+``notes`` and ``segment_histogram``), and ``build`` (the resume records).
 Shards written before per-record keys lack ``records``, ``order_seed`` and ``notes``; readers need none.
 """
 
@@ -15,25 +16,28 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..datasets.ave.release import BACKGROUND, NUM_SEGMENTS
+from .. import plugins
 
 FORMAT = "avpea-shards"
 VERSION = 1
 MANIFEST = "manifest.json"
+SEGMENTS = 10
+"""Segments per sample (one frame and one second of audio each): the format's fixed length."""
 MEL_BINS = 128
 FBANK_FRAMES = 102
-FRAME_MEMBERS = tuple(f"f{i}.jpg" for i in range(NUM_SEGMENTS))
+FRAME_MEMBERS = tuple(f"f{i}.jpg" for i in range(SEGMENTS))
 MEMBERS = (*FRAME_MEMBERS, "fbank.npy", "json")
-SCHEMAS = ("avel", "avqa", "captions")
-"""Sample schemas (``manifest["schema"]``, absent = 'avel'): which task codecs can read the shards' json."""
-FIX = "rebuild them with `avpea shards build ave --root AVE_ROOT --out DIR` (or `avpea shards synth`)"
+LEGACY_SCHEMA = "avel"
+"""The schema of a manifest without ``schema``: the AVE builder's, which wrote manifests before schemas existed
+and keeps writing the same bytes (a fact about those files, not a default for other datasets)."""
+FIX = "rebuild them with `avpea shards build DATASET ... --out DIR` (datasets: `avpea shards build --help`)"
 
 
-def member_names() -> dict[str, str]:
+def member_names(json_doc: str) -> dict[str, str]:
+    """The manifest's ``members``: the media every sample holds, and ``json`` as the dataset describes it."""
     names = {m: f"frame of segment {i}, JPEG RGB frame_size x frame_size" for i, m in enumerate(FRAME_MEMBERS)}
     names["fbank.npy"] = "float16 (segments, mel_bins, fbank_frames) log-mel, numpy .npy (no pickle)"
-    names["json"] = ("{id (video id), key (== the tar key, one per annotation record), category, labels[segments], "
-                     "split, start, end, quality, source}")
+    names["json"] = json_doc
     return names
 
 
@@ -53,13 +57,14 @@ def read_manifest(shards_dir: str | Path) -> dict[str, Any]:
     if not m.get("complete"):
         raise ValueError(f"{path} describes an unfinished build; rerun the same `avpea shards build` command "
                          f"to resume it")
-    schema = m.get("schema", "avel")  # shards written before schemas existed are AVEL's
-    if schema not in SCHEMAS:
-        raise ValueError(f"{path}: 'schema' is {schema!r}; this code reads {', '.join(map(repr, SCHEMAS))}; {FIX}")
+    schema = m.get("schema", LEGACY_SCHEMA)
+    known = plugins.schemas()  # what the installed datasets write and tasks read
+    if schema not in known:
+        raise ValueError(f"{path}: 'schema' is {schema!r}; this code reads {', '.join(map(repr, known))}; {FIX}")
     classes = m.get("classes")
-    if schema == "avel" and not (isinstance(classes, list) and len(classes) >= 2
-                                 and all(isinstance(c, str) for c in classes) and classes[-1] == BACKGROUND):
-        raise ValueError(f"{path}: 'classes' must be a list of names ending with '{BACKGROUND}'; {FIX}")
+    if ("classes" in m or "schema" not in m) and not (
+            isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)):
+        raise ValueError(f"{path}: 'classes' must be a list of at least two class names; {FIX}")
     if not isinstance(m.get("preprocessing"), dict) or not isinstance(m["preprocessing"].get("frame_size"), int):
         raise ValueError(f"{path}: 'preprocessing.frame_size' is missing; {FIX}")
     splits = m.get("splits")

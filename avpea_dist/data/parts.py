@@ -2,7 +2,7 @@
 
 Every build task (one for ``shards build``, N for a split build) writes its own part file
 ``parts/task-<i>-of-<n>.json`` atomically after each shard it finishes: the shard's file, sha256, sample
-count, skipped records with reasons, notes and class histogram. A rerun reuses the finished shards whose
+count, skipped records with reasons and what the dataset adds (AVE: notes and class histogram). A rerun reuses the finished shards whose
 files still hash right, so a killed task redoes only its unfinished shards. When every shard of the plan has
 a record, ``manifest.json`` is written from them in plan order: the same bytes whichever task layout built it.
 """
@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..fileio import atomic_write_json, sha256_file
-from ..datasets.ave.release import Clip
-from .manifest import FORMAT, MANIFEST, VERSION, member_names
+from .manifest import MANIFEST
 from .plan import Shard
 
 PARTS = "parts"
@@ -78,39 +77,10 @@ def write_part(out: Path, task: int, tasks: int, fingerprint: str, done: dict[st
                                                     "build": {"fingerprint": fingerprint, "done": done}})
 
 
-def _split_entry(clips: list[Clip], order_seed: int, n_classes: int) -> dict[str, Any]:
-    return {"records": len(clips), "order_seed": order_seed, "samples": 0, "shards": [], "skipped": [],
-            "notes": [], "segment_histogram": [0] * n_classes}
-
-
-def make_manifest(*, classes: list[str], preprocessing: dict[str, Any], source: str, fingerprint: str,
-                  splits: dict[str, list[Clip]], plan: list[Shard], done: dict[str, dict[str, Any]],
-                  order_seed: int, shard_size: int) -> dict[str, Any]:
-    """The manifest of a finished build; ``done`` must hold a record for every shard of ``plan``."""
-    entries = {split: _split_entry(clips, order_seed, len(classes)) for split, clips in splits.items()}
-    ordered = {}
-    for shard in plan:
-        rec = ordered[shard.name] = done[shard.name]
-        s = entries[shard.split]
-        s["skipped"] += rec["skipped"]
-        s["notes"] += rec["notes"]
-        if rec["file"] is not None:
-            s["samples"] += rec["samples"]
-            s["shards"].append({k: rec[k] for k in ("file", "sha256", "bytes", "samples")})
-            s["segment_histogram"] = [a + b for a, b in zip(s["segment_histogram"], rec["histogram"])]
-    for split, s in entries.items():
-        if s["samples"] + len(s["skipped"]) != s["records"]:  # cannot happen unless a record file was edited
-            raise ValueError(f"split '{split}': {s['samples']} samples + {len(s['skipped'])} skipped != "
-                             f"{s['records']} records; delete the build records ({PARTS}/, {MANIFEST}) and rebuild")
-    return {"format": FORMAT, "version": VERSION, "complete": True, "source": source,
-            "preprocessing": preprocessing, "members": member_names(), "classes": classes,
-            "shard_size": shard_size, "splits": entries, "build": {"fingerprint": fingerprint, "done": ordered}}
-
-
-def merge_if_complete(out: Path, plan: list[Shard], tasks: int, run: str | None,
-                      **manifest_args: Any) -> dict[str, Any] | None:
-    """Write ``manifest.json`` once all ``tasks`` tasks (of job ``run``, when given) have finished; -> it,
-    else None. Only this layout's parts count: each holds its task's reused and new records, so a part
+def merge_if_complete(out: Path, plan: list[Shard], tasks: int, run: str | None, fingerprint: str,
+                      make: Callable[[dict[str, dict[str, Any]]], dict[str, Any]]) -> dict[str, Any] | None:
+    """Write ``manifest.json`` = ``make(records of every shard)`` once all ``tasks`` tasks (of job ``run``, when
+    given) have finished; -> it, else None. Only this layout's parts count: each holds its task's reused and new records, so a part
     left by an earlier job cannot make a shard that is being rebuilt look finished. Two tasks finishing
     together may both write the manifest: the same bytes, each write atomic."""
     done: dict[str, dict[str, Any]] = {}
@@ -119,11 +89,11 @@ def merge_if_complete(out: Path, plan: list[Shard], tasks: int, run: str | None,
         part = _read_json(path) if path.is_file() else {}
         if not part.get("finished") or (run is not None and part.get("run") != run):
             return None
-        if part["build"]["fingerprint"] != manifest_args["fingerprint"]:
+        if part["build"]["fingerprint"] != fingerprint:
             raise ValueError(f"{path} records a build of other annotations or options; delete {out / PARTS}")
         done.update(part["build"]["done"])
     if any(s.name not in done for s in plan):
         return None
-    manifest = make_manifest(plan=plan, done=done, **manifest_args)
+    manifest = make(done)
     atomic_write_json(out / MANIFEST, manifest)
     return manifest

@@ -1,14 +1,11 @@
-"""Write samples of the shared media format for any release: items (id, video, json meta) -> shards.
+"""Releases read as items (id, video, json meta, the records it holds) -> a ``sharding.Release``.
 
-A task's builder (``tasks/avqa/build.py``, ``tasks/valor/build.py``) reads its release into ``SplitItems``:
-per split, the number of release records, one ``Item`` per sample to write (a video and the json fields of
-the records it holds) and the records already skipped while reading, with their reasons. This module does
-the rest as ``build.py`` does for AVE, with its pieces: items shuffled per split with a seed and cut into
-shards of ``shard_size`` samples, every video decoded once by ``encode_video`` in a pool of worker
-processes (also when samples of several splits share it), each shard written atomically with its sha256,
-bytes and sample count, a part record after each shard (``parts.py``) so that a rerun resumes at the first
-unfinished shard, and a video that cannot be decoded skipped with its reason, once per record it held.
-``manifest.json`` is written last, atomically.
+A dataset's builder (``datasets/musicavqa/build.py``, ``datasets/valor/build.py``) reads its release into
+``SplitItems``: per split, the number of release records, one ``Item`` per sample to write (a video and the
+json fields of the records it holds) and the records already skipped while reading, with their reasons.
+``ItemsRelease`` records them for the shared build (``sharding.py``): a video that cannot be decoded is
+skipped with its reason once per record it held; the manifest counts the records written per split under the
+schema's ``unit`` and adds what the dataset's ``summary`` derives from the items written.
 
 Keys are ``<split>-<5-digit index of the item in its split>-<id made webdataset-safe>``: unique, the same in
 every rebuild; the ``json`` member keeps the id verbatim.
@@ -20,25 +17,18 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tarfile
-import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..fileio import atomic_open, atomic_write_json, sha256_file
-from .build import BuildOptions, ordered_results, preprocessing
+from .options import BuildOptions
 from .manifest import FORMAT, MANIFEST, VERSION, member_names
-from .parts import PARTS, intact, load_done, mark_unfinished, write_part
-from .plan import Shard, shuffled
-from .tario import TarShardWriter
+from .parts import PARTS
+from .plan import Shard
+from .sharding import Release
 
 ANY_LENGTH = BuildOptions(sampling="even", min_seconds=1.0)
 """The builders' default options: segments spread over videos of any length, clips from 1 s (VALOR has 2 s ones)."""
-CACHE = ".decoded"
-"""Under the shard folder: decoded videos waiting for a later split's sample (removed when the build ends)."""
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
 """Looked for in this order: the releases ship mp4; a download tool may have left another container."""
@@ -116,91 +106,33 @@ Summary = Callable[[dict[str, list[Item]]], tuple[dict[str, Any], dict[str, dict
 """written items per split -> (top-level manifest fields, {split: extra split fields})."""
 
 
-def _plan(splits: dict[str, SplitItems], shard_size: int, order_seed: int) -> list[Shard]:
-    plan = []
-    for split, s in splits.items():
-        order = shuffled(s.items, split, order_seed)
-        plan += [Shard(split, f"{split}-{i // shard_size:06d}", tuple(order[i:i + shard_size]))
-                 for i in range(0, len(order), shard_size)]
-    return plan
+class ItemsRelease(Release):
+    """A release read into ``SplitItems``: one sample per item (a video and the records it holds); a video
+    that cannot be decoded skips every record of its item."""
 
+    def __init__(self, splits: dict[str, SplitItems], *, schema: Schema, source: str, summary: Summary) -> None:
+        super().__init__({split: s.items for split, s in splits.items()}, source)
+        self.items, self.schema, self.summary = splits, schema, summary
 
-def _fingerprint(schema: Schema, splits: dict[str, SplitItems], plan: list[Shard], pre: dict[str, Any]) -> str:
-    body = {"schema": schema.name, "pre": pre, "records": {k: [s.records, s.skipped] for k, s in splits.items()},
-            "plan": [[s.name, [asdict(i) for i in s.clips]] for s in plan]}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+    def fingerprint(self, plan: list[Shard], pre: dict[str, Any]) -> str:
+        body = {"schema": self.schema.name, "pre": pre,
+                "records": {k: [s.records, s.skipped] for k, s in self.items.items()},
+                "plan": [[s.name, [asdict(i) for i in s.clips]] for s in plan]}
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
+    def record(self) -> dict[str, Any]:
+        return {"written": []}
 
-class _Decoded:
-    """Each video decoded once, however many samples use it (MUSIC-AVQA puts one video in several splits):
-    a result still needed later waits on disk (``out/.decoded/``, one small tar each, removed at its last
-    use): holding it in memory from the train shards to the test shards could hold thousands of clips."""
+    def skipped(self, rec: dict[str, Any], sample: Item, reason: str) -> None:
+        rec["skipped"] += [{**r, "reason": f"video {Path(sample.video).name}: {reason}"} for r in sample.records]
 
-    def __init__(self, out: Path, paths: list[str], opts: BuildOptions) -> None:
-        self.uses = Counter(paths)
-        unique = list(dict.fromkeys(paths))  # first-use order, the order they are taken in
-        self.results = ordered_results(unique, opts) if unique else iter(())
-        self.decoded = len(unique)
-        self.cache = out / CACHE
-        shutil.rmtree(self.cache, ignore_errors=True)  # a killed build's leftovers
-        self.kept: dict[str, Path] = {}
-        self.stored = 0
+    def written(self, rec: dict[str, Any], sample: Item) -> bytes:
+        rec["written"].append(sample.key)
+        return sample.json_bytes()
 
-    def take(self, path: str) -> tuple[str, Any]:
-        self.uses[path] -= 1
-        if path in self.kept:
-            result = _read_result(self.kept[path])
-            if not self.uses[path]:
-                self.kept.pop(path).unlink()
-            return result
-        result = next(self.results)
-        if self.uses[path]:
-            self.kept[path] = self.cache / f"{self.stored:06d}.tar"
-            self.stored += 1
-            _write_result(self.kept[path], result)
-        return result
-
-    def close(self) -> None:
-        """Stop the decoding pool now (also after an error) and remove the waiting results."""
-        close = getattr(self.results, "close", None)
-        if close is not None:
-            close()
-        shutil.rmtree(self.cache, ignore_errors=True)
-
-
-def _write_result(path: Path, result: tuple[str, Any]) -> None:
-    status, payload = result
-    with atomic_open(path, "wb") as f:
-        writer = TarShardWriter(f)
-        writer.write("r", payload if status == "ok" else {"skip": str(payload).encode()})
-        writer.close()
-
-
-def _read_result(path: Path) -> tuple[str, Any]:
-    with tarfile.open(path) as tar:
-        members = {m.name[2:]: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
-    return ("skip", members["skip"].decode()) if "skip" in members else ("ok", members)
-
-
-def _write_shard(out: Path, shard: Shard, videos: _Decoded, tick: Callable[[], None]) -> dict:
-    rec: dict[str, Any] = {"file": None, "sha256": None, "bytes": 0, "samples": 0, "skipped": [], "written": []}
-    path = out / f"{shard.name}.tar"
-    with atomic_open(path, "wb") as f:
-        writer = TarShardWriter(f)
-        for item in shard.clips:
-            status, payload = videos.take(item.video)
-            tick()
-            if status == "skip":
-                rec["skipped"] += [{**r, "reason": f"video {Path(item.video).name}: {payload}"} for r in item.records]
-                continue
-            writer.write(item.key, {**payload, "json": item.json_bytes()})
-            rec["written"].append(item.key)
-        writer.close()
-    if writer.samples:
-        rec.update(file=path.name, sha256=sha256_file(path), bytes=path.stat().st_size, samples=writer.samples)
-    else:
-        path.unlink()  # every video of this shard was skipped: no empty tar
-    return rec
+    def manifest(self, plan: list[Shard], done: dict[str, dict[str, Any]], opts: BuildOptions,
+                 pre: dict[str, Any], fingerprint: str) -> dict[str, Any]:
+        return _manifest(self.schema, self.items, plan, done, opts, pre, self.source, fingerprint, self.summary)
 
 
 def _manifest(schema: Schema, splits: dict[str, SplitItems], plan: list[Shard], done: dict[str, dict],
@@ -225,49 +157,7 @@ def _manifest(schema: Schema, splits: dict[str, SplitItems], plan: list[Shard], 
         if e[schema.unit] + len(e["skipped"]) != e["records"]:  # only an edited build record can cause this
             raise ValueError(f"split '{split}': {e[schema.unit]} {schema.unit} written + {len(e['skipped'])} "
                              f"skipped != {e['records']} records; delete {PARTS}/ and {MANIFEST} and rebuild")
-    members = {**member_names(), "json": schema.json_doc}
+    members = member_names(schema.json_doc)
     return {"format": FORMAT, "version": VERSION, "schema": schema.name, "complete": True, "source": source,
             "preprocessing": pre, "members": members, "shard_size": opts.shard_size, **top, "splits": entries,
             "build": {"fingerprint": fp, "done": ordered}}
-
-
-def build_samples(out: str | Path, splits: dict[str, SplitItems], opts: BuildOptions, *, schema: Schema,
-                  source: str, summary: Summary, progress: bool = True) -> dict[str, Any]:
-    """Build (or resume) the shards of ``splits`` in ``out``; -> the manifest written, with an extra
-    ``"stats"`` entry (not stored). ``summary`` adds the schema's fields from the items written."""
-    from tqdm import tqdm
-
-    out = Path(out)
-    pre = preprocessing(opts)
-    plan = _plan(splits, opts.shard_size, opts.order_seed)
-    fp = _fingerprint(schema, splits, plan, pre)
-    out.mkdir(parents=True, exist_ok=True)
-    previous = load_done(out, fp)
-    done = {s.name: previous[s.name] for s in plan if s.name in previous and intact(out, previous[s.name])}
-    todo = [s for s in plan if s.name not in done]
-    write_part(out, 0, 1, fp, done, run=None, finished=False)
-    if todo:
-        mark_unfinished(out)
-    t0 = time.perf_counter()
-    paths = [item.video for s in todo for item in s.clips]  # in write order
-    videos = _Decoded(out, paths, opts)
-    bar = tqdm(total=len(paths), desc=f"build {schema.name}", unit="sample", disable=not progress)
-    try:
-        for shard in todo:
-            done[shard.name] = _write_shard(out, shard, videos, lambda: bar.update(1))
-            write_part(out, 0, 1, fp, done, run=None, finished=False)
-    finally:
-        videos.close()
-    bar.close()
-    write_part(out, 0, 1, fp, done, run=None, finished=True)
-    seconds = time.perf_counter() - t0
-    manifest = _manifest(schema, splits, plan, done, opts, pre, source, fp, summary)
-    atomic_write_json(out / MANIFEST, manifest)
-    manifest["stats"] = {
-        "shards": len(plan), "built_shards": len(todo), "reused_shards": len(plan) - len(todo),
-        "clips_processed": len(paths), "videos_decoded": videos.decoded,
-        "written": sum(done[s.name]["samples"] for s in todo),
-        "skipped": sum(len(done[s.name]["skipped"]) for s in todo), "seconds": round(seconds, 3),
-        "clips_per_s": round(len(paths) / seconds, 3) if paths and seconds > 0 else 0.0,
-        "videos_per_s": round(videos.decoded / seconds, 3) if paths and seconds > 0 else 0.0}
-    return manifest

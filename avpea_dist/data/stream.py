@@ -21,15 +21,15 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from . import exit_with, worker_context
-from ..datasets.ave.release import NUM_SEGMENTS
 from .features import load_npy, normalise_fbank
+from .manifest import SEGMENTS as NUM_SEGMENTS
 from .manifest import (FBANK_FRAMES, FIX, FRAME_MEMBERS, MANIFEST, MEL_BINS, MEMBERS, default_epoch_batches,
                        read_manifest, split_entry)
 from ..tasks.avel.codec import AVELCodec
 from .tario import RawSample, iter_raw_samples
 
 if TYPE_CHECKING:
-    from ..tasks.base import SampleCodec
+    from .codec import SampleCodec
 
 __all__ = ["read_manifest", "default_epoch_batches", "make_train_loader", "make_eval_loader", "decode_sample",
            "decode_media", "SampleError", "EvalStream"]

@@ -29,7 +29,7 @@ from .stream import SampleError, SplitStream
 from .tario import PieceEnd, RawSample, read_piece, sample_offsets
 
 if TYPE_CHECKING:
-    from ..tasks.base import SampleCodec
+    from .codec import SampleCodec
 
 OPEN_PIECES = 8  # shard pieces a worker reads at once: more mixes classes better, each holds a file open
 _MAX_REPLACEMENT_DRAWS = 64

@@ -16,7 +16,9 @@ the trainer nor the stream.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable
+
+from ..data.codec import SampleCodec  # noqa: F401  (the data layer's protocol; tasks implement it)
 
 if TYPE_CHECKING:  # torch is imported by the modules that run models, not by config readers
     import torch
@@ -24,21 +26,6 @@ if TYPE_CHECKING:  # torch is imported by the modules that run models, not by co
 
     from ..config import Config
     from ..models.encoder import EncoderOutput  # noqa: F401  (the head's input, see below)
-
-
-class SampleCodec(Protocol):
-    """Turns a sample's ``json`` member into the task's fields of a batch. Runs in loader workers: it must
-    pickle (plain attributes; a tokenizer is loaded lazily on first use in the worker)."""
-
-    def parse(self, meta: dict[str, Any], key: str) -> Any:
-        """One sample's targets (labels, questions, captions...). Raise ``ValueError`` with the reason for a
-        malformed record: the stream skips the sample and counts it (it never stops the run)."""
-        ...
-
-    def collate(self, targets: list[Any]) -> dict[str, Any]:
-        """The parsed targets of a batch's samples, in order -> batch fields (tensors, lists). Called with
-        ``[]`` for a batch whose samples were all skipped: return the same fields, empty."""
-        ...
 
 
 @dataclass

@@ -61,9 +61,9 @@ def test_killed_task_rebuilds_only_its_unfinished_shards(one_task, tmp_path: Pat
     data, one = one_task
     out = tmp_path / "killed"
     part = out / "parts" / "task-0001-of-0002.json"
-    code = ("import sys; from avpea_dist.data.build import BuildOptions; from avpea_dist.launch.shards_job import "
-            "run_task; run_task('ave', sys.argv[1], sys.argv[2], BuildOptions(workers=1, shard_size=2), task=1, "
-            "tasks=2)")
+    code = ("import sys; from avpea_dist.data.builder import BuildOptions; from avpea_dist.launch.shards_job import "
+            "run_task; run_task('ave', sys.argv[2], BuildOptions(workers=1, shard_size=2), {'root': sys.argv[1]}, "
+            "task=1, tasks=2)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(data), str(out)], start_new_session=True)
     try:
         deadline = time.monotonic() + 120
@@ -82,7 +82,8 @@ def test_killed_task_rebuilds_only_its_unfinished_shards(one_task, tmp_path: Pat
     assert (ranks[0]["reused_shards"], ranks[0]["built_shards"]) == ("0", "3")
     _same_build(out, one)
     # A finished folder with a lost shard reads as unfinished while that shard is rebuilt, then complete again.
-    from avpea_dist.data.build import BuildOptions, build_task
+    from avpea_dist.data.builder import BuildOptions
+    from avpea_dist.datasets.ave.build import BUILDER
 
     (out / "train-000001.tar").unlink()
     seen = []
@@ -90,7 +91,7 @@ def test_killed_task_rebuilds_only_its_unfinished_shards(one_task, tmp_path: Pat
     def look(records: list) -> None:
         seen.append(json.loads((out / "manifest.json").read_text())["complete"])
 
-    result = build_task(data, out, BuildOptions(workers=1, shard_size=2), task=1, tasks=2, progress=False,
-                        prepare=look)
+    result = BUILDER.build_task(out, BuildOptions(workers=1, shard_size=2), task=1, tasks=2, progress=False,
+                                prepare=look, root=data)
     assert seen == [False] and result["stats"]["built_shards"] == 1 and result["manifest"]["complete"]
     _same_build(out, one)

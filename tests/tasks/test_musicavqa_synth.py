@@ -12,7 +12,7 @@ import pytest
 
 from avpea_dist.cli import main
 from avpea_dist.data.decode import decode_clip
-from avpea_dist.datasets.ave.synth import _COLOURS, SynthSpec, _tone
+from avpea_dist.data.synthmedia import COLOURS, SynthSpec, tone
 from avpea_dist.datasets.musicavqa import release
 from avpea_dist.datasets.musicavqa.synth_scene import NAMES
 from avpea_dist.datasets.musicavqa.synth import make_musicavqa, make_questions, make_scenes, majority_share
@@ -260,7 +260,7 @@ def test_deterministic_and_reused(tmp_path):
 def test_mp4_shows_and_sounds_the_scene(small):
     scenes = json.loads((small / "scenes.json").read_text())
     names = [i["name"] for i in scenes["instruments"]]
-    colours = {i["name"]: np.array(_COLOURS[i["colour"]], float) for i in scenes["instruments"]}
+    colours = {i["name"]: np.array(COLOURS[i["colour"]], float) for i in scenes["instruments"]}
     scene = max(scenes["scenes"], key=lambda s: len(s["players"]))  # the busiest scene
     frames, audio = decode_clip(small / "videos" / f"{scene['video_id']}.mp4", size=96)
     assert re.fullmatch(r"[0-9]{8}", scene["video_id"])
@@ -282,7 +282,7 @@ def test_mp4_shows_and_sounds_the_scene(small):
         loudest = max(on, key=lambda p: p["sound"]["level"])
         spectrum = np.abs(np.fft.rfft(chunk))
         peak_hz = np.argmax(spectrum) * 16000 / len(chunk)
-        f0 = _tone(names.index(loudest["instrument"]), len(names))
+        f0 = tone(names.index(loudest["instrument"]), len(names))
         assert abs(peak_hz - f0) < 0.03 * f0 + 10, (second, peak_hz, f0)
 
 

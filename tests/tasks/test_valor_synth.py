@@ -11,7 +11,7 @@ import pytest
 
 from avpea_dist.cli import main
 from avpea_dist.data.decode import decode_clip
-from avpea_dist.datasets.ave.synth import _COLOURS, SynthSpec
+from avpea_dist.data.synthmedia import COLOURS, SynthSpec
 from avpea_dist.datasets.valor.synth import PITCHES, make_clips, make_valor
 
 SPLITS = ("train", "val", "test")
@@ -108,7 +108,7 @@ def test_mp4_shows_and_sounds_the_clip(small):
         assert bright[c["side"]] > 0.1 and bright[other] < 0.02, (c, bright)
         pixels = half[c["side"]].reshape(-1, 3)
         pixels = pixels[pixels.max(1) > 100].astype(float)
-        assert np.abs(pixels.mean(0) - np.array(_COLOURS[c["colour"]])).max() < 60
+        assert np.abs(pixels.mean(0) - np.array(COLOURS[c["colour"]])).max() < 60
         chunk = audio[16000:32000]
         peak_hz = np.argmax(np.abs(np.fft.rfft(chunk))) * 16000 / len(chunk)
         assert abs(peak_hz - PITCHES[c["pitch"]]) < 10

@@ -11,53 +11,33 @@ as real data does.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
-from typing import Collection
+from typing import Any, Callable, Collection
 
-import av
 import numpy as np
 
-from ...fileio import atomic_open, atomic_write_text
+from ...data.builder import SynthSource
+from ...data.synthmedia import (COLOURS, ID_CHARS, MARKER, SynthSpec, add_media_arguments, background, media_options,
+                                tone, write_mp4)
+from ...fileio import atomic_write_json, atomic_write_text
 from .release import ANNOTATIONS, NUM_SEGMENTS, SPLIT_FILES
 
 HEADER = "Category&VideoID&Quality&StartTime&EndTime"
-_COLOURS = {"red": (230, 30, 30), "green": (30, 200, 40), "blue": (40, 60, 240), "yellow": (240, 230, 40),
-            "magenta": (220, 40, 220), "cyan": (40, 220, 230), "white": (245, 245, 245),
-            "orange": (250, 140, 20)}
 _LAYOUTS = ("bars", "columns", "square", "checker")
-_ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-
-
-@dataclass(frozen=True)
-class SynthSpec:
-    """How the mp4 files look; the defaults keep encoding and decoding fast, the benchmarks raise them."""
-
-    size: int = 128
-    fps: int = 4
-    sample_rate: int = 16000
-    channels: int = 1
-    video_codec: str = "libx264"
-    audio_codec: str = "aac"
-    seconds: float = 10.0
-    aac_fast: bool = False  # ffmpeg's fast AAC coder: ~3x cheaper encoding (the task demos' sets use it)
 
 
 def class_names(num_classes: int) -> list[str]:
-    names = list(_COLOURS)
+    names = list(COLOURS)
     if not 2 <= num_classes <= len(names):
         raise ValueError(f"--classes={num_classes} must lie in [2, {len(names)}]")
-    return [f"{names[k].capitalize()} {_LAYOUTS[k % 4]} (chord {k}, {_tone(k, num_classes):.0f} Hz)"
+    return [f"{names[k].capitalize()} {_LAYOUTS[k % 4]} (chord {k}, {tone(k, num_classes):.0f} Hz)"
             for k in range(num_classes)]
 
 
-def _tone(k: int, n: int) -> float:
-    return 220.0 * (25.0 ** (k / max(n - 1, 1)))  # 220 Hz .. 5.5 kHz, spread over the mel scale
-
-
 def _pattern(k: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    colour = np.array(list(_COLOURS.values())[k], np.float32) * rng.uniform(0.85, 1.0)
+    colour = np.array(list(COLOURS.values())[k], np.float32) * rng.uniform(0.85, 1.0)
     img = np.full((size, size, 3), 40.0, np.float32)
     y, x = np.mgrid[0:size, 0:size]
     off = rng.integers(-size // 16, size // 16 + 1, 2)
@@ -70,31 +50,9 @@ def _pattern(k: int, size: int, rng: np.random.Generator) -> np.ndarray:
     return img
 
 
-def paint(img: np.ndarray, box: tuple[int, int, int, int], colour: tuple[int, int, int], layout: str) -> None:
-    """Draw a pattern of ``colour`` inside ``box`` = (top, bottom, left, right) of an (H, W, 3) float image, in
-    place. Layouts: solid, bars (horizontal), columns, checker, square (a centred block), circle, frame (an
-    outline), cross; cells are a quarter of the box so they survive downscaling to 64 px."""
-    top, bottom, left, right = box
-    h, w = bottom - top, right - left
-    y, x = np.mgrid[0:h, 0:w]
-    cy, cx, cell = (h - 1) / 2, (w - 1) / 2, max(2, min(h, w) // 4)
-    mask = {"solid": np.ones((h, w), bool), "bars": (y // cell) % 2 == 0, "columns": (x // cell) % 2 == 0,
-            "checker": ((y // cell) + (x // cell)) % 2 == 0,
-            "square": (abs(y - cy) < h * 0.3) & (abs(x - cx) < w * 0.3),
-            "circle": (y - cy) ** 2 + (x - cx) ** 2 < (min(h, w) * 0.45) ** 2,
-            "frame": (np.minimum(np.minimum(y, h - 1 - y), np.minimum(x, w - 1 - x)) < max(2, min(h, w) // 6)),
-            "cross": (abs(y - cy) < h * 0.12) | (abs(x - cx) < w * 0.15)}[layout]
-    img[top:bottom, left:right][mask] = np.asarray(colour, np.float32)
-
-
-def _background(size: int, rng: np.random.Generator) -> np.ndarray:
-    tint = rng.uniform(30, 70, 3).astype(np.float32)
-    return np.broadcast_to(tint, (size, size, 3)) + rng.normal(0, 6, (size, size, 1)).astype(np.float32)
-
-
 def _chord(k: int, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     t = np.arange(sr) / sr
-    f = _tone(k, n)
+    f = tone(k, n)
     wave = sum(np.sin(2 * np.pi * f * m * t + rng.uniform(0, 2 * np.pi)) for m in (1.0, 1.5))
     return (0.3 * wave).astype(np.float32)
 
@@ -116,7 +74,7 @@ def _clip_content(event: int, start: int, end: int, n: int, spec: SynthSpec,
                 audible = int(rng.integers(n))
             elif kind == 3:
                 visual, audible = (int(v) for v in rng.choice(n, 2, replace=False))
-        frame = _pattern(visual, spec.size, rng) if visual is not None else _background(spec.size, rng)
+        frame = _pattern(visual, spec.size, rng) if visual is not None else background(spec.size, rng)
         seg_frames.append(np.clip(frame, 0, 255).astype(np.uint8))
         sound = rng.normal(0, 0.01, sr).astype(np.float32)
         if audible is not None:
@@ -130,38 +88,8 @@ def _clip_content(event: int, start: int, end: int, n: int, spec: SynthSpec,
     return frames, audio
 
 
-def write_mp4(path: Path, frames: np.ndarray, audio: np.ndarray, spec: SynthSpec) -> None:
-    """Encode RGB frames (T, H, W, 3) at ``spec.fps`` and mono audio (duplicated to ``spec.channels``; none
-    when empty) into ``path`` atomically."""
-    with atomic_open(path, "wb") as f, av.open(f, mode="w", format="mp4") as out:
-        v = out.add_stream(spec.video_codec, rate=spec.fps)
-        v.height, v.width = frames.shape[1:3]
-        v.pix_fmt = "yuv420p"
-        if spec.video_codec == "libx264":
-            v.options = {"preset": "ultrafast", "threads": "1"}
-        a = out.add_stream(spec.audio_codec, rate=spec.sample_rate) if len(audio) else None
-        if a is not None:
-            a.layout = "mono" if spec.channels == 1 else "stereo"
-            if spec.aac_fast and spec.audio_codec == "aac":
-                a.options = {"aac_coder": "fast"}
-        for j, rgb in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts, frame.time_base = j, Fraction(1, spec.fps)
-            out.mux(v.encode(frame))
-        out.mux(v.encode(None))
-        if a is not None:
-            step = a.codec_context.frame_size or 1024
-            planes = np.repeat(audio[None], spec.channels, axis=0).astype(np.float32)
-            for s in range(0, planes.shape[1], step):
-                chunk = np.ascontiguousarray(planes[:, s:s + step])
-                frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=a.layout.name)
-                frame.sample_rate, frame.pts = spec.sample_rate, s
-                out.mux(a.encode(frame))
-            out.mux(a.encode(None))
-
-
 def _video_id(rng: np.random.Generator) -> str:
-    return "".join(_ID_CHARS[i] for i in rng.integers(len(_ID_CHARS), size=11))
+    return "".join(ID_CHARS[i] for i in rng.integers(len(ID_CHARS), size=11))
 
 
 @dataclass(frozen=True)
@@ -219,3 +147,70 @@ def make_dataset(out: str | Path, clips: int, seed: int = 0, num_classes: int = 
     for split, name in SPLIT_FILES.items():
         atomic_write_text(out / name, "\n".join([HEADER] + parts[split]) + "\n")
     return {split: len(v) for split, v in parts.items()}
+
+
+class AveSynth(SynthSource):
+    """``avpea shards synth [ave]`` and ``avpea shards build synth``: the AVE-layout set of the AVEL demo."""
+
+    build_alias = "synth"
+    default = True  # `shards synth --out DIR` wrote this layout before other sets existed
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--clips", type=int, default=480, help="number of clips (default 480)")
+        parser.add_argument("--classes", type=int, default=8, help="event classes (2-8; background is added)")
+        add_media_arguments(parser, size=128)
+
+    def options(self, args: Any) -> dict[str, Any]:
+        return {"clips": args.clips, "classes": args.classes, **media_options(args)}
+
+    def make(self, out: Path, progress: bool = False, **options: Any) -> dict[str, Any]:
+        """Write the set; a folder holding the same set (its ``synth.json``) gets only its missing videos."""
+        out, s = Path(out), _settings(**options)
+        wanted, marker = {"dataset": "ave", **s}, out / MARKER
+        only = None
+        if marker.is_file() and json.loads(marker.read_text()) == wanted:
+            only = {r.id for r in _records(s["clips"], s["seed"], s["classes"])
+                    if not (out / "AVE" / f"{r.id}.mp4").is_file()}
+        else:
+            marker.unlink(missing_ok=True)  # until every video of the new set is written
+        counts = make_dataset(out, s["clips"], s["seed"], s["classes"], _spec(s), progress=progress, only=only)
+        atomic_write_json(marker, wanted)
+        return counts
+
+    def lazy(self, out: Path, **options: Any) -> Callable[[list[Any]], None]:
+        """Every task writes the annotation files (the same bytes) now, then only the videos its shards need
+        (videos are deterministic per clip, so any task can write any of them)."""
+        out, s = Path(out), _settings(**options)
+        wanted, marker = {"dataset": "ave", **s}, out / MARKER
+        if marker.is_file() and json.loads(marker.read_text()) != wanted:
+            raise ValueError(f"{out} holds a synthetic dataset made with other options ({marker}); "
+                             f"choose a new --root or delete {out}")
+        atomic_write_json(marker, wanted)  # every task writes the same bytes
+        make_dataset(out, s["clips"], s["seed"], s["classes"], _spec(s), only=())
+
+        def write_videos(records: list[Any]) -> None:
+            need = {c.id for c in records if not (out / "AVE" / f"{c.id}.mp4").is_file()}
+            if need:
+                make_dataset(out, s["clips"], s["seed"], s["classes"], _spec(s), only=need)
+
+        return write_videos
+
+    def source(self, out: Path) -> dict[str, Any]:
+        return {"root": Path(out)}
+
+    def describe(self, summary: dict[str, Any], out: str) -> str:
+        return (f"synthetic AVE-layout dataset in {out}: " + ", ".join(f"{k} {v}" for k, v in summary.items())
+                + f"; next: avpea shards build ave --root {out} --out SHARDS_DIR")
+
+
+def _settings(clips: int = 480, classes: int = 8, seed: int = 0, size: int = 128, fps: int = 4,
+              sample_rate: int = 16000, channels: int = 1) -> dict[str, Any]:
+    return {"clips": clips, "classes": classes, "seed": seed, "size": size, "fps": fps, "sample_rate": sample_rate,
+            "channels": channels}
+
+
+def _spec(s: dict[str, Any]) -> SynthSpec:
+    return SynthSpec(size=s["size"], fps=s["fps"], sample_rate=s["sample_rate"], channels=s["channels"])
+
+
+SYNTH = AveSynth()

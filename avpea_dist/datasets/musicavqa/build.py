@@ -11,12 +11,13 @@ question of a video that is missing or cannot be decoded) and keeps an ``answer_
 
 from __future__ import annotations
 
+import argparse
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ...data.build import BuildOptions
-from ...data.sample_build import ANY_LENGTH, Item, Schema, SplitItems, build_samples, video_paths
+from ...data.builder import BuildOptions, DatasetBuilder
+from ...data.sample_build import ANY_LENGTH, Item, ItemsRelease, Schema, SplitItems, video_paths
 from .release import SPLITS, ReleaseError, SplitQuestions, group_by_video, read_release
 from .vocab import build_vocab
 
@@ -53,28 +54,57 @@ def answer_histogram(items: list[Item]) -> dict[str, dict[str, int]]:
     return {kind: dict(sorted(counts[kind].items())) for kind in sorted(counts)}
 
 
+class MusicAvqaBuilder(DatasetBuilder):
+    name = "musicavqa"
+    schema = "avqa"
+    unit = "videos"
+    defaults: dict[str, Any] = {"min_seconds": 1.0, "sampling": "even"}
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--json-dir", required=True, help="folder holding avqa-{train,val,test}.json, or the "
+                            "release folder holding json/ and json_update/")
+        parser.add_argument("--json-set", choices=JSON_SETS, default="json_update",
+                            help="which question files when --json-dir holds both folders (default: the corrected "
+                                 "json_update)")
+        parser.add_argument("--videos", required=True, help="folder of <video_id>.mp4 files")
+
+    def source(self, args: argparse.Namespace) -> dict[str, Any]:
+        return {"json_dir": Path(args.json_dir), "videos": Path(args.videos), "json_set": args.json_set}
+
+    def release(self, out: Path, opts: BuildOptions, *, json_dir: str | Path, videos: str | Path,
+                json_set: str = "json_update") -> ItemsRelease:
+        folder = release_folder(json_dir, json_set)
+        videos = Path(videos)
+        if not videos.is_dir():
+            raise FileNotFoundError(f"--videos {videos} is not a folder; pass the folder of <video_id>.mp4 files")
+        release = read_release(folder)
+        if not release["train"].questions:
+            raise ReleaseError(f"{folder / 'avqa-train.json'}: no usable train question; the vocabularies are "
+                               f"built from train")
+        paths = video_paths(videos, {q.video_id for sq in release.values() for q in sq.questions})
+        splits = {split: _split_items(release[split], paths) for split in SPLITS}
+        train_questions = group_by_video(release["train"].questions)
+
+        def summary(written: dict[str, list[Item]]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+            if not written["train"]:
+                raise ReleaseError(f"no train video of {folder} could be written (see the skip reasons in "
+                                   f"{out / 'parts'}); the vocabularies are built from the train questions written")
+            vocab = build_vocab([q for item in written["train"] for q in train_questions[item.id]])
+            return ({"vocab": vocab.to_json(), "json_set": folder.name},
+                    {split: {"answer_histogram": answer_histogram(items)} for split, items in written.items()})
+
+        return ItemsRelease(splits, schema=SCHEMA, source=str(folder.resolve()), summary=summary)
+
+    def report_lines(self, manifest: dict[str, Any], out: str) -> list[str]:
+        return [f"shards in {out}: MUSIC-AVQA ({manifest['json_set']}), {len(manifest['vocab']['answers'])} "
+                f"answers and {len(manifest['vocab']['words'])} words in the train vocabulary"]
+
+
+BUILDER = MusicAvqaBuilder()
+
+
 def build_musicavqa(json_dir: str | Path, videos: str | Path, out: str | Path, opts: BuildOptions = ANY_LENGTH,
                     *, json_set: str = "json_update", progress: bool = True) -> dict[str, Any]:
-    """Build (or resume) the MUSIC-AVQA shards; -> the manifest, with an extra ``"stats"`` entry (not stored)."""
-    folder = release_folder(json_dir, json_set)
-    videos = Path(videos)
-    if not videos.is_dir():
-        raise FileNotFoundError(f"--videos {videos} is not a folder; pass the folder of <video_id>.mp4 files")
-    release = read_release(folder)
-    if not release["train"].questions:
-        raise ReleaseError(f"{folder / 'avqa-train.json'}: no usable train question; the vocabularies are "
-                           f"built from train")
-    paths = video_paths(videos, {q.video_id for sq in release.values() for q in sq.questions})
-    splits = {split: _split_items(release[split], paths) for split in SPLITS}
-    train_questions = group_by_video(release["train"].questions)
-
-    def summary(written: dict[str, list[Item]]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-        if not written["train"]:
-            raise ReleaseError(f"no train video of {folder} could be written (see the skip reasons in "
-                               f"{Path(out) / 'parts'}); the vocabularies are built from the train questions written")
-        vocab = build_vocab([q for item in written["train"] for q in train_questions[item.id]])
-        return ({"vocab": vocab.to_json(), "json_set": folder.name},
-                {split: {"answer_histogram": answer_histogram(items)} for split, items in written.items()})
-
-    return build_samples(out, splits, opts, schema=SCHEMA, source=str(folder.resolve()), summary=summary,
-                         progress=progress)
+    """Build (or resume) the MUSIC-AVQA shards in one task; -> the manifest, with an extra ``"stats"`` entry
+    (not stored)."""
+    return BUILDER.build(out, opts, progress=progress, json_dir=json_dir, videos=videos, json_set=json_set)

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from ..ave.synth import SynthSpec, write_mp4
+from ...data.builder import SynthSource
+from ...data.synthmedia import MARKER, SynthSpec, add_media_arguments, finished_set, media_options, write_mp4
 from ...fileio import atomic_write_json
 from .release import SPLITS
 from .synth_questions import KINDS, Candidate
@@ -33,7 +34,6 @@ from .synth_scene import (INSTRUMENTS, LEVEL_GAINS, SECONDS, Scene, draw_scene, 
 
 SPLIT_SHARES = {"train": 0.65, "val": 0.15, "test": 0.2}
 HOME_SHARE = 0.95  # of a video's questions in its home split; the rest spread over the other two
-MARKER = "synth.json"
 MAX_QUESTIONS = 30
 
 
@@ -174,30 +174,34 @@ def make_musicavqa(out: str | Path, videos: int = 240, seed: int = 0, questions:
     return {**summary, "reused": False}
 
 
-def finished_set(out: Path, wanted: dict[str, Any]) -> dict[str, Any] | None:
-    """The summary of a finished set in ``out`` made with the ``wanted`` arguments, or None (then it is made)."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; pass a folder for the dataset")
-    marker = out / MARKER
-    if not marker.is_file():
-        return None
-    try:
-        done = json.loads(marker.read_text())
-    except json.JSONDecodeError:
-        return None
-    return done if isinstance(done, dict) and {k: done.get(k) for k in wanted} == wanted else None
+class MusicAvqaSynth(SynthSource):
+    """``avpea shards synth musicavqa``: the embedded set of the AVQA demo."""
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--videos", type=int, default=240, help="number of videos (default 240)")
+        parser.add_argument("--questions", type=int, default=7, help="distinct questions per video (1-30, default 7)")
+        parser.add_argument("--instruments", type=int, default=8, help="instrument kinds used (4-8, default 8)")
+        add_media_arguments(parser, size=96)
+
+    def options(self, args: Any) -> dict[str, Any]:
+        return {"videos": args.videos, "questions": args.questions, "instruments": args.instruments,
+                **media_options(args)}
+
+    def make(self, out: Path, progress: bool = False, *, videos: int = 240, seed: int = 0, questions: int = 7,
+             instruments: int = len(INSTRUMENTS), size: int = 96, fps: int = 4, sample_rate: int = 16000,
+             channels: int = 1) -> dict[str, Any]:
+        spec = SynthSpec(size=size, fps=fps, sample_rate=sample_rate, channels=channels, aac_fast=True)
+        return make_musicavqa(out, videos=videos, seed=seed, questions=questions, spec=spec, progress=progress,
+                              instruments=instruments)
+
+    def source(self, out: Path) -> dict[str, Any]:
+        return {"json_dir": Path(out) / "json", "videos": Path(out) / "videos"}
+
+    def describe(self, summary: dict[str, Any], out: str) -> str:
+        what = "reused the finished" if summary["reused"] else f"wrote in {summary['seconds']:.0f} s a"
+        return (f"{what} MUSIC-AVQA-layout set in {out}: {summary['videos']} videos, questions "
+                + ", ".join(f"{k} {v}" for k, v in summary["questions_per_split"].items())
+                + f"; next: avpea shards build musicavqa --json-dir {out}/json --videos {out}/videos --out SHARDS")
 
 
-def synth_cmd(args: Any) -> int:
-    """`avpea shards synth musicavqa --out DIR [--videos N] [--questions Q] [--seed S] [--size PX] ...`"""
-    import sys
-
-    spec = SynthSpec(size=96 if args.size is None else args.size, fps=args.fps, sample_rate=args.sample_rate,
-                     channels=args.channels, aac_fast=True)
-    s = make_musicavqa(args.out, videos=args.videos, seed=args.seed, questions=args.questions, spec=spec,
-                       progress=sys.stderr.isatty(), instruments=args.instruments)
-    what = "reused the finished" if s["reused"] else f"wrote in {s['seconds']:.0f} s a"
-    print(f"{what} MUSIC-AVQA-layout set in {args.out}: {s['videos']} videos, questions "
-          + ", ".join(f"{k} {v}" for k, v in s["questions_per_split"].items())
-          + f"; next: avpea shards build musicavqa --json-dir {args.out}/json --videos {args.out}/videos --out SHARDS")
-    return 0
+SYNTH = MusicAvqaSynth()

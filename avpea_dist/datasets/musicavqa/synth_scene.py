@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..ave.synth import _COLOURS, _background, _tone, paint
+from ...data.synthmedia import COLOURS, background, paint, tone
 
 SECONDS = 10
 SLOTS = ("left", "middle", "right")
@@ -133,7 +133,7 @@ def draw_scene(video_id: str, rng: np.random.Generator,
 def _wave(instrument: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     """SECONDS of the instrument's tone at peak ~1: odd kinds a fifth (1, 1.5), even ones harmonics (1, 2, 3)."""
     t = np.arange(SECONDS * sr) / sr
-    f = _tone(instrument, len(INSTRUMENTS))
+    f = tone(instrument, len(INSTRUMENTS))
     partials = ((1.0, 0.6), (1.5, 0.4)) if instrument % 2 else ((1.0, 0.6), (2.0, 0.3), (3.0, 0.1))
     partials = [(m, a) for m, a in partials if f * m < sr / 2]
     return sum(a * np.sin(2 * np.pi * f * m * t + rng.uniform(0, 2 * np.pi)) for m, a in partials)
@@ -155,11 +155,11 @@ def render_audio(scene: Scene, sr: int, rng: np.random.Generator) -> np.ndarray:
 
 def render_frames(scene: Scene, size: int, fps: int, rng: np.random.Generator) -> np.ndarray:
     """(SECONDS * fps, size, size, 3) uint8: each visible instrument drawn in a box taking most of its third."""
-    base = _background(size, rng).copy()
+    base = background(size, rng).copy()
     third = size / 3
     for p in scene.visible:
         name, colour, layout = INSTRUMENTS[p.instrument]
-        shade = np.array(_COLOURS[colour], np.float32) * rng.uniform(0.85, 1.0)
+        shade = np.array(COLOURS[colour], np.float32) * rng.uniform(0.85, 1.0)
         top = int(size * rng.uniform(0.08, 0.18))
         bottom = int(size * rng.uniform(0.82, 0.92))
         left = int(p.slot * third + size * 0.02)

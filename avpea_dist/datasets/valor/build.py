@@ -9,6 +9,7 @@ captioning baseline: the most frequent train caption written, ties broken by fir
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 from collections import Counter
@@ -16,9 +17,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ...data.build import BuildOptions
+from ...data.builder import BuildOptions, DatasetBuilder
 from ...data.manifest import MANIFEST
-from ...data.sample_build import ANY_LENGTH, Item, Schema, SplitItems, build_samples, video_paths
+from ...data.sample_build import ANY_LENGTH, Item, ItemsRelease, Schema, SplitItems, video_paths
 from .release import SplitCaptions, read_release
 from .text import TEXT_FOLDER, TextSpec, save_text_folder
 
@@ -51,23 +52,57 @@ def _text_record(out: Path, train: list[str], spec: TextSpec) -> dict[str, Any]:
     return {"folder": TEXT_FOLDER, **save_text_folder(out / TEXT_FOLDER, train, spec), "source_sha256": digest}
 
 
+class ValorBuilder(DatasetBuilder):
+    name = "valor"
+    schema = "captions"
+    unit = "videos"
+    defaults: dict[str, Any] = {"min_seconds": 1.0, "sampling": "even"}  # VALOR has 2 s clips
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--ann-dir", required=True,
+                            help="folder holding desc_{train,val,test}.json or VALOR's txt_mapper_en.json")
+        parser.add_argument("--videos", required=True, help="folder of <video_id>.mp4 files")
+        parser.add_argument("--val-fraction", type=float, default=0.1,
+                            help="VALOR's own layout without val_id.json: share of the train videos held out as val "
+                                 "(seeded by --order-seed; default 0.1)")
+        parser.add_argument("--no-text", action="store_true",
+                            help="do not save the embedded text model (WordPiece tokenizer + tiny BERT trained on "
+                                 "the train captions) in OUT/text; runs then name a text model folder or hub name")
+
+    def source(self, args: argparse.Namespace) -> dict[str, Any]:
+        return {"ann_dir": Path(args.ann_dir), "videos": Path(args.videos), "val_fraction": args.val_fraction,
+                "text": not args.no_text}
+
+    def release(self, out: Path, opts: BuildOptions, *, ann_dir: str | Path, videos: str | Path, text: bool = True,
+                text_spec: TextSpec = TextSpec(), val_fraction: float = 0.1) -> ItemsRelease:
+        videos = Path(videos)
+        if not videos.is_dir():
+            raise FileNotFoundError(f"--videos {videos} is not a folder; pass the folder of <video_id>.mp4 files")
+        splits, annotations = read_release(ann_dir, val_fraction=val_fraction, seed=opts.order_seed)
+        paths = video_paths(videos, {vid for sc in splits.values() for vid in sc.videos})
+        items = {split: _split_items(sc, paths) for split, sc in splits.items()}
+
+        def summary(written: dict[str, list[Item]]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+            train = [c for item in written.get("train", []) for c in item.meta["captions"]]
+            top: dict[str, Any] = {"annotations": annotations, "most_frequent_caption": most_frequent(train)}
+            if text and train:
+                top["text"] = _text_record(out, train, text_spec)
+            return top, {}
+
+        return ItemsRelease(items, schema=SCHEMA, source=str(Path(ann_dir).resolve()), summary=summary)
+
+    def report_lines(self, manifest: dict[str, Any], out: str) -> list[str]:
+        text = f", text model in {out}/{manifest['text']['folder']}" if "text" in manifest else ""
+        return [f"shards in {out}: VALOR ({manifest['annotations']['layout']} layout){text}"]
+
+
+BUILDER = ValorBuilder()
+
+
 def build_valor(ann_dir: str | Path, videos: str | Path, out: str | Path, opts: BuildOptions = ANY_LENGTH,
                 *, text: bool = True, text_spec: TextSpec = TextSpec(), val_fraction: float = 0.1,
                 progress: bool = True) -> dict[str, Any]:
-    """Build (or resume) the VALOR-32K shards; -> the manifest, with an extra ``"stats"`` entry (not stored)."""
-    videos, out = Path(videos), Path(out)
-    if not videos.is_dir():
-        raise FileNotFoundError(f"--videos {videos} is not a folder; pass the folder of <video_id>.mp4 files")
-    splits, annotations = read_release(ann_dir, val_fraction=val_fraction, seed=opts.order_seed)
-    paths = video_paths(videos, {vid for sc in splits.values() for vid in sc.videos})
-    items = {split: _split_items(sc, paths) for split, sc in splits.items()}
-
-    def summary(written: dict[str, list[Item]]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-        train = [c for item in written.get("train", []) for c in item.meta["captions"]]
-        top: dict[str, Any] = {"annotations": annotations, "most_frequent_caption": most_frequent(train)}
-        if text and train:
-            top["text"] = _text_record(out, train, text_spec)
-        return top, {}
-
-    return build_samples(out, items, opts, schema=SCHEMA, source=str(Path(ann_dir).resolve()), summary=summary,
-                         progress=progress)
+    """Build (or resume) the VALOR-32K shards in one task; -> the manifest, with an extra ``"stats"`` entry
+    (not stored)."""
+    return BUILDER.build(out, opts, progress=progress, ann_dir=ann_dir, videos=videos, text=text,
+                         text_spec=text_spec, val_fraction=val_fraction)

@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from ..ave.synth import _COLOURS, _ID_CHARS, SynthSpec, _background, paint, write_mp4
+from ...data.builder import SynthSource
+from ...data.synthmedia import (COLOURS, ID_CHARS, MARKER, SynthSpec, add_media_arguments, background, finished_set,
+                                  media_options, paint, write_mp4)
 from ...fileio import atomic_write_json
-from ..musicavqa.synth import finished_set
 
 SPLITS = ("train", "val", "test")
 SECONDS = 10
@@ -41,7 +42,6 @@ TEMPLATES = (  # sentences as VALOR's: a capital letter, a full stop (caption me
     "On the {side}, a {colour} {shape} appears as a {pitch} {sound} plays.",
 )
 EXTRA_CAPTION_SHARE = 0.1  # of clips with a second caption (another template)
-MARKER = "synth.json"
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def caption(template: int, picture: tuple[str, str, str], audio: tuple[str, str]
 
 
 def _clip_id(rng: np.random.Generator) -> str:
-    vid = "".join(_ID_CHARS[i] for i in rng.integers(len(_ID_CHARS), size=11))
+    vid = "".join(ID_CHARS[i] for i in rng.integers(len(ID_CHARS), size=11))
     start = 10 * int(rng.integers(0, 30))
     return f"{vid}_{start}.000_{start + SECONDS}.000"  # VALOR's form, dots included
 
@@ -132,11 +132,11 @@ def records(clips: list[Clip], seed: int) -> dict[str, list[dict[str, str]]]:
 def render(clip: Clip, spec: SynthSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(frames (T, S, S, 3) uint8, mono audio float32): the picture and the sound fill the whole clip."""
     size, sr = spec.size, spec.sample_rate
-    base = _background(size, rng).copy()
+    base = background(size, rng).copy()
     top, bottom = int(size * rng.uniform(0.1, 0.2)), int(size * rng.uniform(0.8, 0.9))
     left = int(size * rng.uniform(0.03, 0.08)) + (size // 2 if clip.side == "right" else 0)
     right = left + int(size * 0.42)
-    shade = np.array(_COLOURS[clip.colour], np.float32) * rng.uniform(0.85, 1.0)
+    shade = np.array(COLOURS[clip.colour], np.float32) * rng.uniform(0.85, 1.0)
     paint(base, (top, bottom, left, right), tuple(shade), SHAPES[clip.shape])
     frames = np.stack([np.clip(base + rng.normal(0, 4, (size, size, 1)), 0, 255).astype(np.uint8)
                        for _ in range(SECONDS * spec.fps)])
@@ -181,16 +181,29 @@ def make_valor(out: str | Path, clips: int = 240, seed: int = 0, spec: SynthSpec
     return {**summary, "reused": False}
 
 
-def synth_cmd(args: Any) -> int:
-    """`avpea shards synth valor --out DIR [--clips N] [--seed S] [--size PX] ...`"""
-    import sys
+class ValorSynth(SynthSource):
+    """``avpea shards synth valor``: the embedded set of the retrieval and captioning demos."""
 
-    spec = SynthSpec(size=96 if args.size is None else args.size, fps=args.fps, sample_rate=args.sample_rate,
-                     channels=args.channels, aac_fast=True)
-    s = make_valor(args.out, clips=240 if args.clips is None else args.clips, seed=args.seed, spec=spec,
-                   progress=sys.stderr.isatty())
-    what = "reused the finished" if s["reused"] else f"wrote in {s['seconds']:.0f} s a"
-    counts = ", ".join(f"{k} {v}" for k, v in s["clips_per_split"].items())
-    print(f"{what} VALOR-layout set in {args.out}: clips {counts}"
-          + f"; next: avpea shards build valor --ann-dir {args.out} --videos {args.out}/videos --out SHARDS")
-    return 0
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--clips", type=int, default=240, help="number of clips (default 240)")
+        add_media_arguments(parser, size=96)
+
+    def options(self, args: Any) -> dict[str, Any]:
+        return {"clips": args.clips, **media_options(args)}
+
+    def make(self, out: Path, progress: bool = False, *, clips: int = 240, seed: int = 0, size: int = 96,
+             fps: int = 4, sample_rate: int = 16000, channels: int = 1) -> dict[str, Any]:
+        spec = SynthSpec(size=size, fps=fps, sample_rate=sample_rate, channels=channels, aac_fast=True)
+        return make_valor(out, clips=clips, seed=seed, spec=spec, progress=progress)
+
+    def source(self, out: Path) -> dict[str, Any]:
+        return {"ann_dir": Path(out), "videos": Path(out) / "videos"}
+
+    def describe(self, summary: dict[str, Any], out: str) -> str:
+        what = "reused the finished" if summary["reused"] else f"wrote in {summary['seconds']:.0f} s a"
+        counts = ", ".join(f"{k} {v}" for k, v in summary["clips_per_split"].items())
+        return (f"{what} VALOR-layout set in {out}: clips {counts}"
+                f"; next: avpea shards build valor --ann-dir {out} --videos {out}/videos --out SHARDS")
+
+
+SYNTH = ValorSynth()

@@ -26,7 +26,8 @@ VARIANTS = {"av_pea": "av", "audio_only": "audio", "visual_only": "visual"}
 
 def prepare_data(out: Path, clips: int, seed: int, img_size: int, num_classes: int) -> Path:
     """Synthetic mp4s -> shards, through the data package; reuses a finished build."""
-    from ...data.build import BuildOptions, build_ave
+    from ...data.build import BuildOptions
+    from ...datasets.ave.build import build_ave
     from ...datasets.ave.synth import make_dataset
 
     raw, shards = out / "data" / "raw", out / "data" / "shards"

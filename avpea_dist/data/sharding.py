@@ -1,0 +1,198 @@
+"""The shard build every dataset shares: parallel, atomic, resumable, split across tasks, tolerant of bad clips.
+
+A dataset's builder reads its release into a ``Release``: the samples of each split (each with a ``key`` and a
+``video``) and how a sample is recorded (its json member, what a skip or a write adds to the shard's record, the
+manifest). The plan (``plan.py``) shuffles each split's samples with a seed and cuts them into shards of
+``shard_size`` (``train-000000.tar`` ...); a build task takes every ``tasks``-th shard of it. Worker processes
+decode each video once, however many samples use it; the task writes each shard atomically in plan order and
+after every shard its part record (``parts.py``), so an interrupted task resumes from its first unfinished
+shard. A video that cannot be decoded skips its samples with the reason; a worker killed by a crashing decoder
+costs only that video. The task that finds every shard recorded writes ``manifest.json``: the same bytes
+whichever task layout built it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tarfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+from ..fileio import atomic_open, sha256_file
+from .build import ordered_results, preprocessing
+from .options import BuildOptions
+from .parts import intact, load_done, mark_unfinished, merge_if_complete, write_part
+from .plan import Shard, make_plan, task_shards
+from .tario import TarShardWriter
+
+CACHE = ".decoded"
+"""Under the shard folder: decoded videos waiting for a later sample (removed when the task ends)."""
+
+
+class Release:
+    """One build's input: ``splits`` = {split: samples in release order}; ``source`` goes into the manifest.
+    Subclasses say how a sample is recorded; a sample has a ``key`` (unique, webdataset-safe) and a video."""
+
+    def __init__(self, splits: dict[str, list[Any]], source: str) -> None:
+        self.splits, self.source = splits, source
+
+    def video(self, sample: Any) -> str:
+        """The path of the video ``sample`` is cut from."""
+        return sample.video
+
+    def fingerprint(self, plan: list[Shard], pre: dict[str, Any]) -> str:
+        """What the shards are built from (refuses to mix builds of other input or options in one folder)."""
+        raise NotImplementedError
+
+    def record(self) -> dict[str, Any]:
+        """The fields of a shard's record after ``skipped`` (kept in the part files and the manifest)."""
+        return {}
+
+    def skipped(self, rec: dict[str, Any], sample: Any, reason: str) -> None:
+        """Record that ``sample`` could not be written (its video could not be decoded)."""
+        raise NotImplementedError
+
+    def written(self, rec: dict[str, Any], sample: Any) -> bytes:
+        """Record ``sample`` as written; -> its ``json`` member."""
+        raise NotImplementedError
+
+    def manifest(self, plan: list[Shard], done: dict[str, dict[str, Any]], opts: BuildOptions,
+                 pre: dict[str, Any], fingerprint: str) -> dict[str, Any]:
+        """The manifest of a finished build; ``done`` holds a record for every shard of ``plan``."""
+        raise NotImplementedError
+
+
+class Decoded:
+    """Each video decoded once, however many samples use it (one AVE video holds several records, a MUSIC-AVQA
+    video sits in several splits): a result still needed later waits on disk (one small tar each, removed at
+    its last use): holding it in memory from the train shards to the test shards could hold thousands."""
+
+    def __init__(self, cache: Path, paths: list[str], opts: BuildOptions) -> None:
+        self.uses = Counter(paths)
+        unique = list(dict.fromkeys(paths))  # first-use order, the order they are taken in
+        self.results = ordered_results(unique, opts) if unique else iter(())
+        self.decoded = len(unique)
+        self.cache = cache
+        shutil.rmtree(self.cache, ignore_errors=True)  # a killed task's leftovers
+        self.kept: dict[str, Path] = {}
+        self.stored = 0
+
+    def take(self, path: str) -> tuple[str, Any]:
+        self.uses[path] -= 1
+        if path in self.kept:
+            result = _read_result(self.kept[path])
+            if not self.uses[path]:
+                self.kept.pop(path).unlink()
+            return result
+        result = next(self.results)
+        if self.uses[path]:
+            self.kept[path] = self.cache / f"{self.stored:06d}.tar"
+            self.stored += 1
+            _write_result(self.kept[path], result)
+        return result
+
+    def close(self) -> None:
+        """Stop the decoding pool now (also after an error) and remove the waiting results."""
+        close = getattr(self.results, "close", None)
+        if close is not None:
+            close()
+        shutil.rmtree(self.cache, ignore_errors=True)
+        try:
+            self.cache.parent.rmdir()  # the shared .decoded/ once no task uses it
+        except OSError:
+            pass
+
+
+def _write_result(path: Path, result: tuple[str, Any]) -> None:
+    status, payload = result
+    with atomic_open(path, "wb") as f:
+        writer = TarShardWriter(f)
+        writer.write("r", payload if status == "ok" else {"skip": str(payload).encode()})
+        writer.close()
+
+
+def _read_result(path: Path) -> tuple[str, Any]:
+    with tarfile.open(path) as tar:
+        members = {m.name[2:]: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+    return ("skip", members["skip"].decode()) if "skip" in members else ("ok", members)
+
+
+def _write_shard(out: Path, shard: Shard, release: Release, videos: Decoded, tick: Callable[[], None]) -> dict:
+    rec: dict[str, Any] = {"file": None, "sha256": None, "bytes": 0, "samples": 0, "skipped": [],
+                           **release.record()}
+    path = out / f"{shard.name}.tar"
+    with atomic_open(path, "wb") as f:
+        writer = TarShardWriter(f)
+        for sample in shard.clips:
+            status, payload = videos.take(release.video(sample))
+            tick()
+            if status == "skip":
+                release.skipped(rec, sample, payload)
+                continue
+            writer.write(sample.key, {**payload, "json": release.written(rec, sample)})
+        writer.close()
+    if writer.samples:
+        rec.update(file=path.name, sha256=sha256_file(path), bytes=path.stat().st_size, samples=writer.samples)
+    else:
+        path.unlink()  # every sample of this shard was skipped: no empty tar
+    return rec
+
+
+def _merge(out: Path, release: Release, opts: BuildOptions, plan: list[Shard], pre: dict[str, Any], fp: str,
+           tasks: int, run: str | None) -> dict[str, Any] | None:
+    return merge_if_complete(out, plan, tasks, run, fp,
+                             lambda done: release.manifest(plan, done, opts, pre, fp))
+
+
+def build_task(out: Path, release: Release, opts: BuildOptions, *, task: int = 0, tasks: int = 1,
+               run: str | None = None, progress: bool = True, prepare: Callable[[list[Any]], None] | None = None,
+               desc: str = "build") -> dict[str, Any]:
+    """Build (or resume) task ``task`` of ``tasks``: shards task, task + tasks, ... of the plan of ``release``.
+
+    ``prepare(samples)`` runs first with the samples about to be decoded. -> ``{"manifest": the merged
+    manifest when this task finished last, else None, "stats": {...}}``."""
+    from tqdm import tqdm
+
+    pre = preprocessing(opts)
+    plan = make_plan(release.splits, opts.shard_size, opts.order_seed)
+    fp = release.fingerprint(plan, pre)
+    out.mkdir(parents=True, exist_ok=True)
+    previous = load_done(out, fp)
+    mine = task_shards(plan, task, tasks)
+    done = {s.name: previous[s.name] for s in mine if s.name in previous and intact(out, previous[s.name])}
+    todo = [s for s in mine if s.name not in done]
+    write_part(out, task, tasks, fp, done, run=run, finished=False)
+    if todo:
+        mark_unfinished(out)
+    if prepare is not None:
+        prepare([c for s in todo for c in s.clips])
+    t0 = time.perf_counter()
+    paths = [release.video(sample) for s in todo for sample in s.clips]  # in write order
+    videos = Decoded(out / CACHE / f"task-{task:04d}-of-{tasks:04d}", paths, opts)
+    bar = tqdm(total=len(paths), desc=f"{desc} {task + 1}/{tasks}", unit="sample", disable=not progress)
+    try:
+        for shard in todo:
+            done[shard.name] = _write_shard(out, shard, release, videos, lambda: bar.update(1))
+            write_part(out, task, tasks, fp, done, run=run, finished=False)
+    finally:
+        videos.close()
+    bar.close()
+    write_part(out, task, tasks, fp, done, run=run, finished=True)
+    seconds = time.perf_counter() - t0
+    manifest = _merge(out, release, opts, plan, pre, fp, tasks, run)
+    rate = (lambda n: round(n / seconds, 3) if paths and seconds > 0 else 0.0)
+    return {"manifest": manifest, "stats": {
+        "task": task, "tasks": tasks, "shards": len(mine), "built_shards": len(todo),
+        "reused_shards": len(mine) - len(todo), "clips_processed": len(paths), "videos_decoded": videos.decoded,
+        "written": sum(done[s.name]["samples"] for s in todo),
+        "skipped": sum(len(done[s.name]["skipped"]) for s in todo), "seconds": round(seconds, 3),
+        "clips_per_s": rate(len(paths)), "videos_per_s": rate(videos.decoded)}}
+
+
+def merge(out: Path, release: Release, opts: BuildOptions, tasks: int) -> dict[str, Any] | None:
+    """Merge the parts of a finished job of ``tasks`` tasks (any job) into ``manifest.json``; None if unfinished."""
+    pre = preprocessing(opts)
+    plan = make_plan(release.splits, opts.shard_size, opts.order_seed)
+    return _merge(out, release, opts, plan, pre, release.fingerprint(plan, pre), tasks, None)
