@@ -189,8 +189,8 @@ class MusicAvqaSynth(SynthSource):
 
     def make(self, out: Path, progress: bool = False, *, videos: int = 240, seed: int = 0, questions: int = 7,
              instruments: int = len(INSTRUMENTS), size: int = 96, fps: int = 4, sample_rate: int = 16000,
-             channels: int = 1) -> dict[str, Any]:
-        spec = SynthSpec(size=size, fps=fps, sample_rate=sample_rate, channels=channels, aac_fast=True)
+             channels: int = 1, aac_fast: bool = True) -> dict[str, Any]:
+        spec = SynthSpec(size=size, fps=fps, sample_rate=sample_rate, channels=channels, aac_fast=aac_fast)
         return make_musicavqa(out, videos=videos, seed=seed, questions=questions, spec=spec, progress=progress,
                               instruments=instruments)
 

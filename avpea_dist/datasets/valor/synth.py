@@ -192,8 +192,9 @@ class ValorSynth(SynthSource):
         return {"clips": args.clips, **media_options(args)}
 
     def make(self, out: Path, progress: bool = False, *, clips: int = 240, seed: int = 0, size: int = 96,
-             fps: int = 4, sample_rate: int = 16000, channels: int = 1) -> dict[str, Any]:
-        spec = SynthSpec(size=size, fps=fps, sample_rate=sample_rate, channels=channels, aac_fast=True)
+             fps: int = 4, sample_rate: int = 16000, channels: int = 1, aac_fast: bool = True) -> dict[str, Any]:
+        # aac_fast=False: the retrieval and captioning demos' sets were made with the full AAC encoder
+        spec = SynthSpec(size=size, fps=fps, sample_rate=sample_rate, channels=channels, aac_fast=aac_fast)
         return make_valor(out, clips=clips, seed=seed, spec=spec, progress=progress)
 
     def source(self, out: Path) -> dict[str, Any]:
