@@ -20,7 +20,7 @@ MARGIN_BAR = 0.05
 
 def synth_options(cfg: Any, clips: int, seed: int) -> dict[str, Any]:
     # The set's classes are the config's event classes less the background.
-    return {"clips": clips, "seed": seed, "num_classes": cfg.avel.num_classes - 1}
+    return {"clips": clips, "seed": seed, "classes": cfg.avel.num_classes - 1}
 
 
 def measure(o: DemoOutcome) -> dict[str, Any]:
