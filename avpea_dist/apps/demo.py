@@ -1,66 +1,185 @@
 """`avpea demo --task NAME`: a task's whole system on a laptop-sized problem, in minutes, on CPU.
 
-``run_task_demo`` dispatches to ``avpea_dist.tasks.<name>.demo:run_demo(out, *, seed, nproc, overrides,
-config)``, which synthesises the task's embedded dataset, trains its variants and writes ``OUT/summary.json``.
-The pieces every task's demo shares live here:
+One ablation harness for every task. A task's demo is its settings (``tasks.demo_settings.DemoSettings``, named
+by its ``TaskSpec.demo``): the shipped config, the registered dataset whose synthetic generator makes the data
+and its options, the build options, the variants and the bar. This module does the rest, the same way for
+every task, naming none:
 
-* ``train_variant``: one training run with ``nproc`` torchrun ranks (a finished run folder is reused, its
-  log relayed to the terminal line by line, Ctrl-C turned into ``DemoInterrupted``);
-* ``default_config``: a shipped config by name; ``print_table``: the result table.
+1. synthesise the dataset's embedded set and build its shards with the dataset's own builder (the plug-in
+   registry's ``SynthSource`` / ``DatasetBuilder``), exactly as its real release would be built;
+2. train every variant (AV-PEA, audio only, visual only) with ``nproc`` torchrun ranks;
+3. measure, check the bar, print the task's report and write ``OUT/summary.json``; ``ok`` false when a check
+   fails (``avpea demo`` then exits 1).
 
-A run folder that already finished is reused (``status: finished`` in its result.json), and the data
-steps skip work that is done, so rerunning a demo after an interruption continues where it stopped.
+A run folder that already finished is reused (``status: finished`` in its result.json), the synthetic set
+is reused when ``OUT/data/demo.json`` records the same dataset and options, and the builders resume their
+own work, so rerunning a demo after an interruption continues where it stopped. A folder holding another
+task's runs or another dataset's data is refused, never mixed up with this one.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..runtime import startup
+from .. import plugins
 from ..fileio import atomic_write_json
+from ..runtime import startup
+from ..tasks.demo_settings import DemoOutcome, DemoSettings
 
 
 class DemoInterrupted(Exception):
     """Ctrl-C (or SIGTERM) during a run: the run saved a checkpoint; rerunning the demo continues."""
 
 
-def run_task_demo(task: str, out: str | Path, *, seed: int = 0, nproc: int = 2,
-                  overrides: list[str] | tuple[str, ...] = (), config: str | Path | None = None,
-                  **options: Any) -> dict[str, Any]:
-    """``avpea_dist.tasks.<task>.demo:run_demo`` with the common arguments and the task's own ``options``
-    (e.g. AVEL's ``clips``; an option the task's demo does not take is an error naming it)."""
-    from ..tasks.registry import task_names
-
-    if task not in task_names():
-        raise ValueError(f"--task {task!r}: choose one of {', '.join(task_names())}")
-    try:
-        module = importlib.import_module(f"avpea_dist.tasks.{task}.demo")
-    except ModuleNotFoundError as e:
-        if e.name not in (f"avpea_dist.tasks.{task}.demo", f"avpea_dist.tasks.{task}"):
-            raise
-        raise ValueError(f"the {task} demo is not available in this version (no avpea_dist/tasks/{task}/demo.py); "
-                         f"demos available: {', '.join(available_demos())}") from None
-    run_demo = module.run_demo
-    accepted = inspect.signature(run_demo).parameters
-    extra = [k for k in options if k not in accepted]
-    if extra:
-        raise ValueError(f"--{extra[0]} is not an option of the {task} demo")
-    return run_demo(Path(out), seed=seed, nproc=nproc, overrides=list(overrides), config=config, **options)
-
-
 def available_demos() -> list[str]:
-    from ..tasks.registry import task_names
+    """The tasks whose spec names demo settings."""
+    return [name for name, spec in plugins.task_specs().items() if spec.demo]
 
-    here = Path(__file__).resolve().parent.parent / "tasks"
-    return [t for t in task_names() if (here / t / "demo.py").is_file()]
+
+def demo_settings(task: str) -> DemoSettings:
+    """The registered task's ``DemoSettings``; a clear error for an unknown task or one without a demo."""
+    specs = plugins.task_specs()
+    if task not in specs:
+        raise ValueError(f"--task {task!r}: choose one of {', '.join(specs)}")
+    ref = specs[task].demo
+    if ref is None:
+        raise ValueError(f"the {task} demo is not available in this version (its TaskSpec names no demo "
+                         f"settings); demos available: {', '.join(available_demos())}")
+    settings = plugins.load(ref)
+    if not isinstance(settings, DemoSettings):
+        raise ValueError(f"the {task} task's demo={ref!r} is a {type(settings).__name__}, not a DemoSettings")
+    return settings
+
+
+def default_out(task: str) -> Path:
+    return Path(demo_settings(task).out or f"runs/demo_{task}")
+
+
+def run_task_demo(task: str, out: str | Path | None = None, *, seed: int = 0, nproc: int = 2,
+                  overrides: list[str] | tuple[str, ...] = (), config: str | Path | None = None,
+                  clips: int = 0) -> dict[str, Any]:
+    """The demo of ``task`` into ``out`` (None: the task's default folder) -> its summary (also
+    ``OUT/summary.json``). ``clips``: size of the synthetic set (0: the task's default)."""
+    from ..config_load import load_config
+    from ..data.manifest import read_manifest
+
+    settings = demo_settings(task)
+    out = Path(out) if out else default_out(task)
+    config = Path(config) if config else default_config(settings.config)
+    overrides = list(overrides)
+    cfg = load_config(config, overrides)  # fail on a bad override before minutes of work
+    if cfg.task != task:
+        raise ValueError(f"{config} trains task {cfg.task!r}; the {task} demo needs a {task} config")
+    clips = clips or settings.clips
+    check_out(out, task, settings.dataset)
+    t0 = time.perf_counter()
+    raw, shards = prepare_data(out, settings, cfg, clips, seed)
+    data_seconds = time.perf_counter() - t0
+    manifest = read_manifest(shards)
+    t1 = time.perf_counter()
+    results = {name: train_variant(config, out / "runs" / name, shards, seed, nproc, [*variant, *overrides])
+               for name, variant in settings.variants.items()}
+    train_seconds = time.perf_counter() - t1
+    outcome = DemoOutcome(cfg=load_config(config, [*overrides, f"data.shards={shards}"]), out=out, raw=raw,
+                          shards=shards, manifest=manifest, results=results)
+    summary = {
+        **settings.measure(outcome),
+        "train_seconds": round(train_seconds, 1),
+        "data_seconds": round(data_seconds, 1),
+        "reused_runs": [name for name, r in results.items() if r.get("reused")],
+        "task": task, "dataset": settings.dataset, "seed": seed, settings.size_key: clips, "ranks": nproc,
+        "config": str(config), "overrides": overrides, "machine": _machine(),
+        "runs": {name: {k: r.get(k) for k in settings.run_keys} for name, r in results.items()},
+    }
+    checks = settings.bar(summary, outcome)
+    summary = {"ok": all(checks.values()), "checks": checks, **summary}
+    atomic_write_json(out / "summary.json", summary)
+    print("\n".join(settings.report(summary, outcome)), flush=True)
+    if settings.next_steps is not None:
+        print(settings.next_steps(out, shards), flush=True)
+    return summary
+
+
+def check_out(out: Path, task: str, dataset: str) -> None:
+    """Refuse a folder that holds another demo: its finished runs would be taken for ours and its data
+    overwritten."""
+    hint = f"pass --out to a new folder, e.g. --out runs/demo_{task}"
+    data, marker = out / "data", out / "data" / "demo.json"
+    if marker.is_file():
+        held = _read_json(marker).get("dataset")
+        if held != dataset:
+            raise ValueError(f"{out} holds another demo's data (dataset {held!r} in {marker}, this demo makes "
+                             f"{dataset!r}); {hint}")
+    elif data.is_dir() and any(data.iterdir()):
+        raise ValueError(f"{out} holds data this demo did not make (no {marker}: another tool's or an older "
+                         f"version's); {hint}")
+    for result in sorted(out.glob("runs/*/result.json")):
+        held = _read_json(result).get("task")
+        if held != task:
+            what = f"task {held!r}" if held else "an unknown task (no 'task' in its result.json: an older version)"
+            raise ValueError(f"{out} holds a run of {what} ({result.parent}); {hint}")
+
+
+def prepare_data(out: Path, settings: DemoSettings, cfg: Any, clips: int, seed: int) -> tuple[Path, Path]:
+    """The dataset's synthetic set in OUT/data/raw and its shards in OUT/data/shards -> (raw, shards). A set
+    made with the same options is reused; other options start over; the builder resumes its own work."""
+    from ..data.builder import BuildOptions
+
+    spec = plugins.dataset_spec(settings.dataset)
+    if spec.synth is None:
+        raise ValueError(f"dataset {spec.name!r} has no synthetic generator (DatasetSpec.synth); its demo needs one")
+    synth, builder = plugins.load(spec.synth), plugins.load(spec.builder)
+    raw, shards, marker = out / "data" / "raw", out / "data" / "shards", out / "data" / "demo.json"
+    options = settings.synth(cfg, clips, seed)
+    # Frames are stored at the training size: no point decoding large JPEGs to train at 64 px.
+    build = {"frame_size": cfg.model.img_size, **settings.build}
+    wanted = {"dataset": spec.name, "synth": _plain(options), "build": _plain(build)}
+    done = _read_json(marker) if marker.is_file() else {}
+    if done.get("synth") != wanted["synth"]:
+        shutil.rmtree(raw, ignore_errors=True)
+        shutil.rmtree(shards, ignore_errors=True)
+    elif done.get("build") != wanted["build"]:
+        shutil.rmtree(shards, ignore_errors=True)
+    if done.get("synth") == wanted["synth"] and done.get("synthesised"):
+        print(f"reusing the synthetic {spec.name} set in {raw}", flush=True)
+    else:
+        atomic_write_json(marker, {**wanted, "synthesised": False})  # written first: check_out knows the folder
+        t = time.perf_counter()
+        synth.make(raw, progress=True, **options)
+        print(f"synthesised {clips} {settings.size_key} of {spec.name} in {time.perf_counter() - t:.0f} s", flush=True)
+    atomic_write_json(marker, {**wanted, "synthesised": True})
+    t = time.perf_counter()
+    workers = max(1, min(4, os.cpu_count() or 1))
+    builder.build(shards, BuildOptions(workers=workers, **build), progress=True, **synth.source(raw))
+    print(f"shards ready in {shards} ({time.perf_counter() - t:.0f} s)", flush=True)
+    return raw, shards
+
+
+def _plain(value: Any) -> Any:
+    """Options as JSON values, to compare with the marker (a dataclass option as its fields)."""
+    return json.loads(json.dumps(value, default=lambda v: asdict(v) if is_dataclass(v) else str(v)))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _machine() -> dict[str, Any]:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return {"cpus": cpus, "load_1min_at_end": None if load is None else round(load, 2)}
 
 
 def default_config(name: str) -> Path:
@@ -129,31 +248,3 @@ def _relay(proc: subprocess.Popen, log: Any, name: str) -> None:
         text = line.decode(errors="replace").split("\r")[-1].strip()  # after a progress bar redraw
         if text.startswith(("step ", "avpea train", "stopping at step")):
             print(f"  {name}: {text}", flush=True)
-
-
-def print_table(title: str, rows: list[tuple[str, float | None]], *, percent: bool = True, width: int = 32) -> None:
-    """``title`` then one line per (name, value): a fraction shown in percent, or a plain number."""
-    print(f"\n{title}")
-    for name, value in rows:
-        shown = "n/a" if value is None else f"{100 * value:6.2f} %" if percent else f"{value:8.4f}"
-        print(f"  {name:<{width}} {shown}")
-
-
-def print_timing(summary: dict[str, Any]) -> None:
-    """The demo's time line: training + evaluation (or which finished runs were reused), data preparation."""
-    reused = summary.get("reused_runs", [])
-    if len(reused) == len(summary["runs"]):
-        print(f"training + evaluation: reused the {len(reused)} finished runs (nothing trained; delete the run "
-              f"folders or pass another --out to train again)")
-    else:
-        note = f"; reused {', '.join(reused)}" if reused else ""
-        print(f"training + evaluation: {summary['train_seconds']:.0f} s{note} (data synthesis and shards: "
-              f"{summary['data_seconds']:.0f} s)")
-
-
-def run_demo(out: str | Path = "runs/demo", *, config: str | Path | None = None, seed: int = 0, clips: int = 0,
-             nproc: int = 2, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    """The AVEL demo (``avpea demo`` without --task), by its pre-plug-in name."""
-    from ..tasks.avel.demo import run_demo as avel_demo
-
-    return avel_demo(out, config=config, seed=seed, clips=clips, nproc=nproc, overrides=overrides)
