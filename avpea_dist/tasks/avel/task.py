@@ -60,6 +60,11 @@ class AVELTask(Task):
                     items: dict[str, list]) -> dict[str, Any]:
         return segment_metrics(sums)
 
+    def signature(self) -> dict[str, Any]:
+        """The head's sizes and the objective ('avel.loss' may be changed on resume: the spec allows it)."""
+        a = self.cfg.avel
+        return {"avel.num_classes": a.num_classes, "avel.head_hidden": a.head_hidden, "avel.loss": a.loss}
+
     def baselines(self, split: str) -> dict[str, Any]:
         hist = self.label_histogram("train"), self.label_histogram(split)
         if hist[0] is None or hist[1] is None:
