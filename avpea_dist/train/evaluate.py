@@ -40,7 +40,7 @@ class _Share:
             if k in self.sums and self.sums[k].shape != v.shape:
                 raise ValueError(f"task {task_name!r}: EvalPart.sums[{k!r}] changed shape between batches "
                                  f"({tuple(self.sums[k].shape)} then {tuple(v.shape)})")
-            self.sums[k] = self.sums[k] + v if k in self.sums else v
+            self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()  # never alias a task's tensor
         for k, v in part.rows.items():
             self.rows.setdefault(k, []).append(v.detach().cpu())
         for k, v in part.items.items():
