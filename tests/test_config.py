@@ -10,7 +10,7 @@ import yaml
 
 
 def test_defaults_are_the_paper_configuration():
-    cfg = Config()
+    cfg = Config(task="avel")
     assert cfg.model.backbone.startswith("vit_large_patch16_224")
     assert (cfg.model.mel_bins, cfg.model.audio_frames, cfg.model.num_segments) == (128, 102, 10)
 
@@ -22,12 +22,12 @@ def test_yaml_then_overrides_apply_in_order():
     assert cfg.model.bottleneck == 64 and cfg.optim.betas == [0.8, 0.9]
     assert cfg.train.deterministic is True
     assert cfg.optim.lr_head == 1.0 and isinstance(cfg.optim.lr_head, float)  # ints widen to float
-    assert load_config(None, ["optim.lr_adapter=1e-3"]).optim.lr_adapter == 1e-3  # YAML reads this as a string
+    assert load_config(None, ["task=avel", "optim.lr_adapter=1e-3"]).optim.lr_adapter == 1e-3  # YAML reads this as a string
 
 
 def test_both_shipped_configs_load():
     assert load_config("configs/avel_vitl.yaml").model.bottleneck == 128
-    assert load_config("configs/avel_tiny.yaml").model.num_classes == 9
+    assert load_config("configs/avel_tiny.yaml").avel.num_classes == 9
 
 
 def test_unknown_override_key_suggests_the_closest():
@@ -90,3 +90,31 @@ def test_round_trip_through_yaml():
     cfg = load_config("configs/avel_tiny.yaml", ["model.bottleneck=32"])
     again = config_from_dict(yaml.safe_load(dump_yaml(cfg)))
     assert again == cfg
+
+
+def test_a_config_must_name_its_task():
+    with pytest.raises(ConfigError, match=r"no task given; set 'task:' in the config to one of 'avel', 'avqa'"):
+        load_config(None)
+    with pytest.raises(ConfigError, match=r"unknown task 'avle'; choose one of 'avel'"):
+        load_config(None, ["task=avle"])
+
+
+def test_task_sections_are_typed_by_their_spec_and_round_trip():
+    cfg = load_config("configs/avqa_tiny.yaml", ["avqa.hidden=64"])
+    assert cfg.task_section is cfg.avqa and cfg.avqa.hidden == 64 and set(cfg.sections) == {"avqa"}
+    again = config_from_dict(yaml.safe_load(dump_yaml(cfg)))
+    assert again.to_dict() == cfg.to_dict() and type(again.avqa) is type(cfg.avqa)
+    with pytest.raises(AttributeError, match="no attribute or task section 'retrieval'"):
+        cfg.retrieval
+
+
+def test_avel_keys_of_an_older_file_move_into_the_avel_section(tmp_path):
+    old = tmp_path / "old.yaml"
+    old.write_text("task: avel\nmodel:\n  num_classes: 5\n  head_hidden: 64\ntrain:\n  loss: bce_softmax\n")
+    cfg = load_config(old)
+    assert (cfg.avel.num_classes, cfg.avel.head_hidden, cfg.avel.loss) == (5, 64, "bce_softmax")
+    other = tmp_path / "other.yaml"  # they never applied to another task: dropped, not an error
+    other.write_text("task: avqa\nmodel:\n  num_classes: 5\n")
+    assert set(load_config(other).sections) == {"avqa"}
+    with pytest.raises(ConfigError, match=r"unknown config key 'model.num_classes'.*did you mean 'avel.num_classes'"):
+        load_config(None, ["task=avel", "model.num_classes=3"])

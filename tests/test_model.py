@@ -10,8 +10,14 @@ from safetensors.torch import save_file
 from avpea_dist.cli import main as cli_main
 from avpea_dist.config import ModelConfig
 from avpea_dist.models.model import AVPEAModel, build_model, param_counts
+from avpea_dist.tasks.avel.head import AVELHead
 
-TINY = dict(backbone="vit_tiny_patch16_224", pretrained="none", img_size=64, num_classes=9, head_hidden=32)
+TINY = dict(backbone="vit_tiny_patch16_224", pretrained="none", img_size=64)
+
+
+def avel_head(embed_dim: int, streams: tuple[str, ...]) -> AVELHead:
+    """The model has no default head: these tests put AVEL's (9 classes, hidden 32) on the encoder."""
+    return AVELHead(embed_dim * len(streams), 32, 9)
 
 
 def inputs(batch=2, segments=3, size=64, seed=0):
@@ -36,7 +42,7 @@ def plain_timm_reference(model: AVPEAModel) -> torch.nn.Module:
 ])
 def test_zero_init_equals_the_frozen_timm_model_for_both_streams(extra):
     torch.manual_seed(0)
-    model = build_model(ModelConfig(**TINY, **extra))
+    model = build_model(ModelConfig(**TINY, **extra), task=avel_head)
     ref = plain_timm_reference(model)
     frames, audio = inputs()
     with torch.no_grad():
@@ -52,7 +58,7 @@ def test_zero_init_equals_the_frozen_timm_model_for_both_streams(extra):
 
 def test_training_moves_only_adapters_and_head_and_grads_reach_every_adapter():
     torch.manual_seed(0)
-    model = build_model(ModelConfig(**TINY))
+    model = build_model(ModelConfig(**TINY), task=avel_head)
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     assert frozen and trainable
@@ -76,7 +82,7 @@ def test_training_moves_only_adapters_and_head_and_grads_reach_every_adapter():
 
 def test_adapters_exchange_information_between_streams():
     torch.manual_seed(0)
-    model = build_model(ModelConfig(**TINY))
+    model = build_model(ModelConfig(**TINY), task=avel_head)
     for n, p in model.named_parameters():
         if n.endswith(".gate"):
             p.data.fill_(1.0)
@@ -89,7 +95,7 @@ def test_adapters_exchange_information_between_streams():
 
 @pytest.mark.parametrize("modalities, streams", [("audio", ("a",)), ("visual", ("v",))])
 def test_single_modality_ablations(modalities, streams):
-    model = build_model(ModelConfig(**TINY, modalities=modalities))
+    model = build_model(ModelConfig(**TINY, modalities=modalities), task=avel_head)
     frames, audio = inputs()
     logits = model(frames if "v" in streams else None, audio if "a" in streams else None)
     assert logits.shape == (2, 3, 9)
@@ -97,7 +103,7 @@ def test_single_modality_ablations(modalities, streams):
 
 
 def test_linear_probe_trains_the_head_only():
-    model = build_model(ModelConfig(**TINY, adapters=False))
+    model = build_model(ModelConfig(**TINY, adapters=False), task=avel_head)
     counts = param_counts(model)
     assert counts["adapter_params"] == 0 and counts["trainable_params"] == counts["head_params"]
 
@@ -107,7 +113,7 @@ def test_local_safetensors_weights_load_and_bad_files_are_refused(tmp_path):
     donor = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=21843)  # with a 21k head
     path = tmp_path / "vit_tiny.safetensors"
     save_file({k: v.contiguous() for k, v in donor.state_dict().items()}, str(path))
-    model = build_model(ModelConfig(**{**TINY, "img_size": 224, "pretrained": str(path)}))
+    model = build_model(ModelConfig(**{**TINY, "img_size": 224, "pretrained": str(path)}), task=avel_head)
     report = model.weights_report
     assert report["dropped_head_keys"] == ["head.bias", "head.weight"]
     assert report["missing_adapter_keys"] > 0
@@ -116,22 +122,22 @@ def test_local_safetensors_weights_load_and_bad_files_are_refused(tmp_path):
     bad = dict(donor.state_dict(), **{"blocks.0.extra.weight": torch.zeros(3)})
     save_file({k: v.contiguous() for k, v in bad.items()}, str(tmp_path / "bad.safetensors"))
     with pytest.raises(ValueError, match="keys backbone .* does not have"):
-        build_model(ModelConfig(**{**TINY, "pretrained": str(tmp_path / "bad.safetensors")}))
+        build_model(ModelConfig(**{**TINY, "pretrained": str(tmp_path / "bad.safetensors")}), task=avel_head)
 
     partial = {k: v for k, v in donor.state_dict().items() if not k.startswith("blocks.1.")}
     save_file({k: v.contiguous() for k, v in partial.items()}, str(tmp_path / "partial.safetensors"))
     with pytest.raises(ValueError, match="only adapter keys may be missing"):
-        build_model(ModelConfig(**{**TINY, "pretrained": str(tmp_path / "partial.safetensors")}))
+        build_model(ModelConfig(**{**TINY, "pretrained": str(tmp_path / "partial.safetensors")}), task=avel_head)
 
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        build_model(ModelConfig(**{**TINY, "pretrained": str(tmp_path / "nope.safetensors")}))
+        build_model(ModelConfig(**{**TINY, "pretrained": str(tmp_path / "nope.safetensors")}), task=avel_head)
 
 
 def test_position_embeddings_are_resampled_when_the_file_has_another_resolution(tmp_path):
     donor = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0)
     path = tmp_path / "w.pt"
     torch.save(donor.state_dict(), path)  # a plain tensor file, read with weights_only=True
-    model = build_model(ModelConfig(**{**TINY, "pretrained": str(path)}))  # img_size 64: 4x4 grid
+    model = build_model(ModelConfig(**{**TINY, "pretrained": str(path)}), task=avel_head)  # img_size 64: 4x4 grid
     assert model.vit.pos_embed.shape == (1, 17, 192)
 
 
@@ -146,7 +152,7 @@ def test_pickled_code_in_a_torch_weight_file_never_runs(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"pos_embed": Payload()}, path)
     with pytest.raises(ValueError, match="weights_only=True"):
-        build_model(ModelConfig(**{**TINY, "pretrained": str(path)}))
+        build_model(ModelConfig(**{**TINY, "pretrained": str(path)}), task=avel_head)
     assert not marker.exists()
 
 
@@ -160,6 +166,21 @@ def test_model_info_for_the_paper_configuration(capsys):
     total = counts["backbone_params"] + counts["adapter_params"] + counts["head_params"]
     assert counts["total_params"] == total
     assert counts["trainable_share"] == pytest.approx(counts["trainable_params"] / total)
+
+
+def test_model_info_counts_the_configured_tasks_own_head(capsys, tmp_path):
+    """An AVQA config counts the AVST head (sized by the example vocabulary without shards), not AVEL's."""
+    from avpea_dist.config_load import load_config
+    from avpea_dist.models.model import build_model, param_counts
+    from avpea_dist.tasks.avqa.task import AVQATask, example_manifest
+
+    assert cli_main(["model-info", "configs/avqa_tiny.yaml", f"data.shards={tmp_path / 'none'}", "--json"]) == 0
+    counts = json.loads(capsys.readouterr().out)
+    assert counts["task"] == "avqa" and counts["head"] == "AVQATaskHead"
+    assert counts["head_sized_by"].startswith("the task's example manifest")
+    cfg = load_config("configs/avqa_tiny.yaml")
+    built = param_counts(build_model(cfg.model, load_weights=False, task=AVQATask(cfg, example_manifest())))
+    assert counts["head_params"] == built["head_params"] and counts["total_params"] == built["total_params"]
 
 
 def test_model_info_reports_a_config_error(capsys):

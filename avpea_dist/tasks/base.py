@@ -8,15 +8,21 @@ outputs; the task's loss and evaluation turn outputs into numbers. The trainer, 
 exactly-once evaluation, Slurm and Ray Tune paths never look inside a task (torchtitan's ``TrainSpec``
 is the model followed).
 
-A task is registered by name in ``tasks/registry.py`` (imported lazily, so reading a config does not
-import torch). Adding a task adds a folder under ``tasks/`` and a line in the registry; it edits neither
-the trainer nor the stream.
+Evaluation is split the same way: the trainer (``train/evaluate.py``) owns the loop over a split, the
+exactly-once accounting and every collective; a task only scores one batch (``eval_batch`` -> ``EvalPart``)
+and turns the split's totals into its numbers (``eval_reduce``). A task never talks to other ranks while
+evaluating, so it cannot deadlock them.
+
+A task is a package under ``tasks/`` whose ``__init__.py`` defines ``SPEC = plugins.TaskSpec(...)`` (found
+by ``plugins.task_specs``; the Task class is imported only when a run builds it). Adding a task adds a
+folder; it edits neither the trainer nor the stream. A task package imports nothing from ``train/``,
+``launch/`` or ``apps/`` (its ``commands.py`` excepted: that module is user-facing).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..data.codec import SampleCodec  # noqa: F401  (the data layer's protocol; tasks implement it)
 
@@ -40,6 +46,23 @@ class TaskLoss:
     """What ``correct`` is out of (segments for AVEL, questions for AVQA, 0 when the task has no accuracy)."""
 
 
+@dataclass
+class EvalPart:
+    """What ``Task.eval_batch`` returns for one batch. The trainer combines the parts of every batch of every
+    rank and hands the totals to ``Task.eval_reduce``; the key sets must not depend on the data (a rank whose
+    share is empty returns no parts at all, and the others' keys stand for it)."""
+
+    sums: "dict[str, torch.Tensor]" = field(default_factory=dict)
+    """Added over batches in float64 (exact for counts), then summed over ranks with ONE all-reduce. A key's
+    shape is the same in every batch (e.g. a per-class count vector)."""
+    rows: "dict[str, torch.Tensor]" = field(default_factory=dict)
+    """Per-sample (or per-caption, per-question) rows along dim 0: concatenated over batches, then gathered in
+    rank order, on the CPU. Other dims may differ between batches (a token axis): they are zero-padded to the
+    largest, so such a key should come with a mask row."""
+    items: "dict[str, list[Any]]" = field(default_factory=dict)
+    """Per-sample Python values (ids, captions, references): concatenated and gathered like ``rows``."""
+
+
 class Task:
     """Base class of a task plug-in. Subclasses set the class attributes and implement the methods.
 
@@ -53,9 +76,13 @@ class Task:
     """The shard schema this task reads (``manifest["schema"]``; shards written before schemas existed are
     'avel'). Retrieval and captioning share the 'captions' schema."""
     selection_metric: ClassVar[str]
-    """Key of ``evaluate()``'s result maximised on val to keep the best model (never on test)."""
+    """Key of the evaluation's result (``eval_reduce``) maximised on val to keep the best model (never on test)."""
     metric_label: ClassVar[str] = ""
     """How the selection metric reads in messages ('accuracy', 'overall accuracy', 'R@1 sum', 'CIDEr')."""
+    reduce_once: ClassVar[bool] = False
+    """True: ``eval_reduce`` runs on rank 0 only and its result (or its ValueError) is broadcast to the
+    others. For a reduce too costly to repeat on every rank, or one that starts an external scorer
+    (captioning's Java METEOR); False: every rank reduces the same totals itself (no extra collective)."""
 
     def __init__(self, cfg: "Config", manifest: dict[str, Any] | None) -> None:
         """Check the config against the shards (class count, vocabulary, tokenizer...): a mismatch is a
@@ -80,13 +107,21 @@ class Task:
         with gradients)."""
         raise NotImplementedError
 
-    def evaluate(self, model: "nn.Module", batches: Iterable[dict[str, Any]], device: "torch.device") -> dict[str, Any]:
-        """Every rank calls it with its exactly-once share of the split (ranks may get different numbers of
-        batches: no collective inside the batch loop). Returns the same dict on every rank: flat scalars
-        (float, int or None) written to metrics.jsonl, including ``selection_metric``, ``samples`` (clips
-        scored) and ``skipped`` (clips the loader could not decode); nested values (tables, examples) are
-        allowed and kept in result.json, except ``outputs`` (a task's per-sample outputs, e.g. every caption):
-        the final evaluation writes it to ``RUN/outputs_<split>.json`` instead."""
+    def eval_batch(self, model: "nn.Module", batch: dict[str, Any], device: "torch.device") -> EvalPart:
+        """Score one batch of this rank's exactly-once share of a split (never an empty batch: the trainer
+        counts those). Runs under ``torch.no_grad`` with the model in eval mode; moves what it needs to
+        ``device`` itself (``to_device``). No collectives here: ranks get different numbers of batches."""
+        raise NotImplementedError
+
+    def eval_reduce(self, split: str, sums: "dict[str, torch.Tensor]", rows: "dict[str, torch.Tensor]",
+                    items: dict[str, list[Any]]) -> dict[str, Any]:
+        """The split's numbers from every rank's totals (``sums`` float64, ``rows``/``items`` in rank order;
+        a key no rank produced is absent). Must give the same dict on every rank: flat scalars (float, int
+        or None) go to metrics.jsonl and must include ``selection_metric``; nested values (tables,
+        examples) stay in result.json, except ``outputs`` (per-sample outputs, e.g. every caption), which
+        the final evaluation writes to ``RUN/outputs_<split>.json``. The trainer adds ``samples`` (clips
+        scored) and ``skipped`` (clips the loader could not decode). Raise ValueError for a result that
+        cannot be computed (the message names the cause)."""
         raise NotImplementedError
 
     def signature(self) -> dict[str, Any]:
@@ -97,7 +132,7 @@ class Task:
 
     def baselines(self, split: str) -> dict[str, Any]:
         """Model-free reference figures on ``split`` from the manifest/shards (majority class, most frequent
-        answer per question kind, most frequent caption), same keys as ``evaluate``; {} when none."""
+        answer per question kind, most frequent caption), same keys as ``eval_reduce``; {} when none."""
         return {}
 
     # -- Examples: what the shipped-config test (tests/train/test_shipped_configs.py) trains one step on --

@@ -31,6 +31,7 @@ def main(shards: str, out: str) -> None:
     from avpea_dist.models.model import build_model
     from avpea_dist.tasks.registry import build_task
     from avpea_dist.train.data_source import ShardData
+    from avpea_dist.train.evaluate import evaluate_task
     from avpea_dist.train.run import run_training
 
     cfg = load_config(REPO / "configs" / "avqa_tiny.yaml", [*OVERRIDES, f"data.shards={shards}", f"train.out={out}/run"])
@@ -57,7 +58,7 @@ def main(shards: str, out: str) -> None:
     for split in ("val", "test"):
         batches = list(data.eval_batches(split))
         before = len(encoded)
-        metrics = task.evaluate(model, batches, torch.device("cpu"))
+        metrics = evaluate_task(task, model, batches, torch.device("cpu"), split=split)
         mine[split] = {"question_ids": [i for b in batches for i in b["question_ids"]],
                        "encoded": encoded[before:], "clips": [len(b["key"]) for b in batches if b["key"]],
                        "questions_per_batch": [len(b["question_ids"]) for b in batches if b["key"]],

@@ -16,6 +16,7 @@ from avpea_dist.tasks.avqa.codec import AVQACodec
 from avpea_dist.tasks.avqa.metrics import majority_answers, majority_baseline
 from avpea_dist.datasets.musicavqa.release import PAD, QUESTION_TYPES, UNK, UNKNOWN_ANSWER, group_by_video, read_split
 from avpea_dist.tasks.avqa.task import AVQATask
+from avpea_dist.train.evaluate import evaluate_task
 from avpea_dist.datasets.musicavqa.vocab import build_vocab
 
 UPDATE = Path(__file__).parent / "fixtures" / "musicavqa" / "json_update"
@@ -227,7 +228,7 @@ def test_head_on_encoder_output_with_ablations():
 
 
 def test_evaluate_in_one_process_counts_every_question_with_its_own_type():
-    """evaluate() with a model that answers from a lookup table: per-type counts equal a hand count."""
+    """evaluate_task with a model that answers from a lookup table: per-type counts equal a hand count."""
     train, test = release()
     task = AVQATask(avqa_config(), manifest(train, test))
     codec = task.codec("test", 0)
@@ -251,7 +252,7 @@ def test_evaluate_in_one_process_counts_every_question_with_its_own_type():
         chunk = metas[i:i + 3]
         batches.append({**codec.collate([codec.parse(m, m["key"]) for m in chunk]), "key": [m["key"] for m in chunk],
                         "skipped": 1 if i == 0 else 0})
-    result = task.evaluate(TableModel(), batches, torch.device("cpu"))
+    result = evaluate_task(task, TableModel(), batches, torch.device("cpu"))
     expected = {t: [0, 0] for t in QUESTION_TYPES}
     for q in test:
         right = answers[q.question_id] in task.vocab.answers and (

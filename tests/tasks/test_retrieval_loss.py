@@ -29,11 +29,11 @@ def _config(text_folder: str, pooling: str):
 
     model = ModelConfig(backbone="vit_tiny_patch16_224", pretrained="none", img_size=32, bottleneck=8)
     return Config(task="retrieval", model=model,
-                  retrieval=RetrievalConfig(text_model=text_folder, embed_dim=16, pooling=pooling))
+                  sections={"retrieval": RetrievalConfig(text_model=text_folder, embed_dim=16, pooling=pooling)})
 
 
 def _batch(text_folder: str):
-    from avpea_dist.tasks.retrieval.codec import CaptionCodec
+    from avpea_dist.datasets.valor.codec import CaptionCodec
 
     g = torch.Generator().manual_seed(0)
     codec = CaptionCodec(text_folder, 16, train=True)

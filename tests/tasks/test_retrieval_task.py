@@ -1,4 +1,4 @@
-"""RetrievalTask in one process: evaluate() on eval batches of the task's own codec (several captions per
+"""RetrievalTask in one process: the trainer's evaluate_task on eval batches of the task's own codec (several captions per
 clip), both poolings, against the metric computed directly from the head's embeddings; a clip seen twice is
 an error, not a metric; the ablation heads use only their stream."""
 
@@ -11,6 +11,7 @@ from avpea_dist.tasks.retrieval.config import RetrievalConfig
 from avpea_dist.tasks.retrieval.head import fine_similarity
 from avpea_dist.tasks.retrieval.metrics import retrieval_metrics
 from avpea_dist.tasks.retrieval.task import RetrievalTask
+from avpea_dist.train.evaluate import evaluate_task
 from retrieval_kit import make_text_folder
 
 
@@ -22,7 +23,7 @@ def text_folder(tmp_path_factory):
 def _task(text_folder, pooling="mean", modalities="av"):
     cfg = Config(task="retrieval", model=ModelConfig(backbone="vit_tiny_patch16_224", pretrained="none", img_size=32,
                                                      bottleneck=8, modalities=modalities),
-                 retrieval=RetrievalConfig(text_model=text_folder, embed_dim=16, pooling=pooling))
+                 sections={"retrieval": RetrievalConfig(text_model=text_folder, embed_dim=16, pooling=pooling)})
     task = RetrievalTask(cfg, None)
     torch.manual_seed(0)
     return task, build_model(cfg.model, load_weights=False, task=task)
@@ -32,10 +33,10 @@ def _task(text_folder, pooling="mean", modalities="av"):
 def test_evaluate_ranks_every_caption_of_every_clip(text_folder, pooling):
     task, model = _task(text_folder, pooling)
     batches = [task.example_batch(3, seed=s, split="test") for s in (1, 2)]
-    m = task.evaluate(model, batches, torch.device("cpu"))
+    m = evaluate_task(task, model, batches, torch.device("cpu"))
     captions = sum(len(c) for b in batches for c in b["captions"])
     assert m["samples"] == m["clips"] == 6 and m["captions"] == captions > 6 and m["skipped"] == 0
-    assert model.training  # evaluate() restores the mode
+    assert model.training  # evaluate_task restores the mode
     with torch.no_grad():  # the same numbers straight from the head (in eval mode: no dropout)
         outs = [model.eval()(b) for b in batches]
     owner = torch.cat([o.caption_video + 3 * i for i, o in enumerate(outs)])
@@ -51,7 +52,7 @@ def test_a_clip_seen_twice_is_an_error(text_folder):
     task, model = _task(text_folder)
     batch = task.example_batch(2, seed=1, split="test")
     with pytest.raises(ValueError, match="more than once"):
-        task.evaluate(model, [batch, batch], torch.device("cpu"))
+        evaluate_task(task, model, [batch, batch], torch.device("cpu"))
 
 
 def test_ablation_heads_project_only_their_stream(text_folder):
@@ -68,7 +69,7 @@ def test_frozen_text_encoder_is_not_trained_nor_exported_and_stays_in_eval_mode(
 
     cfg = Config(task="retrieval", model=ModelConfig(backbone="vit_tiny_patch16_224", pretrained="none", img_size=32,
                                                      bottleneck=8),
-                 retrieval=RetrievalConfig(text_model=text_folder, embed_dim=16, train_text=False))
+                 sections={"retrieval": RetrievalConfig(text_model=text_folder, embed_dim=16, train_text=False)})
     model = build_model(cfg.model, load_weights=False, task=RetrievalTask(cfg, None)).train()
     exported = trainable_state(model)
     assert not any(k.startswith("head.text.") for k in exported)

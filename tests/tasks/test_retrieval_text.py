@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from avpea_dist.errors import ConfigError
-from avpea_dist.tasks.retrieval.codec import CaptionCodec, pick_caption
+from avpea_dist.datasets.valor.codec import CaptionCodec, pick_caption
 from avpea_dist.datasets.valor.textmodel import load_text_model, load_tokenizer, resolve_text_model, tokenize
 from retrieval_kit import CAPTIONS, make_text_folder
 
@@ -58,7 +58,7 @@ def test_codec_one_caption_per_epoch_deterministic_all_in_eval(text_folder):
     batch = train.collate([train.parse(meta, key), train.parse({**meta, "captions": ["a dog barks"]}, "k2")])
     assert batch["text_ids"].shape[0] == 2 and batch["caption_video"].tolist() == [0, 1]
     assert batch["captions"][0] == CAPTIONS[:3]  # the references are all captions, even in training
-    assert batch["video_ids"] == ["--4gqARaEJE_0_10", "--4gqARaEJE_0_10"]  # verbatim ids (the json's 'id')
+    assert batch["clip_ids"] == ["--4gqARaEJE_0_10", "--4gqARaEJE_0_10"]  # verbatim ids (the json's 'id')
     evaluation = CaptionCodec(str(text_folder), 16, train=False)
     batch = evaluation.collate([evaluation.parse(meta, key), evaluation.parse({**meta, "captions": ["x y"]}, "k2")])
     assert batch["caption_video"].tolist() == [0, 0, 0, 1] and batch["text_mask"].shape == batch["text_ids"].shape

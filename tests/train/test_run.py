@@ -189,17 +189,20 @@ def torch_equal(a, b):
 def test_validation_splits_accuracy_into_event_and_background_segments():
     import torch
 
-    from avpea_dist.train.evaluate import evaluate
+    from avpea_dist.tasks.avel.task import AVELTask
+    from avpea_dist.train.evaluate import evaluate_task
 
     class Fixed(torch.nn.Module):  # predicts class 0 for every segment
         def forward(self, frames, audio):
             return torch.nn.functional.one_hot(torch.zeros(frames.shape[:2], dtype=torch.long), 3).float()
 
     labels = torch.tensor([[0, 0, 2, 1], [2, 2, 2, 0]])  # background is class 2
-    batch = {"frames": torch.zeros(2, 4, 3, 1, 1), "audio": torch.zeros(2, 4, 1, 1), "labels": labels, "skipped": 1}
-    m = evaluate(Fixed(), [batch], torch.device("cpu"), "av", 3)
+    batch = {"frames": torch.zeros(2, 4, 3, 1, 1), "audio": torch.zeros(2, 4, 1, 1), "labels": labels, "skipped": 1,
+             "key": ["a", "b"]}
+    task = AVELTask(tiny_config("avel.num_classes=3"), None)
+    m = evaluate_task(task, Fixed(), [batch], torch.device("cpu"))
     assert m["accuracy"] == 3 / 8 and m["accuracy_event"] == 3 / 4 and m["accuracy_background"] == 0.0
-    assert m["skipped"] == 1
+    assert m["skipped"] == 1 and m["samples"] == m["clips"] == 2 and m["segments"] == 8
 
 
 def test_the_lavish_recipe_differs_from_ours_in_the_recipe_only():

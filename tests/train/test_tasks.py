@@ -14,9 +14,12 @@ from trainkit import tiny_config
 
 @pytest.fixture
 def toy_registered(monkeypatch):
-    from avpea_dist.tasks import registry
+    """The toy task added to the registry for one test, as an entry point of another distribution would add
+    it (``plugins.task_specs`` is the one list every lookup reads; monkeypatch takes the entry out again)."""
+    from avpea_dist import plugins
+    from toytask import SPEC
 
-    monkeypatch.setitem(registry.TASKS, "toy", "toytask:ToyTask")
+    monkeypatch.setitem(plugins.task_specs(), SPEC.name, SPEC)
 
 
 def _small(*overrides: str):
@@ -59,13 +62,13 @@ def test_shards_of_another_schema_are_refused_with_the_fix(tmp_path):
     assert "classes" not in read_manifest(captions)  # only AVEL shards need classes
     with pytest.raises(ConfigError, match=r"task=avel reads shards of schema 'avel', but data.shards=.* holds "
                                           r"schema 'captions'; point data.shards at avel shards or set "
-                                          r"task=retrieval or task=captioning"):
+                                          r"task=captioning or task=retrieval"):
         ShardData(_small(f"data.shards={captions}"), 0, 1)
     odd = write_shards(tmp_path / "odd", {"train": 1}, schema="subtitles")
     with pytest.raises(ValueError, match=r"'schema' is 'subtitles'; this code reads 'avel', 'avqa', 'captions'"):
         read_manifest(odd)
     old = write_shards(tmp_path / "old", {"train": 1})  # no schema key: AVEL's, as written before schemas
-    assert ShardData(_small(f"data.shards={old}", "model.num_classes=3"), 0, 1).task.name == "avel"
+    assert ShardData(_small(f"data.shards={old}", "avel.num_classes=3"), 0, 1).task.name == "avel"
 
 
 class _RefuseOdd:

@@ -1,4 +1,5 @@
-"""A task plug-in written in a test, registered at run time: it must train without any trainer edit.
+"""A task plug-in written in a test, registered at run time (``SPEC``, added to the plug-in registry by the
+test's fixture): it must train and evaluate without any trainer edit.
 
 Toy problem on AVEL-schema shards: per clip, is the first segment's label odd? Its head mean-pools each
 stream's CLS tokens over the segments; its selection metric is named 'score' (not 'accuracy'), and its
@@ -20,8 +21,8 @@ from torch import nn
 from avpea_dist.data.features import npy_bytes
 from avpea_dist.data.tario import TarShardWriter
 from avpea_dist.fileio import sha256_file
-from avpea_dist.tasks.base import Task, TaskLoss, to_device
-from avpea_dist.train.loop import all_reduce_
+from avpea_dist.plugins import TaskSpec
+from avpea_dist.tasks.base import EvalPart, Task, TaskLoss, to_device
 
 
 class ToyCodec:
@@ -66,19 +67,20 @@ class ToyTask(Task):
         return TaskLoss(nn.functional.cross_entropy(outputs, target), (outputs.argmax(-1) == target).sum(),
                         target.numel())
 
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, batches: Any, device: torch.device) -> dict[str, Any]:
-        counts = torch.zeros(3, dtype=torch.float64)  # right, clips, skipped
-        for batch in batches:
-            out = model(to_device(batch, device, model.streams)).cpu()
-            counts += torch.tensor([(out.argmax(-1) == batch["odd"]).sum().item(), len(batch["key"]),
-                                    batch["skipped"]], dtype=torch.float64)
-        right, clips, skipped = all_reduce_(counts).tolist()
-        return {"score": right / clips if clips else None, "samples": int(clips), "skipped": int(skipped),
-                "table": {"right": int(right), "clips": int(clips)}}
+    def eval_batch(self, model: nn.Module, batch: dict[str, Any], device: torch.device) -> EvalPart:
+        out = model(to_device(batch, device, model.streams)).cpu()
+        return EvalPart(sums={"right": (out.argmax(-1) == batch["odd"]).sum(), "clips": torch.tensor(len(batch["key"]))})
+
+    def eval_reduce(self, split: str, sums: dict[str, torch.Tensor], rows: dict[str, torch.Tensor],
+                    items: dict[str, list]) -> dict[str, Any]:
+        right, clips = int(sums["right"]), int(sums["clips"])
+        return {"score": right / clips, "table": {"right": right, "clips": clips}}
 
     def example_meta(self, index: int) -> dict[str, Any]:
         return {"id": f"toy{index}", "labels": [index % 3] * 10}
+
+
+SPEC = TaskSpec(name="toy", task="toytask:ToyTask", schema="avel")
 
 
 def write_shards(root: Path, splits: dict[str, int], *, schema: str | None = None, frame_size: int = 16,

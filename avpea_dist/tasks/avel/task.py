@@ -7,16 +7,16 @@ selection metric is per-segment accuracy; the baseline is the training split's m
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
 from ...errors import ConfigError
-from ..base import Task, TaskLoss
+from ..base import EvalPart, Task, TaskLoss
 from .codec import AVELCodec
 from .head import AVELHead
-from .metrics import evaluate_segments, majority_accuracy
+from .metrics import majority_accuracy, segment_metrics, segment_sums
 
 
 class AVELTask(Task):
@@ -49,9 +49,21 @@ class AVELTask(Task):
         fn = loop.segment_loss if self.cfg.avel.loss == "ce" else losses.loss_for(self.cfg.avel.loss)
         return TaskLoss(fn(outputs, labels), (outputs.detach().argmax(-1) == labels).sum(), labels.numel())
 
-    def evaluate(self, model: nn.Module, batches: Iterable[dict[str, Any]], device: torch.device) -> dict[str, Any]:
-        m = evaluate_segments(model, batches, device, self.cfg.model.modalities, self.cfg.avel.num_classes)
-        return {**m, "samples": m["clips"]}
+    def eval_batch(self, model: nn.Module, batch: dict[str, Any], device: torch.device) -> EvalPart:
+        modalities = self.cfg.model.modalities  # a stream the model lacks is not even copied to the device
+        frames = batch["frames"].to(device) if modalities != "audio" else None
+        audio = batch["audio"].to(device) if modalities != "visual" else None
+        logits = model(frames, audio).float().cpu()
+        return EvalPart(sums=segment_sums(logits, batch["labels"], self.cfg.avel.num_classes))
+
+    def eval_reduce(self, split: str, sums: dict[str, torch.Tensor], rows: dict[str, torch.Tensor],
+                    items: dict[str, list]) -> dict[str, Any]:
+        return segment_metrics(sums)
+
+    def signature(self) -> dict[str, Any]:
+        """The head's sizes and the objective ('avel.loss' may be changed on resume: the spec allows it)."""
+        a = self.cfg.avel
+        return {"avel.num_classes": a.num_classes, "avel.head_hidden": a.head_hidden, "avel.loss": a.loss}
 
     def baselines(self, split: str) -> dict[str, Any]:
         hist = self.label_histogram("train"), self.label_histogram(split)

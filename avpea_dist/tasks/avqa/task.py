@@ -6,22 +6,22 @@ vocabulary (question words and answers) and, per split, the answer histogram of 
 
 Training: answer cross-entropy over the batch's questions (+ ``avqa.match_weight`` times AVST's
 frame-matching loss). Evaluation: the benchmark's nine per-kind accuracies, the Audio / Visual / Audio-Visual
-averages and the overall average, pooled over questions and summed over ranks; the type of each answer is
-the one its own question carries. Model selection on val by 'overall'.
+averages and the overall average, pooled over questions (per-type counts summed over batches and ranks by
+the trainer); the type of each answer is the one its own question carries. Model selection on val by 'overall'.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from avpea_dist.errors import ConfigError
 from avpea_dist.tasks.avqa.codec import AVQACodec
 from avpea_dist.tasks.avqa.metrics import TypeAccuracy, majority_from_histograms
 from avpea_dist.datasets.musicavqa.release import PAD, QUESTION_TYPES, UNK
 from avpea_dist.datasets.musicavqa.vocab import Vocab
-from avpea_dist.tasks.base import Task, TaskLoss, to_device
+from avpea_dist.tasks.base import EvalPart, Task, TaskLoss, to_device
 
 if TYPE_CHECKING:
     import torch
@@ -69,42 +69,28 @@ class AVQATask(Task):
         hits = (outputs.logits.detach().argmax(-1) == answers) & (answers >= 0)
         return TaskLoss(loss, hits.sum(), int(answers.numel()))
 
-    def evaluate(self, model: "nn.Module", batches: Iterable[dict[str, Any]], device: "torch.device") -> dict[str, Any]:
+    def eval_batch(self, model: "nn.Module", batch: dict[str, Any], device: "torch.device") -> EvalPart:
         import torch
         import torch.nn.functional as F
 
-        from avpea_dist.train.loop import all_reduce_
-
-        was_training = model.training
-        model.eval()
+        logits = model(to_device(batch, device, model.streams)).logits.float().cpu()
+        answers = batch["answers"]
+        known = answers >= 0
         acc = TypeAccuracy()
-        # loss sum, questions with a known answer, clips, clips skipped, questions with an unknown answer
-        sums = torch.zeros(5, dtype=torch.float64)
-        with torch.no_grad():
-            for batch in batches:
-                sums[2] += len(batch["key"])
-                sums[3] += int(batch.get("skipped", 0))
-                if not batch["key"]:
-                    continue  # every clip of the batch was skipped
-                logits = model(to_device(batch, device, model.streams)).logits.float().cpu()
-                answers = batch["answers"]
-                known = answers >= 0
-                if bool(known.any()):
-                    sums[0] += F.cross_entropy(logits[known], answers[known], reduction="sum").double()
-                sums[1] += known.sum()
-                sums[4] += (~known).sum()
-                acc.add_predictions(batch["question_types"], logits.argmax(-1).tolist(), answers.tolist())
-        model.train(was_training)
-        packet = all_reduce_(torch.cat([torch.tensor(acc.counts, dtype=torch.float64), sums]))
-        n = len(acc.counts)
-        acc = TypeAccuracy.from_counts([round(c) for c in packet[:n].tolist()])
-        loss_sum, known, clips, skipped, unknown = packet[n:].tolist()
-        if clips == 0:
-            raise ValueError(f"the evaluation split yielded no clips on any rank ({int(skipped)} skipped); check "
-                             f"data.shards and its manifest (avpea shards verify)")
+        acc.add_predictions(batch["question_types"], logits.argmax(-1).tolist(), answers.tolist())
+        loss = (F.cross_entropy(logits[known], answers[known], reduction="sum").double() if bool(known.any())
+                else torch.zeros((), dtype=torch.float64))
+        # unknown: questions whose answer train never had (always wrong, left out of the loss)
+        return EvalPart(sums={"type_counts": torch.tensor(acc.counts, dtype=torch.float64), "loss": loss,
+                              "known": known.sum().double(), "unknown": (~known).sum().double()})
+
+    def eval_reduce(self, split: str, sums: dict[str, "torch.Tensor"], rows: dict[str, "torch.Tensor"],
+                    items: dict[str, list]) -> dict[str, Any]:
+        acc = TypeAccuracy.from_counts([round(c) for c in sums["type_counts"].tolist()])
+        known, loss_sum = sums["known"].item(), sums["loss"].item()
         return {**acc.report(), "loss": loss_sum / known if known else None, "questions": sum(acc.total),
-                "unknown_answers": int(unknown), "samples": int(clips), "skipped": int(skipped),
-                "questions_per_type": acc.questions(), "type_counts": acc.counts}
+                "unknown_answers": int(sums["unknown"].item()), "questions_per_type": acc.questions(),
+                "type_counts": acc.counts}
 
     def signature(self) -> dict[str, Any]:
         """The head's sizes and objective and the vocabulary (its digest): a resume must keep them."""

@@ -1,13 +1,13 @@
 """Audio-visual captioning (VALOR-32K AVC) as a task plug-in: a text decoder on the AV-PEA encoder.
 
-- Shards: schema 'captions' (shared with retrieval). The tokenizer is the shards' text folder for the
+- Shards: schema 'captions' (shared with retrieval, and so is its codec: ``datasets/valor/codec.py``). The tokenizer is the shards' text folder for the
   'scratch' decoder, or the Hugging Face model's own.
 - Head: ``head.CaptioningHead`` (memory of all encoder tokens, 'scratch' or Hugging Face decoder).
 - Loss: teacher-forced cross-entropy on the caption tokens (``captioning.label_smoothing``); the training
   line's accuracy is next-token accuracy.
-- Evaluation: every clip of the split captioned once (beam ``captioning.beam``), the (id, caption,
-  references) of all ranks gathered on rank 0 and scored there with pycocoevalcap (``metrics.py``), the
-  numbers broadcast back. Selection on val CIDEr-D. The final evaluation's captions of every clip go to
+- Evaluation: every clip of the split captioned once (beam ``captioning.beam``); the trainer gathers the
+  (id, caption, references) of all ranks and the task scores them on rank 0 with pycocoevalcap
+  (``metrics.py``, ``reduce_once``), the numbers broadcast back. Selection on val CIDEr-D. The final evaluation's captions of every clip go to
   ``RUN/outputs_test.json`` (the result's ``outputs``), 8 of them also to result.json (``examples``).
 - Baseline: the most frequent training caption (manifest ``most_frequent_caption``) for every clip.
 """
@@ -17,15 +17,16 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
 from ...errors import ConfigError
-from ..base import Task, TaskLoss, to_device
+from ..base import EvalPart, Task, TaskLoss, to_device
 from ...datasets.valor.textmodel import resolve_text_model
-from .codec import CaptionCodec, load_tokenizer
+from ...datasets.valor.codec import CaptionCodec
+from .tokenizer import load_tokenizer
 from .head import CaptioningHead, TextSpec, caption_loss
 from .metrics import score_captions
 
@@ -38,6 +39,7 @@ class CaptioningTask(Task):
     schema = "captions"
     selection_metric = "cider"
     metric_label = "CIDEr-D"
+    reduce_once = True  # pycocoevalcap (Java METEOR and PTB) scores once, on rank 0
 
     def __init__(self, cfg: Any, manifest: dict[str, Any] | None) -> None:
         super().__init__(cfg, manifest)
@@ -86,8 +88,8 @@ class CaptioningTask(Task):
     # ---- data
 
     def codec(self, split: str, epoch: int) -> CaptionCodec:
-        pick = (self.cfg.train.seed, epoch) if split == "train" else None
-        return CaptionCodec(self.tokenizer_source, self.section.max_len, pick)
+        return CaptionCodec(self.tokenizer_source, self.section.max_len, train=split == "train",
+                            seed=self.cfg.train.seed, epoch=epoch)
 
     def signature(self) -> dict[str, Any]:
         """What a checkpoint of this head is bound to: the decoder, its sizes and the tokenizer's vocabulary."""
@@ -119,23 +121,15 @@ class CaptioningTask(Task):
 
     # ---- evaluation
 
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, batches: Iterable[dict[str, Any]], device: torch.device) -> dict[str, Any]:
-        was_training = model.training
-        model.eval()
-        records: list[tuple[str, str, list[str]]] = []
-        skipped = 0
-        try:
-            for batch in batches:
-                skipped += int(batch.get("skipped", 0))
-                if not batch["key"]:
-                    continue
-                media = to_device({"frames": batch["frames"], "audio": batch["audio"]}, device, model.streams)
-                texts = self.caption(model, media["frames"], media["audio"])
-                records += list(zip(batch["clip_ids"], texts, batch["captions"]))
-        finally:
-            model.train(was_training)
-        return gather_and_score(records, skipped)
+    def eval_batch(self, model: nn.Module, batch: dict[str, Any], device: torch.device) -> EvalPart:
+        media = to_device({"frames": batch["frames"], "audio": batch["audio"]}, device, model.streams)
+        texts = self.caption(model, media["frames"], media["audio"])
+        return EvalPart(items={"clip_id": list(batch["clip_ids"]), "caption": texts,
+                               "references": list(batch["captions"])})
+
+    def eval_reduce(self, split: str, sums: dict[str, torch.Tensor], rows: dict[str, torch.Tensor],
+                    items: dict[str, list]) -> dict[str, Any]:
+        return score_records(list(zip(items["clip_id"], items["caption"], items["references"])))
 
     def baselines(self, split: str) -> dict[str, Any]:
         """The most frequent training caption as every clip's caption, scored like the model."""
@@ -154,45 +148,22 @@ def example_caption(index: int) -> str:
             f"{('low', 'high')[index // 2 % 2]} {sounds[index // 3 % 2]} plays")
 
 
-def gather_and_score(records: list[tuple[str, str, list[str]]], skipped: int) -> dict[str, Any]:
-    """Every rank's (id, caption, references) to rank 0, scored there, the result broadcast to all ranks."""
-    import torch.distributed as dist
-
-    distributed = dist.is_initialized() and dist.get_world_size() > 1
-    if distributed:
-        parts: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(parts, (records, skipped))
-    else:
-        parts = [(records, skipped)]
-    result: list[Any] = [None]
-    if not distributed or dist.get_rank() == 0:
-        try:
-            result[0] = _score(parts)
-        except ValueError as e:  # reaches every rank, so none waits forever for the broadcast
-            result[0] = {"error": str(e)}
-    if distributed:
-        dist.broadcast_object_list(result, src=0)
-    if "error" in result[0]:
-        raise ValueError(result[0]["error"])
-    return result[0]
-
-
-def _score(parts: list[tuple[list[tuple[str, str, list[str]]], int]]) -> dict[str, Any]:
+def score_records(records: list[tuple[str, str, list[str]]]) -> dict[str, Any]:
+    """(clip id, caption, references) of every clip of the split -> the caption metrics, ``examples`` (a few
+    captions, kept in result.json) and ``outputs`` (all of them, for RUN/outputs_<split>.json)."""
     refs: dict[str, list[str]] = {}
     cands: dict[str, str] = {}
-    for records, _ in parts:
-        for clip_id, caption, references in records:
-            if clip_id in cands:
-                raise ValueError(f"clip {clip_id!r} was captioned twice: the evaluation split must give each clip "
-                                 f"to one rank (duplicate id in the shards?)")
-            refs[clip_id], cands[clip_id] = list(references), caption
+    for clip_id, caption, references in records:
+        if clip_id in cands:
+            raise ValueError(f"clip {clip_id!r} was captioned twice: the evaluation split must give each clip "
+                             f"to one rank (duplicate id in the shards?)")
+        refs[clip_id], cands[clip_id] = list(references), caption
     if not cands:
         raise ValueError("the evaluation split yielded no clips on any rank; check the shards folder and its "
                          "manifest (avpea shards verify)")
     scores = score_captions(refs, cands)
     outputs = [{"id": k, "caption": cands[k], "references": refs[k]} for k in sorted(cands)]
-    return {**{k: v for k, v in scores.items() if k != "clips"}, "samples": len(cands),
-            "skipped": sum(s for _, s in parts), "examples": outputs[:EXAMPLES], "outputs": outputs}
+    return {**{k: v for k, v in scores.items() if k != "clips"}, "examples": outputs[:EXAMPLES], "outputs": outputs}
 
 
 def split_references(shards: Path, manifest: dict[str, Any] | None, split: str) -> dict[str, list[str]]:

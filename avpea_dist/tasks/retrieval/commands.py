@@ -113,7 +113,7 @@ def build_index(model: Any, cfg: Any, task: Any, files: list[Path], shards: str 
         for batch in loader:
             if batch["key"]:
                 add(batch["frames"], batch["audio"])
-                ids += list(batch["video_ids"])
+                ids += list(batch["clip_ids"])
                 captions += [c[0] for c in batch["captions"]]
             skipped += [{"id": "?", "reason": p} for p in batch.get("problems", [])] or (
                 [{"id": "?", "reason": "unreadable sample"}] * int(batch.get("skipped", 0)))

@@ -1,27 +1,25 @@
 """The retrieval task plug-in (AVR on VALOR-32K): text <-> clip, with global negatives across ranks.
 
 Reads 'captions' shards (VALOR's layout, built by ``avpea shards build valor``). Training: one caption per
-clip per epoch (codec.py), symmetric InfoNCE against every rank's clips and captions (loss.py). Evaluation:
-every test clip and caption embedded exactly once across ranks, gathered, and ranked on the full caption x
-clip similarity matrix (metrics.py). Selection on val 'r_sum' (R@1 + R@5 + R@10, both directions): the
+clip per epoch (the captions codec, ``datasets/valor/codec.py``), symmetric InfoNCE against every rank's
+clips and captions (loss.py). Evaluation: every clip and caption of the split embedded exactly once across
+ranks (rows the trainer gathers), ranked on the full caption x clip similarity matrix (metrics.py). Selection on val 'r_sum' (R@1 + R@5 + R@10, both directions): the
 six recalls together are steadier on a small val split than R@1 alone. VALOR's own configs select on
 test; we never do.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from ...errors import ConfigError
-from ..base import Task, TaskLoss, to_device
+from ..base import EvalPart, Task, TaskLoss, to_device
 from ...datasets.valor.textmodel import freeze, is_available_offline, load_text_model, resolve_text_model
-from .codec import CaptionCodec
+from ...datasets.valor.codec import CaptionCodec
 from .head import RetrievalHead, RetrievalOutput, fine_similarity
 from .loss import contrastive_loss, gather_rows
 from .metrics import retrieval_metrics
@@ -110,81 +108,30 @@ class RetrievalTask(Task):
 
     # -- evaluation ----------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, batches: Iterable[dict[str, Any]], device: torch.device) -> dict[str, Any]:
-        """Every clip and caption of the split embedded once (this rank's share), gathered on every rank,
-        ranked on the full caption x clip matrix. t2v: each caption ranks its own clip among all clips;
-        v2t: a clip counts as found at the best rank of any of its captions (VALOR's rule).
-        -> metrics.py's keys + 'samples' (clips), 'skipped' (clips the loader could not decode)."""
-        was_training = model.training
-        model.eval()
-        local: dict[str, list] = {"keys": [], "clip": [], "text": [], "owner": [], "clip_tok": [], "text_tok": []}
-        skipped = 0
-        for batch in batches:
-            skipped += int(batch.get("skipped", 0))
-            if not batch["key"]:
-                continue
-            out = model(to_device(batch, device, model.streams))
-            base = len(local["keys"])
-            local["keys"] += list(batch["key"])
-            local["clip"].append(out.clip.float().cpu())
-            local["text"].append(out.text.float().cpu())
-            local["owner"].append(out.caption_video.cpu() + base)
-            if out.clip_tokens is not None:
-                local["clip_tok"].append(out.clip_tokens.float().cpu())
-                local["text_tok"] += [(t[m.bool()].cpu()) for t, m in zip(out.text_tokens.float(), out.text_mask)]
-        model.train(was_training)
-        merged = _gather_everywhere(local, skipped)
+    def eval_batch(self, model: nn.Module, batch: dict[str, Any], device: torch.device) -> EvalPart:
+        """This batch's clip and caption embeddings; each caption names its clip by key (global positions
+        are only known once every rank's rows are gathered)."""
+        out = model(to_device(batch, device, model.streams))
+        keys = list(batch["key"])
+        rows = {"clip": out.clip.float().cpu(), "text": out.text.float().cpu()}
+        if out.clip_tokens is not None:
+            rows.update(clip_tok=out.clip_tokens.float().cpu(), text_tok=out.text_tokens.float().cpu(),
+                        text_mask=out.text_mask.cpu())
+        return EvalPart(rows=rows, items={"clip_key": keys,
+                                          "caption_key": [keys[i] for i in out.caption_video.tolist()]})
+
+    def eval_reduce(self, split: str, sums: dict[str, torch.Tensor], rows: dict[str, torch.Tensor],
+                    items: dict[str, list]) -> dict[str, Any]:
+        """Ranked on the full caption x clip matrix of the split. t2v: each caption ranks its own clip among
+        all clips; v2t: a clip counts as found at the best rank of any of its captions (VALOR's rule).
+        -> metrics.py's keys."""
+        position = {k: i for i, k in enumerate(items["clip_key"])}
+        owner = torch.tensor([position[k] for k in items["caption_key"]], dtype=torch.long)
         if self.rcfg.pooling == "fine":
-            sim = fine_similarity(*_pad_tokens(merged["text_tok"]), merged["clip_tok"])
+            # Trim the token axis to the longest real caption: the same shapes as one padded batch of them all.
+            mask = rows["text_mask"]
+            longest = int(mask.sum(1).max())
+            sim = fine_similarity(rows["text_tok"][:, :longest], mask[:, :longest], rows["clip_tok"])
         else:
-            sim = merged["text"] @ merged["clip"].t()
-        result = retrieval_metrics(sim, merged["owner"])
-        result.update(samples=len(merged["keys"]), skipped=merged["skipped"])
-        return result
-
-
-def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
-    return torch.cat(parts) if parts else torch.zeros(0)
-
-
-def _gather_everywhere(local: dict[str, list], skipped: int) -> dict[str, Any]:
-    """Every rank's embeddings, in rank order, on every rank (all_gather_object: ranks hold different counts).
-    Clip indices of captions are shifted to the merged order; a key seen twice is an error, not a metric."""
-    packet = {"keys": local["keys"], "clip": _cat(local["clip"]), "text": _cat(local["text"]),
-              "owner": _cat(local["owner"]).long(), "clip_tok": _cat(local["clip_tok"]),
-              "text_tok": local["text_tok"], "skipped": skipped}
-    packets = [packet]
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        packets = [None] * dist.get_world_size()
-        dist.all_gather_object(packets, packet)
-    merged: dict[str, Any] = {"keys": [], "clip": [], "text": [], "owner": [], "clip_tok": [], "text_tok": [],
-                              "skipped": 0}
-    for p in packets:
-        merged["owner"].append(p["owner"] + len(merged["keys"]))
-        merged["keys"] += p["keys"]
-        for k in ("clip", "text", "clip_tok"):
-            if p[k].numel():
-                merged[k].append(p[k])
-        merged["text_tok"] += p["text_tok"]
-        merged["skipped"] += p["skipped"]
-    if len(set(merged["keys"])) != len(merged["keys"]):
-        dup = sorted(k for k, n in Counter(merged["keys"]).items() if n > 1)[:3]
-        raise ValueError(f"evaluation saw clips {dup} more than once across ranks: the eval stream must give each "
-                         f"clip to exactly one rank")
-    if not merged["keys"]:
-        raise ValueError("the evaluation split yielded no clips on any rank; check the shards folder and its "
-                         "manifest (avpea shards verify)")
-    for k in ("clip", "text", "owner", "clip_tok"):
-        merged[k] = torch.cat(merged[k]) if merged[k] else torch.zeros(0)
-    return merged
-
-
-def _pad_tokens(tokens: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Variable-length (L_c, E) token vectors -> (C, L, E) zero-padded and (C, L) mask."""
-    longest = max(t.shape[0] for t in tokens)
-    out = torch.zeros(len(tokens), longest, tokens[0].shape[1])
-    mask = torch.zeros(len(tokens), longest, dtype=torch.long)
-    for i, t in enumerate(tokens):
-        out[i, :t.shape[0]], mask[i, :t.shape[0]] = t, 1
-    return out, mask
+            sim = rows["text"] @ rows["clip"].t()
+        return retrieval_metrics(sim, owner)
