@@ -239,7 +239,10 @@ def test_workers_exit_when_the_training_process_is_killed(synth_shards: Path, tm
 
     script = tmp_path / "orphan.py"
     script.write_text(_ORPHAN_SCRIPT)
-    proc = subprocess.Popen([sys.executable, str(script), str(synth_shards)], stdout=subprocess.PIPE, text=True)
+    tree = str(Path(__file__).resolve().parents[2])  # the package under test, not whichever one is installed
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [tree, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, str(script), str(synth_shards)], stdout=subprocess.PIPE, text=True,
+                            env=env)
     try:
         pids = [int(p) for p in proc.stdout.readline().split()]
         assert len(pids) == 2 and not any(_gone(p) for p in pids)
