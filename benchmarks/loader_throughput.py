@@ -33,7 +33,9 @@ def main() -> None:
     from avpea_dist.data.build import BuildOptions
     from avpea_dist.datasets.ave.build import build_ave
     from avpea_dist.data.manifest import read_manifest
-    from avpea_dist.data.stream import decode_sample, make_train_loader
+    from avpea_dist.data.loaders import make_train_loader
+    from avpea_dist.data.stream import decode_sample
+    from avpea_dist.tasks.avel.codec import AVELCodec
     from avpea_dist.datasets.ave.synth import make_dataset
     from avpea_dist.data.tario import iter_raw_samples
 
@@ -46,18 +48,20 @@ def main() -> None:
         m = read_manifest(shards)
         kb = sum(sh["bytes"] for s in m["splits"].values() for sh in s["shards"]) / args.clips / 1e3
         raws = [r for sh in m["splits"]["train"]["shards"] for r in iter_raw_samples(shards / sh["file"])]
+        codec = AVELCodec(len(m["classes"]))
         for size in (224, 96):
-            decode_sample(raws[0], num_classes=len(m["classes"]), frame_size=224, img_size=size)
+            decode_sample(raws[0], codec=codec, frame_size=224, img_size=size)
             t = time.perf_counter()
             for _ in range(3):
                 for r in raws:
-                    decode_sample(r, num_classes=len(m["classes"]), frame_size=224, img_size=size)
+                    decode_sample(r, codec=codec, frame_size=224, img_size=size)
             rate = 3 * len(raws) / (time.perf_counter() - t)
             rows.append((f"`decode_sample` serially, img_size {size} (one worker's work)",
                          {"clips_per_s": rate, "per_worker": rate}))
         for w in args.workers:
-            loader = make_train_loader(shards, batch_size=8, img_size=224, num_workers=w, shuffle_buffer=64, seed=0,
-                                       rank=0, world_size=1, epoch=0, epoch_batches=args.batches + w)
+            loader = make_train_loader(shards, codec=codec, batch_size=8, img_size=224, num_workers=w,
+                                       shuffle_buffer=64, seed=0, rank=0, world_size=1, epoch=0,
+                                       epoch_batches=args.batches + w)
             it = iter(loader)
             for _ in range(w):  # start-up: every worker delivers its first batch
                 next(it)

@@ -76,14 +76,15 @@ def measure(root: Path, ranks: int, workers: int, batch: int, buffer: int) -> di
     from avpea_dist.data.manifest import default_epoch_batches, read_manifest
     from avpea_dist.data.tario import PieceEnd, bytes_read
     from avpea_dist.data.train_stream import TrainStream
+    from avpea_dist.tasks.avel.codec import AVELCodec
 
     samples = read_manifest(root)["splits"]["train"]["samples"]
     epoch_batches = default_epoch_batches(read_manifest(root), "train", batch, ranks)
     t, before, keys = time.perf_counter(), bytes_read(), []
     batches: list[list[int]] = []
     for r in range(ranks):
-        ts = TrainStream(root, batch_size=batch, img_size=224, shuffle_buffer=buffer, seed=0, rank=r,
-                         world_size=ranks, epoch=0, epoch_batches=epoch_batches, workers=workers)
+        ts = TrainStream(root, codec=AVELCodec(2), batch_size=batch, img_size=224, shuffle_buffer=buffer, seed=0,
+                         rank=r, world_size=ranks, epoch=0, epoch_batches=epoch_batches, workers=workers)
         for v in range(workers):
             stream = [int(x.key[1:]) for x in ts.raw_pipeline(v) if not isinstance(x, PieceEnd)]
             keys += stream

@@ -65,6 +65,7 @@ def _reference(run: Path, video: Path) -> torch.Tensor:
     """Softmax of the first 10 seconds, through the shard build and the training loader's decoding."""
     from avpea_dist.data.build import BuildOptions, encode_clip
     from avpea_dist.data.stream import collate, decode_sample
+    from avpea_dist.tasks.avel.codec import AVELCodec
     from avpea_dist.data.tario import RawSample
     from avpea_dist.models.model import build_model
     from avpea_dist.train.export import load_trainable
@@ -73,9 +74,9 @@ def _reference(run: Path, video: Path) -> torch.Tensor:
     status, members = encode_clip(str(video), {"id": "clip", "labels": [0] * 10}, BuildOptions(frame_size=SIZE,
                                                                                                min_seconds=0))
     assert status == "ok", members
-    sample = decode_sample(RawSample("clip", members), num_classes=cfg.model.num_classes, frame_size=SIZE,
-                           img_size=SIZE)
-    batch = collate([sample], 0, SIZE)
+    codec = AVELCodec(cfg.avel.num_classes)
+    sample = decode_sample(RawSample("clip", members), codec=codec, frame_size=SIZE, img_size=SIZE)
+    batch = collate([sample], 0, SIZE, codec=codec)
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model)
     load_trainable(model, run / "best" / "adapters.safetensors", cfg.model)

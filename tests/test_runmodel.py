@@ -19,6 +19,7 @@ def test_media_from_video_equals_the_shard_path(tmp_path):
     from avpea_dist.data.build import BuildOptions, encode_clip
     from avpea_dist.data.decode import DecodeError
     from avpea_dist.data.stream import collate, decode_sample
+    from avpea_dist.tasks.avel.codec import AVELCodec
     from avpea_dist.data.tario import RawSample
     from avpea_dist.apps.runmodel import media_from_video
 
@@ -35,7 +36,9 @@ def test_media_from_video_equals_the_shard_path(tmp_path):
     opts = BuildOptions(frame_size=48, jpeg_quality=80, min_seconds=0)
     status, members = encode_clip(str(video), {"id": "v", "labels": [0] * 10}, opts)
     assert status == "ok", members
-    batch = collate([decode_sample(RawSample("v", members), num_classes=9, frame_size=48, img_size=32)], 0, 32)
+    codec = AVELCodec(9)
+    batch = collate([decode_sample(RawSample("v", members), codec=codec, frame_size=48, img_size=32)], 0, 32,
+                    codec=codec)
     assert got_frames.shape == (10, 3, 32, 32) and got_frames.dtype == torch.uint8
     assert torch.equal(got_frames, batch["frames"][0]) and torch.equal(got_audio, batch["audio"][0])
     with pytest.raises(DecodeError, match="missing file"):

@@ -3,8 +3,8 @@
 Modules, one concern each: ``ave`` (annotation files), ``decode`` (PyAV), ``features`` (fbank, JPEG,
 normalisation), ``synth`` (the synthetic AV-event generator), ``build`` (parallel, resumable shard build),
 ``tario`` (tar writing; hashing, counting tar reading on webdataset stages), ``epoch_plan`` (which samples each
-rank and worker reads per epoch), ``train_stream`` (the training stream), ``stream`` (decoding, eval stream,
-loaders), ``verify`` (verify, inspect).
+rank and worker reads per epoch), ``train_stream`` (the training stream), ``stream`` (decoding, eval stream),
+``loaders`` (DataLoaders over both; the caller passes its task's codec), ``verify`` (verify, inspect).
 """
 
 import multiprocessing as _mp

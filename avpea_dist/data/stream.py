@@ -1,8 +1,9 @@
-"""Stream shards to ranks: decoding, the shared loader plumbing, and the exactly-once eval pipeline.
+"""Stream shards to ranks: decoding, the base of both streams, and the exactly-once eval stream.
 
+Every sample's json goes through the task's codec (``data.codec.SampleCodec``): the stream knows no task.
 Training batches come from ``train_stream.TrainStream`` (every training sample once per epoch across ranks,
-exact resume; see ``epoch_plan``); ``make_train_loader`` wraps it. Evaluation: the split's samples, in
-manifest order, are cut into contiguous ranges per rank and per worker (positions within shards, from the
+exact resume; see ``epoch_plan``); ``loaders`` wraps both streams in DataLoaders. Evaluation: the split's
+samples, in manifest order, are cut into contiguous ranges per rank and per worker (positions within shards, from the
 manifest's counts), so each is decoded exactly once across all ranks; corrupt or missing ones are counted in
 ``skipped`` instead.
 """
@@ -18,21 +19,18 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset, get_worker_info
 
-from . import exit_with, worker_context
+from . import exit_with
 from .features import load_npy, normalise_fbank
 from .manifest import SEGMENTS as NUM_SEGMENTS
-from .manifest import (FBANK_FRAMES, FIX, FRAME_MEMBERS, MANIFEST, MEL_BINS, MEMBERS, default_epoch_batches,
-                       read_manifest, split_entry)
-from ..tasks.avel.codec import AVELCodec
+from .manifest import FBANK_FRAMES, FIX, FRAME_MEMBERS, MANIFEST, MEL_BINS, MEMBERS, read_manifest, split_entry
 from .tario import RawSample, iter_raw_samples
 
 if TYPE_CHECKING:
     from .codec import SampleCodec
 
-__all__ = ["read_manifest", "default_epoch_batches", "make_train_loader", "make_eval_loader", "decode_sample",
-           "decode_media", "SampleError", "EvalStream"]
+__all__ = ["decode_jpeg", "decode_media", "decode_sample", "collate", "SampleError", "SplitStream", "EvalStream"]
 
 
 class SampleError(Exception):
@@ -86,12 +84,10 @@ def decode_media(raw: RawSample, *, frame_size: int,
     return meta, frames, audio
 
 
-def decode_sample(raw: RawSample, *, num_classes: int = 0, frame_size: int, img_size: int,
-                  codec: SampleCodec | None = None) -> dict[str, Any]:
+def decode_sample(raw: RawSample, *, codec: SampleCodec, frame_size: int, img_size: int) -> dict[str, Any]:
     """Raw member bytes -> ``{frames: [10 x uint8 (S, S, 3)], audio: float32 (10, 128, 102) normalised,
     targets: codec.parse(json), key}``; raises ``SampleError`` for anything malformed, a codec's ValueError
-    included. ``codec`` None: AVEL's labels (< ``num_classes``). ``collate`` turns a list of these into a batch."""
-    codec = codec or AVELCodec(num_classes)
+    included. ``collate`` turns a list of these into a batch."""
     meta, frames, audio = decode_media(raw, frame_size=frame_size, img_size=img_size)
     try:
         targets = codec.parse(meta, raw.key)
@@ -100,10 +96,10 @@ def decode_sample(raw: RawSample, *, num_classes: int = 0, frame_size: int, img_
     return {"frames": frames, "audio": audio, "targets": targets, "key": raw.key}
 
 
-def collate(samples: list[dict[str, Any]], skipped: int, img_size: int,
-            problems: list[str] | None = None, codec: SampleCodec | None = None) -> dict[str, Any]:
+def collate(samples: list[dict[str, Any]], skipped: int, img_size: int, *, codec: SampleCodec,
+            problems: list[str] | None = None) -> dict[str, Any]:
     """Stack decoded samples into batch tensors with one copy per pixel, plus ``codec.collate``'s fields of
-    their targets (None: AVEL's ``labels``). In a worker the tensors are allocated in shared memory, so the
+    their targets (the codec that parsed them). In a worker the tensors are allocated in shared memory, so the
     DataLoader's queue passes them without copying them again."""
     frames = torch.empty(len(samples), NUM_SEGMENTS, 3, img_size, img_size, dtype=torch.uint8)
     audio = torch.empty(len(samples), NUM_SEGMENTS, MEL_BINS, FBANK_FRAMES)
@@ -114,7 +110,7 @@ def collate(samples: list[dict[str, Any]], skipped: int, img_size: int,
         for i, hwc in enumerate(s["frames"]):
             frames_np[b, i] = hwc.transpose(2, 0, 1)
         audio_np[b] = s["audio"]
-    fields = (codec or AVELCodec).collate([s["targets"] for s in samples])
+    fields = codec.collate([s["targets"] for s in samples])
     return {"frames": frames, "audio": audio, **fields, "key": [s["key"] for s in samples], "skipped": skipped,
             "problems": list(problems or [])}
 
@@ -122,7 +118,10 @@ def collate(samples: list[dict[str, Any]], skipped: int, img_size: int,
 class SplitStream(IterableDataset):
     """One split of a shard folder, validated against its manifest; the base of both streams."""
 
-    def __init__(self, shards_dir: str | Path, split: str, img_size: int, codec: SampleCodec | None = None) -> None:
+    def __init__(self, shards_dir: str | Path, split: str, img_size: int, codec: SampleCodec) -> None:
+        if not (callable(getattr(codec, "parse", None)) and callable(getattr(codec, "collate", None))):
+            raise TypeError(f"codec={codec!r} is not a SampleCodec (parse, collate): pass the run's task's "
+                            f"codec, codec=task.codec(split, epoch)")
         self.dir = Path(shards_dir)
         manifest = read_manifest(self.dir)
         s = split_entry(manifest, split, self.dir / MANIFEST)
@@ -133,12 +132,6 @@ class SplitStream(IterableDataset):
         if missing:
             raise FileNotFoundError(f"shard {missing[0]} listed in {self.dir / MANIFEST} is missing "
                                     f"({len(missing)} in all); copy the whole folder again or {FIX}")
-        if codec is None:  # AVEL's labels, checked against the manifest's classes
-            schema = manifest.get("schema", "avel")
-            if schema != "avel":
-                raise ValueError(f"{self.dir / MANIFEST} holds '{schema}' samples: read them with their task's "
-                                 f"codec (codec=task.codec(split, epoch)), not AVEL's labels")
-            codec = AVELCodec(len(manifest["classes"]))
         self.codec = codec
         self.frame_size = int(manifest["preprocessing"]["frame_size"])
         self.img_size = img_size
@@ -148,7 +141,7 @@ class SplitStream(IterableDataset):
         return decode_sample(raw, frame_size=self.frame_size, img_size=self.img_size, codec=self.codec)
 
     def collate(self, samples: list[dict[str, Any]], skipped: int, problems: list[str] | None = None) -> dict[str, Any]:
-        return collate(samples, skipped, self.img_size, problems, self.codec)
+        return collate(samples, skipped, self.img_size, codec=self.codec, problems=problems)
 
     def slot(self) -> tuple[int, int]:
         info = get_worker_info()
@@ -167,7 +160,7 @@ class EvalStream(SplitStream):
     """This rank's contiguous share of the split, cut again per worker; each sample decoded once."""
 
     def __init__(self, shards_dir: str | Path, split: str, *, batch_size: int, img_size: int, rank: int,
-                 world_size: int, codec: SampleCodec | None = None) -> None:
+                 world_size: int, codec: SampleCodec) -> None:
         super().__init__(shards_dir, split, img_size, codec)
         if not 0 <= rank < world_size:
             raise ValueError(f"rank={rank} must lie in [0, world_size={world_size})")
@@ -217,38 +210,3 @@ class EvalStream(SplitStream):
             yield pending
         elif skipped:
             yield self.collate([], skipped)
-
-
-# ---------------------------------------------------------------------------------------------
-# Loaders
-
-
-def _loader(dataset: IterableDataset, num_workers: int) -> DataLoader:
-    if num_workers < 0:
-        raise ValueError(f"num_workers={num_workers} must be >= 0")
-    return DataLoader(dataset, batch_size=None, num_workers=num_workers,
-                      multiprocessing_context=worker_context() if num_workers else None,
-                      pin_memory=torch.cuda.is_available())
-
-
-def make_train_loader(shards_dir: str | Path, *, batch_size: int, img_size: int, num_workers: int,
-                      shuffle_buffer: int, seed: int, rank: int, world_size: int, epoch: int,
-                      epoch_batches: int, start_batch: int = 0, codec: SampleCodec | None = None) -> DataLoader:
-    """Exactly ``epoch_batches - start_batch`` batches (``len()`` says so), a pure function of the arguments;
-    ``codec`` (the task's, for this epoch) turns each sample's json into the batch's task fields (None:
-    AVEL's labels)."""
-    from .train_stream import TrainStream
-
-    if num_workers < 0:
-        raise ValueError(f"num_workers={num_workers} must be >= 0")
-    return _loader(TrainStream(shards_dir, batch_size=batch_size, img_size=img_size, shuffle_buffer=shuffle_buffer,
-                               seed=seed, rank=rank, world_size=world_size, epoch=epoch, epoch_batches=epoch_batches,
-                               start_batch=start_batch, workers=max(1, num_workers), codec=codec), num_workers)
-
-
-def make_eval_loader(shards_dir: str | Path, split: str, *, batch_size: int, img_size: int, num_workers: int,
-                     rank: int, world_size: int, codec: SampleCodec | None = None) -> DataLoader:
-    """Every sample of ``split`` exactly once across ranks; corrupt ones (and those ``codec`` refuses) counted
-    in ``skipped``."""
-    return _loader(EvalStream(shards_dir, split, batch_size=batch_size, img_size=img_size, rank=rank,
-                              world_size=world_size, codec=codec), num_workers)

@@ -110,7 +110,7 @@ class TrainStream(SplitStream):
 
     def __init__(self, shards_dir: str | Path, *, batch_size: int, img_size: int, shuffle_buffer: int, seed: int,
                  rank: int, world_size: int, epoch: int, epoch_batches: int, start_batch: int = 0,
-                 workers: int = 1, codec: SampleCodec | None = None) -> None:
+                 workers: int = 1, codec: SampleCodec) -> None:
         super().__init__(shards_dir, "train", img_size, codec)
         if not 0 <= rank < world_size:
             raise ValueError(f"rank={rank} must lie in [0, world_size={world_size})")

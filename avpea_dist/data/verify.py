@@ -16,8 +16,8 @@ from .tario import iter_raw_samples
 
 def verify(shards_dir: str | Path, decode: bool = False) -> tuple[list[str], list[str]]:
     """-> (faults, notes). A fault is anything that differs from the manifest; ``decode`` also decodes
-    every sample as the loaders do (JPEG, npy, json; AVEL's labels too: other schemas' json is checked by
-    their task's codec at training time)."""
+    every sample's media as the loaders do (JPEG, npy) and checks that its json is an object naming the
+    sample's key. What the json holds is the task's to judge: its codec checks it when the loaders read it."""
     root = Path(shards_dir)
     m = read_manifest(root)
     faults: list[str] = []
@@ -46,14 +46,10 @@ def verify(shards_dir: str | Path, decode: bool = False) -> tuple[list[str], lis
                     faults.append(f"{path}: duplicate key '{raw.key}' in split '{split}'")
                 keys.add(raw.key)
                 if decode:
-                    from .stream import SampleError, decode_media, decode_sample
+                    from .stream import SampleError, decode_media
 
                     try:
-                        if m.get("schema", "avel") == "avel":
-                            decode_sample(raw, num_classes=len(m["classes"]), frame_size=frame_size,
-                                          img_size=frame_size)
-                        else:
-                            decode_media(raw, frame_size=frame_size, img_size=frame_size)
+                        decode_media(raw, frame_size=frame_size, img_size=frame_size)
                     except SampleError as e:
                         faults.append(f"{path}: {e}")
                         continue

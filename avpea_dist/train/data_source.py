@@ -1,6 +1,6 @@
 """What the loop needs from the data: train batches from a position, eval batches, the task's codecs.
 
-``ShardData`` binds the config and the task to the streaming loaders of ``avpea_dist.data.stream``: it reads
+``ShardData`` binds the config and the task to the streaming loaders of ``avpea_dist.data.loaders``: it reads
 the shard manifest, builds the run's task from it (``tasks.registry.build_task``: the schema and the task's
 own checks), and hands ``task.codec(split, epoch)`` to the loaders. Anything with ``epoch_batches``,
 ``train_batches`` and ``eval_batches`` can stand in (the tests of the loop's arithmetic use in-memory
@@ -28,7 +28,7 @@ class DataSource(Protocol):
 
 class ShardData:
     def __init__(self, cfg: Config, rank: int, world_size: int, task: "Task | None" = None) -> None:
-        from ..data.stream import default_epoch_batches, read_manifest
+        from ..data.manifest import default_epoch_batches, read_manifest
         from ..tasks.registry import build_task
 
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
@@ -39,7 +39,7 @@ class ShardData:
             self.manifest, "train", cfg.data.batch_size, world_size)
 
     def train_batches(self, epoch: int, start_batch: int) -> Iterable[dict[str, Any]]:
-        from ..data.stream import make_train_loader
+        from ..data.loaders import make_train_loader
 
         d = self.cfg.data
         return make_train_loader(self.dir, batch_size=d.batch_size, img_size=self.cfg.model.img_size,
@@ -49,7 +49,7 @@ class ShardData:
                                  codec=self.task.codec("train", epoch))
 
     def eval_batches(self, split: str) -> Iterable[dict[str, Any]]:
-        from ..data.stream import make_eval_loader
+        from ..data.loaders import make_eval_loader
 
         return make_eval_loader(self.dir, split, batch_size=self.cfg.eval.batch_size,
                                 img_size=self.cfg.model.img_size, num_workers=self.cfg.data.num_workers,

@@ -14,8 +14,10 @@ import pytest
 import torch
 
 from avpea_dist.data.features import npy_bytes
-from avpea_dist.data.stream import default_epoch_batches, make_eval_loader, make_train_loader, read_manifest
+from avpea_dist.data.loaders import make_eval_loader, make_train_loader
+from avpea_dist.data.manifest import default_epoch_batches, read_manifest
 from avpea_dist.data.tario import iter_raw_samples
+from avpea_dist.tasks.avel.codec import AVELCodec
 
 from .corrupt import copy_shards, cut_at_member, cut_mid_member, reseal, rewrite_shard
 from .test_build import avpea
@@ -23,9 +25,14 @@ from .test_build import avpea
 KW = dict(batch_size=4, img_size=32, shuffle_buffer=16, seed=1, world_size=1)
 
 
+def avel(shards: Path) -> AVELCodec:
+    """The codec an AVEL run reads these shards with: labels below the manifest's class count."""
+    return AVELCodec(len(read_manifest(shards)["classes"]))
+
+
 def _train(shards: Path, **kw) -> list[dict]:
     args = {**KW, "num_workers": 0, "rank": 0, "epoch": 0, "epoch_batches": 7, **kw}
-    loader = make_train_loader(shards, **args)
+    loader = make_train_loader(shards, codec=avel(shards), **args)
     batches = list(loader)
     assert len(batches) == len(loader) == args["epoch_batches"] - args.get("start_batch", 0)
     return batches
@@ -99,8 +106,8 @@ def test_corrupt_samples_are_skipped_counted_and_replaced_exactly(synth_shards: 
     good = set(_split_keys(synth_shards, "train")) - set(shard0[:6]) - set(shard1[5:])
     seen, skip = [], 0
     for rank in range(2):
-        for batch in make_eval_loader(shards, "train", batch_size=3, img_size=32, num_workers=0, rank=rank,
-                                      world_size=2):
+        for batch in make_eval_loader(shards, "train", codec=avel(shards), batch_size=3, img_size=32, num_workers=0,
+                                      rank=rank, world_size=2):
             seen += batch["key"]
             skip += batch["skipped"]
     assert len(seen) == len(set(seen)) and set(seen) == good and len(seen) + skip == 34
@@ -114,13 +121,14 @@ def _rank_main(rank: int, shards: str, port: int, out: str) -> None:
     try:
         m = read_manifest(shards)
         n = default_epoch_batches(m, "train", 4, 2)
-        train = [b["key"] for b in make_train_loader(shards, batch_size=4, img_size=32, num_workers=rank,
+        codec = avel(shards)
+        train = [b["key"] for b in make_train_loader(shards, codec=codec, batch_size=4, img_size=32, num_workers=rank,
                                                      shuffle_buffer=8, seed=0, rank=rank, world_size=2, epoch=0,
                                                      epoch_batches=n)]
         keys = {}
         for split in ("val", "test"):
-            keys[split] = [k for b in make_eval_loader(shards, split, batch_size=2, img_size=32, num_workers=rank,
-                                                       rank=rank, world_size=2) for k in b["key"]]
+            keys[split] = [k for b in make_eval_loader(shards, split, codec=codec, batch_size=2, img_size=32,
+                                                       num_workers=rank, rank=rank, world_size=2) for k in b["key"]]
         gathered: list = [None, None]
         dist.all_gather_object(gathered, {"train": train, "n": n, "keys": keys})
         if rank == 0:
@@ -180,7 +188,8 @@ def test_inspect_and_manifest_errors(synth_shards: Path, tmp_path: Path) -> None
     m = read_manifest(synth_shards)
     assert len(m["classes"]) == 9 and sum(m["splits"]["train"]["segment_histogram"]) == 340
     r = avpea("shards", "inspect", str(tmp_path))
-    assert r.returncode == 2 and "manifest.json not found" in r.stderr and "avpea shards build ave" in r.stderr
+    assert r.returncode == 2 and "manifest.json not found" in r.stderr
+    assert "rebuild them with `avpea shards build DATASET ... --out DIR`" in r.stderr  # the data layer names no dataset
     shards = copy_shards(synth_shards, tmp_path / "s")
     (shards / "manifest.json").write_text(json.dumps({**m, "complete": False}))
     with pytest.raises(ValueError, match="unfinished build; rerun"):
@@ -190,18 +199,23 @@ def test_inspect_and_manifest_errors(synth_shards: Path, tmp_path: Path) -> None
         read_manifest(shards)
     (shards / "manifest.json").write_text(json.dumps(m))
     (shards / "test-000000.tar").unlink()
+    kw = dict(batch_size=2, img_size=32, num_workers=0, rank=0, world_size=1)
     with pytest.raises(FileNotFoundError, match="test-000000.tar listed in .* is missing"):
-        make_eval_loader(shards, "test", batch_size=2, img_size=32, num_workers=0, rank=0, world_size=1)
+        make_eval_loader(shards, "test", codec=AVELCodec(9), **kw)
     with pytest.raises(ValueError, match="split 'nope' has no shards"):
-        make_eval_loader(shards, "nope", batch_size=2, img_size=32, num_workers=0, rank=0, world_size=1)
+        make_eval_loader(shards, "nope", codec=AVELCodec(9), **kw)
+    # The data layer has no default task: a run without its task's codec is told what to pass.
+    with pytest.raises(TypeError, match=r"codec=None is not a SampleCodec .*codec=task.codec\(split, epoch\)"):
+        make_eval_loader(shards, "val", codec=None, **kw)
 
 
 _ORPHAN_SCRIPT = """
 import sys, time
-from avpea_dist.data.stream import make_train_loader
+from avpea_dist.data.loaders import make_train_loader
+from avpea_dist.tasks.avel.codec import AVELCodec
 if __name__ == "__main__":
-    loader = make_train_loader(sys.argv[1], batch_size=2, img_size=32, num_workers=2, shuffle_buffer=4, seed=0,
-                               rank=0, world_size=1, epoch=0, epoch_batches=1000)
+    loader = make_train_loader(sys.argv[1], codec=AVELCodec(9), batch_size=2, img_size=32, num_workers=2,
+                               shuffle_buffer=4, seed=0, rank=0, world_size=1, epoch=0, epoch_batches=1000)
     it = iter(loader)
     next(it)
     print(" ".join(str(w.pid) for w in it._workers), flush=True)
@@ -225,7 +239,10 @@ def test_workers_exit_when_the_training_process_is_killed(synth_shards: Path, tm
 
     script = tmp_path / "orphan.py"
     script.write_text(_ORPHAN_SCRIPT)
-    proc = subprocess.Popen([sys.executable, str(script), str(synth_shards)], stdout=subprocess.PIPE, text=True)
+    tree = str(Path(__file__).resolve().parents[2])  # the package under test, not whichever one is installed
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [tree, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, str(script), str(synth_shards)], stdout=subprocess.PIPE, text=True,
+                            env=env)
     try:
         pids = [int(p) for p in proc.stdout.readline().split()]
         assert len(pids) == 2 and not any(_gone(p) for p in pids)

@@ -5,12 +5,16 @@ from pathlib import Path
 
 import torch
 
-from avpea_dist.data.stream import make_eval_loader
+from avpea_dist.data.loaders import make_eval_loader
+from avpea_dist.data.manifest import read_manifest
+from avpea_dist.tasks.avel.codec import AVELCodec
 
 
 def _features(shards: Path, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     vis, aud, labels = [], [], []
-    for b in make_eval_loader(shards, split, batch_size=8, img_size=32, num_workers=0, rank=0, world_size=1):
+    codec = AVELCodec(len(read_manifest(shards)["classes"]))
+    for b in make_eval_loader(shards, split, codec=codec, batch_size=8, img_size=32, num_workers=0, rank=0,
+                              world_size=1):
         f = b["frames"].float().flatten(0, 1) / 255  # one row per segment
         vis.append(torch.cat([f.mean((2, 3)), f[:, :, ::8, ::8].flatten(1)], 1))  # colour and coarse layout
         aud.append(b["audio"].flatten(0, 1).mean(2))  # mel profile

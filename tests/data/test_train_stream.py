@@ -9,12 +9,17 @@ from pathlib import Path
 import pytest
 
 from avpea_dist.data.manifest import read_manifest
-from avpea_dist.data.stream import make_train_loader
+from avpea_dist.data.loaders import make_train_loader
 from avpea_dist.data.tario import PieceEnd, iter_raw_samples
 from avpea_dist.data.train_stream import TrainStream
+from avpea_dist.tasks.avel.codec import AVELCodec
 
 from .corrupt import copy_shards
 from .fakesplit import expected_classes_per_batch, write_split
+
+
+def _avel(shards: Path) -> AVELCodec:
+    return AVELCodec(len(read_manifest(shards)["classes"]))
 
 
 def _raw_batches(shards: Path, *, ranks: int, workers: int, batch: int, epoch: int = 0,
@@ -25,8 +30,8 @@ def _raw_batches(shards: Path, *, ranks: int, workers: int, batch: int, epoch: i
     e = n // (ranks * batch)
     out = []
     for r in range(ranks):
-        ts = TrainStream(shards, batch_size=batch, img_size=16, shuffle_buffer=buffer, seed=3, rank=r,
-                         world_size=ranks, epoch=epoch, epoch_batches=e, workers=workers)
+        ts = TrainStream(shards, codec=_avel(shards), batch_size=batch, img_size=16, shuffle_buffer=buffer, seed=3,
+                         rank=r, world_size=ranks, epoch=epoch, epoch_batches=e, workers=workers)
         for v in range(workers):
             keys = [x.key for x in ts.raw_pipeline(v) if not isinstance(x, PieceEnd)]
             assert len(keys) == len(range(v, e, workers)) * batch
@@ -87,8 +92,8 @@ def _member_offsets(path: Path, sample: int, suffix: str) -> tuple[int, int]:
 def test_damaged_shards_are_named_and_counted_exactly(synth_shards: Path, tmp_path: Path) -> None:
     shards = copy_shards(synth_shards, tmp_path / "s")
     m = read_manifest(shards)["splits"]["train"]
-    kw = dict(batch_size=4, img_size=32, num_workers=0, shuffle_buffer=16, seed=1, rank=0, world_size=1, epoch=0,
-              epoch_batches=8)
+    kw = dict(codec=_avel(shards), batch_size=4, img_size=32, num_workers=0, shuffle_buffer=16, seed=1, rank=0,
+              world_size=1, epoch=0, epoch_batches=8)
     plan = TrainStream(shards, **{k: v for k, v in kw.items() if k != "num_workers"}).plan[0]
     whole = [p.shard for p, _ in plan if p.start == 0 and p.stop == m["shards"][p.shard]["samples"]]
     head, payload = (m["shards"][i]["file"] for i in whole[:2])  # shards this epoch reads from end to end
@@ -111,7 +116,8 @@ def test_damaged_shards_are_named_and_counted_exactly(synth_shards: Path, tmp_pa
 def test_a_shard_cut_short_inside_a_partly_read_piece_is_counted(synth_shards: Path, tmp_path: Path) -> None:
     """Two ranks of two workers read parts of shards (no hash); a shard that ends early is still reported."""
     shards = copy_shards(synth_shards, tmp_path / "s")
-    kw = dict(batch_size=3, img_size=32, shuffle_buffer=8, rank=1, world_size=2, epoch=0, epoch_batches=5, workers=2)
+    kw = dict(codec=_avel(shards), batch_size=3, img_size=32, shuffle_buffer=8, rank=1, world_size=2, epoch=0,
+              epoch_batches=5, workers=2)
     seed, piece = next((seed, p) for seed in range(20)
                        for p, _ in TrainStream(shards, seed=seed, **kw).plan[1] if p.start > 0)
     name = Path(synth_shards / read_manifest(shards)["splits"]["train"]["shards"][piece.shard]["file"]).name

@@ -129,7 +129,7 @@ def serve() -> None:
     import torch
     from torch.utils.tensorboard import SummaryWriter  # noqa: F401
 
-    import avpea_dist.data.stream  # noqa: F401
+    import avpea_dist.data.loaders  # noqa: F401
     import avpea_dist.models.model  # noqa: F401
     import avpea_dist.train.entry  # noqa: F401
     import avpea_dist.train.run  # noqa: F401

@@ -58,10 +58,11 @@ def test_shard_pickle_members_and_a_lying_manifest_are_refused(synth_shards, tmp
     assert f"{shards / val['file']}: {val['bytes'] - 4096} bytes, manifest says {val['bytes']}" in out.stdout
     assert f"{shards / test['file']}: sha256 differs from the manifest" in out.stdout
 
-    from avpea_dist.data.stream import make_train_loader
+    from avpea_dist.data.loaders import make_train_loader
+    from avpea_dist.tasks.avel.codec import AVELCodec
 
-    loader = make_train_loader(shards, batch_size=4, img_size=32, num_workers=0, shuffle_buffer=8, seed=0, rank=0,
-                               world_size=1, epoch=0, epoch_batches=8)
+    loader = make_train_loader(shards, codec=AVELCodec(len(manifest["classes"])), batch_size=4, img_size=32,
+                               num_workers=0, shuffle_buffer=8, seed=0, rank=0, world_size=1, epoch=0, epoch_batches=8)
     batches = list(loader)
     assert len(batches) == 8 and all(b["labels"].shape[0] == 4 for b in batches)
     assert sum(b["skipped"] for b in batches) > 0

@@ -84,7 +84,7 @@ class _RefuseOdd:
 
 
 def test_a_sample_the_codec_refuses_is_skipped_and_counted(tmp_path):
-    from avpea_dist.data.stream import make_eval_loader, make_train_loader
+    from avpea_dist.data.loaders import make_eval_loader, make_train_loader
 
     shards = write_shards(tmp_path / "shards", {"train": 6, "val": 6})
     kw = dict(batch_size=2, img_size=16, num_workers=0, rank=0, world_size=1)

@@ -106,7 +106,7 @@ def build_index(model: Any, cfg: Any, task: Any, files: list[Path], shards: str 
             tokens.append(t.float().cpu())
 
     if shards is not None:
-        from ...data.stream import make_eval_loader
+        from ...data.loaders import make_eval_loader
 
         loader = make_eval_loader(shards, split, batch_size=batch_size, img_size=cfg.model.img_size, num_workers=0,
                                   rank=0, world_size=1, codec=task.codec(split, 0))
