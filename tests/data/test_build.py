@@ -157,7 +157,7 @@ def test_real_annotations_one_sample_per_record(tmp_path: Path) -> None:
     r = avpea("shards", "build", "ave", "--root", str(root), "--out", str(out), "--workers", "2",
               "--shard-size", "3", "--order-seed", "5")
     assert r.returncode == 0, r.stderr
-    assert "decoded 15 videos for 21 records" in r.stdout and "note: train VWi2ENBuTbw" in r.stdout
+    assert "decoded 15 videos for 21 samples" in r.stdout and "note: train VWi2ENBuTbw" in r.stdout
     m = json.loads((out / "manifest.json").read_text())
     assert m["preprocessing"]["audio_windows"] == "exact"
     lines = {s: (root / f"{s}Set.txt").read_text().removeprefix("Category&VideoID&Quality&StartTime&EndTime\n")
