@@ -16,6 +16,7 @@ from ...errors import ConfigError
 from ..base import Task, TaskLoss
 from .codec import AVELCodec
 from .head import AVELHead
+from .loss import loss_for
 from .metrics import evaluate_segments, majority_accuracy
 
 
@@ -41,13 +42,13 @@ class AVELTask(Task):
         return AVELHead(embed_dim * len(streams), self.cfg.avel.head_hidden, self.cfg.avel.num_classes)
 
     def loss(self, outputs: torch.Tensor, batch: dict[str, Any]) -> TaskLoss:
-        from ...train import loop
-        from . import loss as losses
-
         labels = batch["labels"]
-        # 'ce' is the loop's own segment_loss, looked up at call time (the fault tests replace it).
-        fn = loop.segment_loss if self.cfg.avel.loss == "ce" else losses.loss_for(self.cfg.avel.loss)
+        fn = loss_for(self.cfg.avel.loss)
         return TaskLoss(fn(outputs, labels), (outputs.detach().argmax(-1) == labels).sum(), labels.numel())
+
+    def signature(self) -> dict[str, Any]:
+        """The head's sizes: a checkpoint or an export of this head fits no other."""
+        return {"avel.num_classes": self.cfg.avel.num_classes, "avel.head_hidden": self.cfg.avel.head_hidden}
 
     def evaluate(self, model: nn.Module, batches: Iterable[dict[str, Any]], device: torch.device) -> dict[str, Any]:
         m = evaluate_segments(model, batches, device, self.cfg.model.modalities, self.cfg.avel.num_classes)
