@@ -7,12 +7,12 @@ import json
 import pytest
 
 from avpea_dist.config import ConfigError
-from avpea_dist.runtime.startup import preempt
+from avpea_dist.runtime import preempt
 from avpea_dist.train.loop import TrainingError
 from avpea_dist.train.metrics import read_jsonl
 from avpea_dist.train.run import run_training
 
-from trainkit import MemoryData, tiny_config
+from trainkit import MemoryData, model_and_task, tiny_config
 
 
 def _cfg(out, *extra):
@@ -83,8 +83,8 @@ def test_resume_none_refuses_a_folder_with_checkpoints(tmp_path):
 
 
 def test_class_count_must_match_the_shards(synth_shards, tmp_path):
-    cfg = _cfg(tmp_path / "r", f"data.shards={synth_shards}", "model.num_classes=5")
-    with pytest.raises(ConfigError, match="model.num_classes=9"):
+    cfg = _cfg(tmp_path / "r", f"data.shards={synth_shards}", "avel.num_classes=5")
+    with pytest.raises(ConfigError, match="avel.num_classes=9"):
         run_training(cfg)
 
 
@@ -153,17 +153,16 @@ def test_train_accuracy_and_gradient_norm_come_from_the_step_results():
 def test_trainable_backbone_norms_reach_the_optimizer_export_and_checkpoint(tmp_path):
     from safetensors import safe_open
 
-    from avpea_dist.models.model import build_model
     from avpea_dist.train.engine import param_groups
 
     cfg = _cfg(tmp_path / "r", "model.train_backbone_norms=true", "train.steps=2")
-    model = build_model(cfg.model)
+    model, task = model_and_task(cfg)
     norms = {"vit.blocks.0.norm1.weight", "vit.blocks.11.norm2.bias", "vit.norm.weight"}
     in_optimizer = {id(p) for g in param_groups(model, cfg) for p in g["params"]}
     named = dict(model.named_parameters())
     assert all(id(named[n]) in in_optimizer for n in norms)
     assert not named["vit.patch_embed.proj.weight"].requires_grad
-    assert not build_model(tiny_config().model).vit.norm.weight.requires_grad  # off by default
+    assert not model_and_task(tiny_config())[0].vit.norm.weight.requires_grad  # off by default
 
     result = run_training(cfg, data=MemoryData(cfg, 0))
     assert result["status"] == "finished"
@@ -173,7 +172,8 @@ def test_trainable_backbone_norms_reach_the_optimizer_export_and_checkpoint(tmp_
     assert not torch_equal(exported["vit.norm.weight"], named["vit.norm.weight"])  # trained, not the init
     from avpea_dist.train.export import load_trainable
 
-    load_trainable(model, tmp_path / "r" / "final" / "adapters.safetensors", cfg.model)  # as `avpea eval` does
+    load_trainable(model, tmp_path / "r" / "final" / "adapters.safetensors", cfg.model,
+                   task.signature())  # as `avpea eval` does
     assert torch_equal(exported["vit.norm.weight"], model.vit.norm.weight)
     resumed = run_training(_cfg(tmp_path / "r", "model.train_backbone_norms=true", "train.steps=3"),
                            data=MemoryData(cfg, 0))  # the checkpoint (with the norms) loads
@@ -189,15 +189,18 @@ def torch_equal(a, b):
 def test_validation_splits_accuracy_into_event_and_background_segments():
     import torch
 
-    from avpea_dist.train.evaluate import evaluate
+    from avpea_dist.tasks.registry import build_task
+    from avpea_dist.train.evaluate import evaluate_task
 
-    class Fixed(torch.nn.Module):  # predicts class 0 for every segment
-        def forward(self, frames, audio):
+    class Fixed(torch.nn.Module):  # predicts class 0 for every segment; called as the model is: (batch) or (f, a)
+        def forward(self, batch, audio=None):
+            frames = batch["frames"] if isinstance(batch, dict) else batch
             return torch.nn.functional.one_hot(torch.zeros(frames.shape[:2], dtype=torch.long), 3).float()
 
     labels = torch.tensor([[0, 0, 2, 1], [2, 2, 2, 0]])  # background is class 2
-    batch = {"frames": torch.zeros(2, 4, 3, 1, 1), "audio": torch.zeros(2, 4, 1, 1), "labels": labels, "skipped": 1}
-    m = evaluate(Fixed(), [batch], torch.device("cpu"), "av", 3)
+    batch = {"frames": torch.zeros(2, 4, 3, 1, 1), "audio": torch.zeros(2, 4, 1, 1), "labels": labels, "skipped": 1,
+             "key": ["a", "b"]}
+    m = evaluate_task(build_task(tiny_config("avel.num_classes=3"), None), Fixed(), [batch], torch.device("cpu"))
     assert m["accuracy"] == 3 / 8 and m["accuracy_event"] == 3 / 4 and m["accuracy_background"] == 0.0
     assert m["skipped"] == 1
 
@@ -209,6 +212,6 @@ def test_the_lavish_recipe_differs_from_ours_in_the_recipe_only():
     ours = load_config(f"{REPO}/configs/avel_vitl.yaml")
     lavish = load_config(f"{REPO}/configs/avel_vitl_lavish.yaml")
     assert {k for k, v in vars(ours.model).items() if getattr(lavish.model, k) != v} == {"train_backbone_norms"}
-    assert lavish.train.loss == "bce_softmax" and lavish.data.batch_size == 2
+    assert lavish.avel.loss == "bce_softmax" and lavish.data.batch_size == 2
     assert 5 <= lavish.optim.lr_adapter / lavish.optim.lr_head <= 10
     assert (lavish.optim.lr_adapter, lavish.optim.lr_head) == (3e-5, 6e-6)
