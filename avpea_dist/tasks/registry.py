@@ -25,7 +25,7 @@ def build_task(cfg: Any, manifest: dict[str, Any] | None) -> "Task":
     then the task's own checks (class count, vocabulary, text model...). ``manifest`` None: no shards."""
     cls = get_task(cfg.task)
     if manifest is not None:
-        schema = manifest.get("schema")
+        schema = manifest.get("schema", "avel")  # the shard format's rule (data/manifest.py): written before schemas
         if schema != cls.schema:
             users = " or ".join(f"task={n}" for n in schema_readers(schema) if n != cfg.task)
             raise ConfigError(f"task={cfg.task} reads shards of schema '{cls.schema}', but data.shards="
