@@ -69,6 +69,50 @@ def test_a_single_non_finite_step_is_skipped_and_training_goes_on(tmp_path):
     assert result["status"] == "finished" and result["step"] == 6 and result["skipped_steps"] == 1
 
 
+def test_hooks_see_every_batch_step_evaluation_and_save_and_can_spoil_a_loss(tmp_path):
+    import dataclasses
+
+    from avpea_dist.train.hooks import TrainHooks
+
+    class Recorder(TrainHooks):
+        def __init__(self):
+            self.seen, self.steps = [], 0
+
+        def on_batch(self, epoch, index, batch):
+            self.seen.append(("batch", epoch, index))
+
+        def before_step(self, engine):
+            self.steps += 1
+
+        def after_step(self, engine, r):
+            self.seen.append(("step", self.steps, r.applied))
+
+        def on_loss(self, outputs, batch, loss):  # the 3rd step call's loss becomes NaN: skipped on every rank
+            return dataclasses.replace(loss, loss=loss.loss * float("nan")) if self.steps == 3 else loss
+
+        def before_eval(self, split):
+            self.seen.append(("eval", split))
+
+        def after_save(self, step, folder):
+            self.seen.append(("save", step, folder.name))
+
+        def checkpoint_file(self, path, f):
+            self.seen.append(("file", path.name))
+            return f
+
+    cfg = _cfg(tmp_path / "r", "train.steps=3", "train.eval_every=3", "train.ckpt_every=3")
+    hooks = Recorder()
+    result = run_training(cfg, data=MemoryData(cfg, 0), hooks=hooks)
+    assert result["status"] == "finished" and result["skipped_steps"] == 1
+    assert [e for e in hooks.seen if e[0] == "batch"] == [("batch", 0, i) for i in range(4)]  # 4 per epoch
+    assert [e for e in hooks.seen if e[0] == "step"] == [("step", 1, True), ("step", 2, True), ("step", 3, False),
+                                                         ("step", 4, True)]
+    assert [e for e in hooks.seen if e[0] in ("eval", "save")] == [("eval", "val"), ("save", 3, "step_00000003"),
+                                                                   ("eval", "test")]
+    files = {e[1] for e in hooks.seen if e[0] == "file"}
+    assert {"rank_0.json", "rank_0_rng.safetensors", "manifest.json", "latest", "mp_rank_00_model_states.pt"} <= files
+
+
 def test_too_much_corrupt_data_stops_the_run(tmp_path):
     cfg = _cfg(tmp_path / "r", "data.max_bad_fraction=0.2")
     with pytest.raises(TrainingError, match="corrupt"):
