@@ -30,6 +30,7 @@ from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors  # noq
 
 from avpea_dist.config_load import load_config  # noqa: E402
 from avpea_dist.models.model import build_model  # noqa: E402
+from avpea_dist.tasks.registry import build_task  # noqa: E402
 
 
 def cpu_ms(fn, reps: int) -> float:
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = load_config(args.config, ["model.pretrained=none", "model.img_size=32", "model.mel_bins=32",
                                     "model.audio_frames=32"])
-    model = build_model(cfg.model, load_weights=False)
+    model = build_model(cfg.model, load_weights=False, task=build_task(cfg, None))
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:
         p.grad = torch.randn_like(p) * 1e-3

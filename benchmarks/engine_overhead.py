@@ -41,7 +41,7 @@ import torch  # noqa: E402
 
 SMALL = ["model.pretrained=none", "model.img_size=32", "model.mel_bins=32", "model.audio_frames=32",
          "data.batch_size=1", "data.num_workers=0"]
-TINY = ["model.backbone=vit_tiny_patch16_224", "model.bottleneck=24", "model.head_hidden=32",
+TINY = ["model.backbone=vit_tiny_patch16_224", "model.bottleneck=24", "avel.head_hidden=32",
         "model.num_segments=2"]
 
 
@@ -61,7 +61,7 @@ def _batch(cfg: Any, device: torch.device) -> dict[str, Any]:
     return {"frames": torch.randint(0, 256, (b, m.num_segments, 3, m.img_size, m.img_size), generator=g,
                                     dtype=torch.uint8).to(device),
             "audio": torch.randn(b, m.num_segments, m.mel_bins, m.audio_frames, generator=g).to(device),
-            "labels": torch.randint(0, m.num_classes, (b, m.num_segments), generator=g).to(device),
+            "labels": torch.randint(0, cfg.avel.num_classes, (b, m.num_segments), generator=g).to(device),
             "key": [f"clip{i}" for i in range(b)], "skipped": 0}
 
 
@@ -78,10 +78,11 @@ class Plain:
         import torch.nn.functional as F
 
         from avpea_dist.models.model import build_model
+        from avpea_dist.tasks.registry import build_task
         from avpea_dist.train.engine import resolve_precision
 
         torch.manual_seed(0)
-        self.model = build_model(cfg.model, load_weights=False).to(device)
+        self.model = build_model(cfg.model, load_weights=False, task=build_task(cfg, None)).to(device)
         self.bf16 = resolve_precision(cfg.dist.precision) == "bf16"
         if self.bf16:
             self.model.set_backbone_dtype(torch.bfloat16)
@@ -110,21 +111,23 @@ class System:
 
     def __init__(self, cfg: Any, device: torch.device, share_with: torch.nn.Module) -> None:
         from avpea_dist.models.model import build_model
+        from avpea_dist.tasks.registry import build_task
         from avpea_dist.train.engine import build_engine
 
+        self.task = build_task(cfg, None)
         torch.manual_seed(0)
-        model = build_model(cfg.model, load_weights=False)
+        model = build_model(cfg.model, load_weights=False, task=self.task)
         frozen = {n: p for n, p in share_with.named_parameters() if not p.requires_grad}
         for n, p in model.named_parameters():
             if not p.requires_grad:
                 p.data = frozen[n].data
         self.engine, _ = build_engine(model, cfg)
-        self.device, self.modalities = device, cfg.model.modalities
+        self.device = device
 
     def step(self, batch: dict[str, Any]) -> None:
         from avpea_dist.train.loop import train_step
 
-        r = train_step(self.engine, [batch], self.device, self.modalities)
+        r = train_step(self.engine, [batch], self.device, self.task.loss)
         if not r.applied:
             raise RuntimeError("the benchmark's step was skipped (non-finite): the timing would be meaningless")
 
@@ -160,11 +163,12 @@ def activation_bytes(config: str, img: int, mel: int, frames: int) -> tuple[int,
     backbone (the GPU setting), counted by the autograd saved-tensor hooks; weights are not counted."""
     from avpea_dist.config_load import load_config
     from avpea_dist.models.model import build_model
+    from avpea_dist.tasks.registry import build_task
 
     cfg = load_config(config, SMALL + [f"model.img_size={img}", f"model.mel_bins={mel}",
                                      f"model.audio_frames={frames}"])
     torch.manual_seed(0)
-    model = build_model(cfg.model, load_weights=False)
+    model = build_model(cfg.model, load_weights=False, task=build_task(cfg, None))
     model.set_backbone_dtype(torch.bfloat16)
     weights = {p.data_ptr() for p in model.parameters()}
     seen: dict[int, int] = {}
@@ -188,6 +192,7 @@ def predict_gpu_memory(config: str) -> dict[str, Any]:
     from activation sizes measured at two small input sizes (linear in tokens: fused attention keeps O(N))."""
     from avpea_dist.config_load import load_config
     from avpea_dist.models.model import build_model, param_counts
+    from avpea_dist.tasks.registry import build_task
 
     (b1, t1), (b2, t2) = activation_bytes(config, 32, 32, 32), activation_bytes(config, 64, 64, 64)
     per_token = (b2 - b1) / (t2 - t1)
@@ -195,7 +200,8 @@ def predict_gpu_memory(config: str) -> dict[str, Any]:
     patch = 16
     tokens = real.num_segments * (1 + (real.img_size // patch) ** 2 + 1 + (real.mel_bins // patch) *
                                   (real.audio_frames // patch))
-    counts = param_counts(build_model(load_config(config, SMALL).model, load_weights=False))
+    small = load_config(config, SMALL)
+    counts = param_counts(build_model(small.model, load_weights=False, task=build_task(small, None)))
     # bf16 frozen weights; fp32 trainable weights, gradients and AdamW's two moments (ZeRO 0: all on one GPU).
     static = 2 * counts["backbone_params"] + 16 * counts["trainable_params"]
     fixed = b1 - per_token * t1
@@ -314,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="skip the activation-size measurement behind the GPU memory prediction")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds to wait for a rank count to finish")
     ap.add_argument("--json", default=None, help="write the record here")
-    ap.add_argument("overrides", nargs="*", help="config overrides, e.g. model.num_classes=10")
+    ap.add_argument("overrides", nargs="*", help="config overrides, e.g. avel.num_classes=10")
     args = ap.parse_args(argv)
     args.stages = [int(s) for s in args.stages.split(",")]
     if args.device == "cpu":

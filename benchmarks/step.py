@@ -41,6 +41,7 @@ from avpea_dist.config import Config
 from avpea_dist.config_load import load_config  # noqa: E402
 from avpea_dist.fileio import atomic_write_json  # noqa: E402
 from avpea_dist.models.model import build_model  # noqa: E402
+from avpea_dist.tasks.registry import build_task  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -71,7 +72,7 @@ def random_batch(cfg: Config, batch: int, device: torch.device) -> dict[str, tor
         "frames": torch.randint(0, 256, (batch, m.num_segments, 3, m.img_size, m.img_size), generator=g,
                                 dtype=torch.uint8).to(device),
         "audio": torch.randn(batch, m.num_segments, m.mel_bins, m.audio_frames, generator=g).to(device),
-        "labels": torch.randint(0, m.num_classes, (batch, m.num_segments), generator=g).to(device),
+        "labels": torch.randint(0, cfg.avel.num_classes, (batch, m.num_segments), generator=g).to(device),
     }
 
 
@@ -85,7 +86,7 @@ def loss_of(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def plain_step(cfg: Config, device: torch.device, bf16_frozen: bool, fuse: bool):
     cfg.model.fuse_streams = fuse
-    model = build_model(cfg.model, load_weights=False).to(device)
+    model = build_model(cfg.model, load_weights=False, task=build_task(cfg, None)).to(device)
     if bf16_frozen:
         model.set_backbone_dtype(torch.bfloat16)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -107,7 +108,8 @@ def system_step(cfg: Config, device: torch.device, compile_model: bool):
     from avpea_dist.train.engine import build_engine
 
     cfg.model.fuse_streams = True
-    model = build_model(cfg.model, load_weights=False)
+    task = build_task(cfg, None)
+    model = build_model(cfg.model, load_weights=False, task=task)
     engine, _ = build_engine(model, cfg)
     compile_s = 0.0
     if compile_model:
@@ -115,7 +117,7 @@ def system_step(cfg: Config, device: torch.device, compile_model: bool):
     from avpea_dist.train.loop import train_step
 
     def step(batch: dict[str, torch.Tensor]) -> None:
-        train_step(engine, [batch], device, cfg.model.modalities)
+        train_step(engine, [batch], device, task.loss)
 
     if compile_model:  # the first calls pay the compile: time them apart
         batch = random_batch(cfg, cfg.data.batch_size, device)

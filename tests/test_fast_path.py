@@ -11,8 +11,13 @@ import torch.nn.functional as F
 
 from avpea_dist.config import ModelConfig
 from avpea_dist.models.model import build_model
+from avpea_dist.tasks.avel.head import AVELHead
 
-TINY = dict(backbone="vit_tiny_patch16_224", pretrained="none", img_size=64, num_classes=9, head_hidden=32)
+TINY = dict(backbone="vit_tiny_patch16_224", pretrained="none", img_size=64)
+
+
+def avel_head(embed_dim, streams):
+    return AVELHead(embed_dim * len(streams), 32, 9)
 
 
 def loss_and_grads(model, autocast=False):
@@ -30,7 +35,7 @@ def loss_and_grads(model, autocast=False):
 def opened_model(**extra):
     """A model whose gates are open, so that gradients reach every adapter weight."""
     torch.manual_seed(0)
-    model = build_model(ModelConfig(**TINY, **extra))
+    model = build_model(ModelConfig(**TINY, **extra), task=avel_head)
     for name, p in model.named_parameters():
         if name.endswith(".gate"):
             p.data.fill_(0.5)

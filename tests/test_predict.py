@@ -38,6 +38,7 @@ def _clip(path: Path, seconds: int, seed: int, audio: bool = True) -> Path:
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run folder as training leaves it: config.yaml and best/adapters.safetensors (random adapters)."""
     from avpea_dist.models.model import build_model
+    from avpea_dist.tasks.registry import build_task
     from avpea_dist.train.export import export_trainable
 
     run = tmp_path_factory.mktemp("run")
@@ -45,12 +46,13 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                                               f"data.shards={run / 'no-shards'}"])
     (run / "config.yaml").write_text(dump_yaml(cfg))
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model)
+    task = build_task(cfg, None)
+    model = build_model(cfg.model, task=task)
     with torch.no_grad():  # adapters away from their zero-gated start, so they matter
         for p in model.parameters():
             if p.requires_grad:
                 p.add_(0.2 * torch.randn_like(p))
-    export_trainable(model, run / "best" / "adapters.safetensors", cfg.model, {"step": 1})
+    export_trainable(model, run / "best" / "adapters.safetensors", cfg.model, {"step": 1}, task.signature())
     return run
 
 
@@ -68,6 +70,7 @@ def _reference(run: Path, video: Path) -> torch.Tensor:
     from avpea_dist.tasks.avel.codec import AVELCodec
     from avpea_dist.data.tario import RawSample
     from avpea_dist.models.model import build_model
+    from avpea_dist.tasks.registry import build_task
     from avpea_dist.train.export import load_trainable
 
     cfg = load_config(run / "config.yaml")
@@ -78,8 +81,9 @@ def _reference(run: Path, video: Path) -> torch.Tensor:
     sample = decode_sample(RawSample("clip", members), codec=codec, frame_size=SIZE, img_size=SIZE)
     batch = collate([sample], 0, SIZE, codec=codec)
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model)
-    load_trainable(model, run / "best" / "adapters.safetensors", cfg.model)
+    task = build_task(cfg, None)
+    model = build_model(cfg.model, task=task)
+    load_trainable(model, run / "best" / "adapters.safetensors", cfg.model, task.signature())
     with torch.inference_mode():
         return model.eval()(batch["frames"], batch["audio"])[0].softmax(-1)
 

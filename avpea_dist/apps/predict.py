@@ -60,7 +60,7 @@ class Predictor:
 
         n, w = frames.shape[0], self.window_s
         windows = [(s, min(n, s + w)) for s in range(0, n, w)]  # the last one may be shorter
-        out = torch.empty(n, self.cfg.model.num_classes)
+        out = torch.empty(n, self.cfg.avel.num_classes)
         for length in sorted({b - a for a, b in windows}):  # equal lengths stack into one batch
             same = [(a, b) for a, b in windows if b - a == length]
             for i in range(0, len(same), self.batch_size):
@@ -181,10 +181,11 @@ def load_predictor(config: Path, checkpoint: Path, *, device: str = "auto", wind
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA GPU is usable here; use --device cpu")
     torch.manual_seed(cfg.train.seed)  # a random-init frozen backbone is rebuilt exactly as training built it
-    model = build_model(cfg.model, task=build_task(cfg, None))
-    load_trainable(model, checkpoint, cfg.model)
+    task = build_task(cfg, None)
+    model = build_model(cfg.model, task=task)
+    load_trainable(model, checkpoint, cfg.model, task.signature())
     model.to(device).eval()
-    classes, prep = shard_facts(cfg.data.shards, cfg.model.num_classes, cfg.model.img_size)
+    classes, prep = shard_facts(cfg.data.shards, cfg.avel.num_classes, cfg.model.img_size)
     window = window_s or cfg.model.num_segments
     if window < 1 or batch_size < 1:
         raise ValueError(f"--window {window} and --batch-size {batch_size} must be >= 1")

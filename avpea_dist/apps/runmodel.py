@@ -12,11 +12,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ..train.runfolder import RUN_MANIFEST, RUN_TEXT
 
 if TYPE_CHECKING:
     import torch
@@ -26,11 +25,6 @@ if TYPE_CHECKING:
     from ..tasks.base import Task
 
 log = logging.getLogger(__name__)
-
-RUN_MANIFEST = "shards_manifest.json"
-"""The training shards' manifest, copied into the run folder by rank 0 at the start of a run."""
-RUN_TEXT = "shards_text"
-"""The shards' text folder (tokenizer + small text model, when the manifest names one), copied beside it."""
 
 
 def run_manifest(run_dir: str | Path | None, cfg: "Config") -> dict[str, Any] | None:
@@ -50,22 +44,6 @@ def run_manifest(run_dir: str | Path | None, cfg: "Config") -> dict[str, Any] | 
             return manifest
         log.warning("no shard manifest for this run (%s)", str(e).split(";")[0])
         return None
-
-
-def copy_text_folder(shards: str | Path, manifest: dict[str, Any], run_dir: str | Path) -> None:
-    """The shards' text folder (``manifest['text']['folder']``) to ``RUN/shards_text``, atomically (a
-    temporary folder renamed into place); a run folder that already holds it (a resumed run) keeps its copy.
-    Nothing to do for shards without one (AVEL, AVQA)."""
-    folder = (manifest.get("text") or {}).get("folder")
-    source, target = Path(shards) / str(folder or ""), Path(run_dir) / RUN_TEXT
-    if not folder or not source.is_dir() or target.is_dir():
-        return
-    tmp = Path(tempfile.mkdtemp(prefix=f".{RUN_TEXT}.", dir=run_dir))
-    try:
-        shutil.copytree(source, tmp, dirs_exist_ok=True)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def export_path(run_dir: str | Path, which: str = "best") -> Path:
@@ -99,7 +77,7 @@ def load_run(run_dir: str | Path, which: str = "best", *, device: str = "cpu",
     task = build_task(cfg, run_manifest(run_dir, cfg))
     torch.manual_seed(cfg.train.seed)  # a random-init frozen backbone is rebuilt exactly as training built it
     model = build_model(cfg.model, task=task)
-    load_trainable(model, checkpoint, cfg.model)
+    load_trainable(model, checkpoint, cfg.model, task.signature())
     model.to(device).eval()
     return cfg, task, model
 

@@ -18,6 +18,8 @@ Frozen backbone weights are never saved (``exclude_frozen_parameters``): they co
 but takes its shape (peak rates, warm-up, total, floor) and AdamW's hyper-parameters from the current
 config, not from the checkpoint. Every file is written through ``avpea_dist.fileio.atomic_open`` and read
 with ``torch.load(weights_only=True)``: DeepSpeed's own engine would unpickle with ``weights_only=False``.
+A save shows every file it writes, every barrier it enters and every old checkpoint it prunes to the run's
+``TrainHooks`` (where the fault tests tear files, kill ranks and fill the disk).
 """
 
 from __future__ import annotations
@@ -29,15 +31,16 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
 
 from ..compat.deepspeed import engine_config, torch_checkpoint_engine
 from ..compat.torch import scheduler_state_at_live_position, set_scheduler_last_lr
+from ..fileio import atomic_open, sha256_file
 from ..runtime.world import comm_device
-from ..fileio import atomic_open, atomic_write_json, atomic_write_text, sha256_file
+from .hooks import NO_HOOKS, TrainHooks
 from .safeload import CheckpointError, safe_torch_load  # noqa: F401  (CheckpointError re-exported)
 
 log = logging.getLogger(__name__)
@@ -50,13 +53,35 @@ def tag_for(step: int) -> str:
     return f"step_{step:08d}"
 
 
-def make_checkpoint_engine(config_params: Any = None) -> Any:
+@contextlib.contextmanager
+def _open(path: Path, hooks: TrainHooks) -> Iterator[Any]:
+    """A checkpoint file, written atomically; the hooks see (and may replace) what is written to."""
+    with atomic_open(path, "wb") as f:
+        yield hooks.checkpoint_file(Path(path), f)
+
+
+def _write(path: Path, data: bytes, hooks: TrainHooks) -> None:
+    with _open(path, hooks) as f:
+        f.write(data)
+
+
+def _write_json(path: Path, obj: Any, hooks: TrainHooks) -> None:
+    _write(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode(), hooks)
+
+
+def _barrier(hooks: TrainHooks) -> None:
+    hooks.before_barrier()
+    dist.barrier()
+
+
+def make_checkpoint_engine(config_params: Any = None, hooks: TrainHooks = NO_HOOKS) -> Any:
     """A DeepSpeed checkpoint engine that writes atomically, reports write errors, and loads safely."""
     class SafeCheckpointEngine(torch_checkpoint_engine()):
         def __init__(self, params: Any = None) -> None:
             super().__init__(params)
             self.errors: list[str] = []
             self.codes: list[int] = []
+            self.hooks = hooks
 
         def record(self, path: str, e: OSError) -> None:
             self.errors.append(f"{path}: {e}")
@@ -75,10 +100,14 @@ def make_checkpoint_engine(config_params: Any = None) -> Any:
             if self.errors:
                 return
             try:
-                with atomic_open(path, "wb") as f:
+                with _open(Path(path), self.hooks) as f:
                     torch.save(state_dict, f)
             except OSError as e:
                 self.record(path, e)
+
+        def commit(self, info: Any) -> bool:
+            self.hooks.before_barrier()  # DeepSpeed's save waits in its closing barrier right after this
+            return super().commit(info)
 
         def load(self, path: str, map_location: Any = None) -> Any:
             return safe_torch_load(path, map_location=map_location or "cpu")
@@ -86,8 +115,8 @@ def make_checkpoint_engine(config_params: Any = None) -> Any:
     return SafeCheckpointEngine(config_params)
 
 
-def install_checkpoint_engine(engine: Any) -> None:
-    engine.checkpoint_engine = make_checkpoint_engine(engine_config(engine))
+def install_checkpoint_engine(engine: Any, hooks: TrainHooks = NO_HOOKS) -> None:
+    engine.checkpoint_engine = make_checkpoint_engine(engine_config(engine), hooks)
 
 
 def _any_rank(flag: bool) -> bool:
@@ -177,7 +206,8 @@ def _rng_state() -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(engine: Any, root: Path, step: int, loop_state: dict[str, Any],
-                    keep: int, protect: set[str] = frozenset(), meta: dict[str, Any] | None = None) -> Path:
+                    keep: int, protect: set[str] = frozenset(), meta: dict[str, Any] | None = None,
+                    hooks: TrainHooks = NO_HOOKS) -> Path:
     """Collective: every rank calls it at the same step. Returns the complete checkpoint folder.
     ``meta`` (plain JSON, rank 0's) goes into the manifest beside the file hashes.
 
@@ -199,21 +229,22 @@ def save_checkpoint(engine: Any, root: Path, step: int, loop_state: dict[str, An
     try:
         # Every rank enters DeepSpeed's save even after an error (it then writes nothing): its barriers
         # must stay matched across ranks, or the all-reduce below would pair with one of them.
+        if dist.is_initialized():
+            hooks.before_barrier()  # DeepSpeed's save opens with a barrier
         engine.save_checkpoint(str(root), tag=tag, client_state={}, save_latest=False,
                                exclude_frozen_parameters=True)
         if not ce.errors:
-            atomic_write_json(folder / f"rank_{rank}.json", {"rank": rank, "world_size": world, **loop_state})
-            with atomic_open(folder / f"rank_{rank}_rng.safetensors", "wb") as f:
-                f.write(st_save(_rng_state()))
+            _write_json(folder / f"rank_{rank}.json", {"rank": rank, "world_size": world, **loop_state}, hooks)
+            _write(folder / f"rank_{rank}_rng.safetensors", st_save(_rng_state()), hooks)
     except OSError as e:
         ce.record(str(folder), e)
     errors = list(ce.errors)
     code = _max_over_ranks(_errno_of(errors, ce.codes))
     if code:
-        _discard(folder, rank)
+        _discard(folder, rank, hooks)
         raise CheckpointError(_save_failed(root, folder, errors, code))
     if dist.is_initialized():
-        dist.barrier()  # every rank's files are on disk before rank 0 hashes them
+        _barrier(hooks)  # every rank's files are on disk before rank 0 hashes them
     manifest_error, manifest_code = "", 0
     if rank == 0:
         try:
@@ -221,25 +252,25 @@ def save_checkpoint(engine: Any, root: Path, step: int, loop_state: dict[str, An
             expected = {f"rank_{r}.json" for r in range(world)}
             if not expected <= set(files):
                 raise OSError(f"rank files missing: {sorted(expected - set(files))} (is the folder shared?)")
-            atomic_write_json(folder / MANIFEST, {"tag": tag, "step": step, "world_size": world, **(meta or {}),
-                                                  "files": {n: sha256_file(folder / n) for n in files}})
-            atomic_write_text(root / "latest", tag + "\n")
+            _write_json(folder / MANIFEST, {"tag": tag, "step": step, "world_size": world, **(meta or {}),
+                                            "files": {n: sha256_file(folder / n) for n in files}}, hooks)
+            _write(root / "latest", (tag + "\n").encode(), hooks)
         except OSError as e:
             manifest_error, manifest_code = f"{folder}: {e}", e.errno or 1
     code = _max_over_ranks(manifest_code)
     if code:
-        _discard(folder, rank)
+        _discard(folder, rank, hooks)
         raise CheckpointError(_save_failed(root, folder, [manifest_error] if manifest_error else [], code))
     if rank == 0:
-        prune(root, keep, protect | {tag})
+        prune(root, keep, protect | {tag}, hooks)
     if dist.is_initialized():
-        dist.barrier()
+        _barrier(hooks)
     return folder
 
 
-def _discard(folder: Path, rank: int) -> None:
+def _discard(folder: Path, rank: int, hooks: TrainHooks) -> None:
     if dist.is_initialized():
-        dist.barrier()
+        _barrier(hooks)
     if rank == 0:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -253,7 +284,7 @@ def _save_failed(root: Path, folder: Path, errors: list[str], code: int) -> str:
             f"rerun: {kept} and the run resumes from it")
 
 
-def prune(root: Path, keep: int, protect: set[str]) -> list[str]:
+def prune(root: Path, keep: int, protect: set[str], hooks: TrainHooks = NO_HOOKS) -> list[str]:
     """Delete all but the newest ``keep`` complete checkpoints (and ``protect``ed ones); leftovers of
     failed saves older than the newest complete one go too. Never deletes the only complete checkpoint."""
     complete = complete_tags(root)
@@ -270,6 +301,7 @@ def prune(root: Path, keep: int, protect: set[str]) -> list[str]:
         # with files missing.
         with contextlib.suppress(FileNotFoundError):
             (folder / MANIFEST).unlink()
+        hooks.before_prune(folder)
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder.name)
     if removed:

@@ -13,6 +13,10 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .hooks import TrainHooks
 
 
 def _drop_local_rank(argv: list[str]) -> list[str]:
@@ -28,7 +32,8 @@ def _drop_local_rank(argv: list[str]) -> list[str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, hooks: "TrainHooks | None" = None) -> int:
+    """One rank's job; ``hooks`` (``hooks.py``; none by default) watch it, e.g. to plant faults."""
     argv = _drop_local_rank(list(sys.argv[1:] if argv is None else argv))
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: python -m avpea_dist.train.entry CONFIG [section.key=value ...]", file=sys.stderr)
@@ -52,9 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         if rank != "0" and startup.under_torchrun():
             # torchrun prints every rank to one terminal: rank 0 speaks, the others write to the run folder.
             startup.quiet_rank(Path(cfg.train.out) / "logs" / f"rank{rank}.log")
+        from .hooks import NO_HOOKS
         from .run import run_training
 
-        result = run_training(cfg)
+        result = run_training(cfg, hooks=hooks or NO_HOOKS)
     except (ConfigError, ValueError, FileNotFoundError, CheckpointError, TrainingError) as e:
         if not isinstance(e, RefusedOnRankZero):  # rank 0 prints the reason; the others need not repeat it
             who = f" (rank {rank})" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""

@@ -1,7 +1,8 @@
 """The shareable artefact: adapters and head only, as safetensors (a few MB for ViT-L, no pickle).
 
-The file's metadata carries the model config, so ``avpea eval`` can refuse an export made for
-another backbone or class count with a message instead of a shape error.
+The file's metadata carries the encoder's config and the task's own bound settings (``Task.signature``,
+e.g. AVEL's class count), so ``avpea eval`` and ``avpea predict`` can refuse an export made for another
+backbone or head with a message instead of a shape error.
 """
 
 from __future__ import annotations
@@ -22,21 +23,32 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
             if p.requires_grad}
 
 
-def export_trainable(model: nn.Module, path: Path, model_cfg: ModelConfig, meta: dict[str, Any]) -> Path:
+def export_trainable(model: nn.Module, path: Path, model_cfg: ModelConfig, meta: dict[str, Any],
+                     signature: dict[str, Any] | None = None) -> Path:
+    """Write the trainable tensors; ``meta`` (plain JSON) goes into the header, ``signature`` (the task's
+    ``Task.signature()``) too, checked by ``load_trainable``."""
     from safetensors.torch import save
 
     metadata = {"format": "avpea-adapters-v1", "model": json.dumps(vars(model_cfg)),
                 **{k: json.dumps(v) for k, v in meta.items()}}
+    if signature:
+        metadata[SIGNATURE] = json.dumps(signature)
     atomic_write_bytes(path, save(trainable_state(model), metadata=metadata))
     return path
 
 
-_MUST_MATCH = ("backbone", "img_size", "num_classes", "modalities", "adapters", "bottleneck", "head_hidden",
-               "adapter_placement", "adapter_gate", "adapter_heads", "adapter_norm", "train_backbone_norms")
+SIGNATURE = "task_signature"
+"""The header key of the task's bound settings."""
+
+_MUST_MATCH = ("backbone", "img_size", "modalities", "adapters", "bottleneck", "adapter_placement", "adapter_gate",
+               "adapter_heads", "adapter_norm", "train_backbone_norms")
+"""The encoder's settings an export must share with the config; the task's come from ``Task.signature``."""
 
 
-def load_trainable(model: nn.Module, path: str | Path, model_cfg: ModelConfig) -> dict[str, Any]:
-    """Load an export into ``model``; every trainable tensor must be present, nothing else. Returns meta."""
+def load_trainable(model: nn.Module, path: str | Path, model_cfg: ModelConfig,
+                   signature: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load an export into ``model``; every trainable tensor must be present, nothing else. ``signature``
+    (the task's ``Task.signature()``) must agree with the file's on every key both have. Returns meta."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -54,6 +66,9 @@ def load_trainable(model: nn.Module, path: str | Path, model_cfg: ModelConfig) -
     saved = json.loads(meta.get("model", "{}"))
     wrong = [f"model.{k}: file {saved.get(k)!r} vs config {getattr(model_cfg, k)!r}" for k in _MUST_MATCH
              if k in saved and saved[k] != getattr(model_cfg, k)]
+    bound = json.loads(meta.get(SIGNATURE, "{}"))
+    wrong += [f"{k}: file {bound[k]!r} vs config {v!r}" for k, v in (signature or {}).items()
+              if k in bound and bound[k] != v]
     if wrong:
         raise ValueError(f"adapter file '{path}' was trained with another model configuration ({'; '.join(wrong)}); "
                          f"evaluate it with the config it was trained with (RUN/config.yaml)")

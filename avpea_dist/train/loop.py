@@ -19,10 +19,10 @@ from typing import Any, Callable, Iterable
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
+from ..runtime.collectives import all_reduce_
 from ..tasks.base import to_device
-from ..runtime.world import comm_device
+from .hooks import NO_HOOKS, TrainHooks
 
 
 class TrainingError(RuntimeError):
@@ -67,20 +67,6 @@ def data_position(step: int, grad_accum: int, epoch_batches: int) -> tuple[int, 
     return micro // epoch_batches, micro % epoch_batches
 
 
-def all_reduce_(t: torch.Tensor, op: Any = None) -> torch.Tensor:
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        buf = t.to(comm_device())
-        dist.all_reduce(buf, op=op or dist.ReduceOp.SUM)
-        if buf is not t:
-            t.copy_(buf)
-    return t
-
-
-def segment_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over every segment of every clip (AVEL's per-segment objective)."""
-    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
-
-
 def keys_digest(keys: Iterable[str]) -> int:
     """A checksum of the sample keys of a batch: equal digests per step mean the same samples, same order."""
     h = 0
@@ -96,30 +82,22 @@ class StepResult:
     bad: int  # corrupt samples the loader replaced on this rank
     seen: int  # samples trained on this rank
     data_digest: int  # sum over ranks of each rank's keys digest (exact in float64)
-    correct: int = 0  # training segments predicted right (argmax), summed over ranks and micro-batches
-    segments: int = 0  # training segments, summed over ranks and micro-batches
+    correct: int = 0  # training predictions right (the task's TaskLoss.correct), summed over ranks and micro-batches
+    segments: int = 0  # what ``correct`` is out of (TaskLoss.count: AVEL's segments...), summed likewise
     grad_norm: float | None = None  # global gradient norm before clipping (inf when skipped); None: unknown
 
 
 LossFn = Callable[[Any, dict[str, Any]], Any]
-"""``loss_fn(outputs, batch) -> tasks.base.TaskLoss``: the task's objective on one micro-batch."""
+"""``loss_fn(outputs, batch) -> tasks.base.TaskLoss``: the task's objective on one micro-batch (``task.loss``)."""
 
 
-def default_loss(logits: torch.Tensor, batch: dict[str, Any]) -> Any:
-    """AVEL's objective for callers that name no task: ``segment_loss`` (looked up at call time)."""
-    from ..tasks.base import TaskLoss
-
-    labels = batch["labels"]
-    return TaskLoss(segment_loss(logits, labels), (logits.detach().argmax(-1) == labels).sum(), labels.numel())
-
-
-def train_step(engine: Any, micro_batches: Iterable[dict[str, Any]], device: torch.device,
-               loss_fn: LossFn | str | None = None) -> StepResult:
+def train_step(engine: Any, micro_batches: Iterable[dict[str, Any]], device: torch.device, loss_fn: LossFn,
+               hooks: TrainHooks = NO_HOOKS) -> StepResult:
     """One optimizer step over ``grad_accum`` micro-batches: ``engine(batch)`` -> outputs, ``loss_fn(outputs,
-    batch)`` -> ``TaskLoss``. ``loss_fn`` None (or a model.modalities string, the pre-task signature) is
-    ``default_loss``, AVEL's. The batch size is ``len(batch['key'])``."""
-    if loss_fn is None or isinstance(loss_fn, str):
-        loss_fn = default_loss
+    batch)`` -> ``TaskLoss`` (the task's; there is no default objective). The batch size is
+    ``len(batch['key'])``."""
+    if not callable(loss_fn):
+        raise TypeError(f"train_step needs the task's loss function (task.loss), got {loss_fn!r}")
     batches = list(micro_batches)
     if not batches:
         raise ValueError("train_step needs at least one micro-batch")
@@ -129,7 +107,7 @@ def train_step(engine: Any, micro_batches: Iterable[dict[str, Any]], device: tor
     for i, batch in enumerate(batches):
         on_device = to_device(batch, device, streams)
         outputs = engine(on_device)
-        r = loss_fn(outputs, on_device)
+        r = hooks.on_loss(outputs, on_device, loss_fn(outputs, on_device))
         loss = r.loss
         losses.append(loss.detach().float())
         correct = correct + r.correct
@@ -141,6 +119,7 @@ def train_step(engine: Any, micro_batches: Iterable[dict[str, Any]], device: tor
             packet = _share(losses, correct, segments, digest)
             loss = loss * torch.where(packet[0] > 0, math.nan, 1.0).to(loss.device)  # see the module docstring
         engine.backward(loss)
+        hooks.after_backward(i)
         if i < len(batches) - 1:
             engine.step()  # between accumulation boundaries this only advances DeepSpeed's counter
     applied, grad_norm = _update(engine)

@@ -24,12 +24,13 @@ from typing import Any
 import yaml
 
 from ..config import RESUME_OVERRIDABLE, Config, ConfigError
-
 from ..config_load import config_from_dict
+from ..plugins import task_spec
 from .engine import resolve_precision
 
-MODEL_FIXED = ("backbone", "num_classes", "modalities", "adapters", "bottleneck", "head_hidden",
-               "adapter_placement", "adapter_gate", "adapter_heads", "adapter_norm", "train_backbone_norms")
+MODEL_FIXED = ("backbone", "modalities", "adapters", "bottleneck", "adapter_placement", "adapter_gate",
+               "adapter_heads", "adapter_norm", "train_backbone_norms")
+"""The shared encoder's settings a checkpoint is bound to; the task adds its head's (``Task.signature``)."""
 
 
 def data_fingerprint(manifest: dict[str, Any] | None) -> str | None:
@@ -46,13 +47,18 @@ def _setting(cfg: Config, name: str) -> Any:
     return getattr(getattr(cfg, section), key)
 
 
+def overridable_keys(cfg: Config) -> tuple[str, ...]:
+    """The settings ``train.allow_resume_changes`` may name: the shared ones and the run's task's own."""
+    return RESUME_OVERRIDABLE + task_spec(cfg.task).resume_overridable
+
+
 def resume_signature(cfg: Config, world_size: int, manifest: dict[str, Any] | None) -> dict[str, Any]:
-    """The settings a checkpoint is bound to, as plain JSON values."""
+    """The settings a checkpoint is bound to besides the task's head (``Task.signature``), as plain JSON values."""
     sig: dict[str, Any] = {"task": cfg.task, **{f"model.{k}": getattr(cfg.model, k) for k in MODEL_FIXED}}
     sig["world_size"] = world_size
     sig["dist.zero_stage"] = cfg.dist.zero_stage
     sig["dist.precision"] = resolve_precision(cfg.dist.precision)  # 'auto' is bf16 on GPU, fp32 on CPU
-    for name in RESUME_OVERRIDABLE:
+    for name in overridable_keys(cfg):
         sig[name] = data_fingerprint(manifest) if name == "data" else _setting(cfg, name)
     return sig
 
@@ -76,14 +82,16 @@ def _show(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
-def check_resume(saved: dict[str, Any], current: dict[str, Any], allowed: list[str], folder: Path) -> list[str]:
-    """Raise ConfigError (one line) for a refused change; return the allowed changes, for a warning."""
+def check_resume(saved: dict[str, Any], current: dict[str, Any], allowed: list[str], folder: Path,
+                 overridable: tuple[str, ...] = RESUME_OVERRIDABLE) -> list[str]:
+    """Raise ConfigError (one line) for a refused change; return the allowed changes, for a warning.
+    ``overridable``: the settings that may change when ``allowed`` names them (``overridable_keys(cfg)``)."""
     fixed, exact, accepted = [], [], []
     for name, now in current.items():
         if name not in saved or saved[name] == now or (name == "data" and None in (saved[name], now)):
             continue
         change = (name, saved[name], now)
-        if name not in RESUME_OVERRIDABLE:
+        if name not in overridable:
             fixed.append(change)
         elif name in allowed:
             accepted.append(f"{name} {_show(saved[name])} -> {_show(now)}")

@@ -15,25 +15,26 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
 
-from ..runtime import world as avdist
 from ..config import Config
 from ..fileio import atomic_write_json
 from ..runtime import preempt
+from ..runtime import world as avdist
+from ..runtime.collectives import all_reduce_
 from .checkpoint import complete_tags, install_checkpoint_engine, load_checkpoint, save_checkpoint, tag_for
 from .data_source import DataSource, ShardData
 from .engine import build_engine
-from .evaluate import evaluate_task as evaluate  # module-level names: the fault tests wrap them
-from .evaluate import scalars
+from .evaluate import evaluate_task, scalars
 from .export import export_trainable, load_trainable
-from .loop import LoopState, StepResult, TrainingError, all_reduce_, data_position, train_step
+from .hooks import NO_HOOKS, TrainHooks
+from .loop import LoopState, StepResult, TrainingError, data_position, train_step
 from .metrics import MetricsLog, TrainStats, append_jsonl
 from .resume import resume_signature
-from ..apps.runmodel import RUN_MANIFEST, copy_text_folder
+from .runfolder import RUN_MANIFEST, copy_text_folder
 from .runsetup import choose_resume, set_determinism, write_run_files
 
 log = logging.getLogger(__name__)
@@ -41,9 +42,10 @@ log = logging.getLogger(__name__)
 OnEval = Callable[[int, dict[str, Any]], None]
 
 
-def run_training(cfg: Config, *, on_eval: OnEval | None = None, data: DataSource | None = None) -> dict[str, Any]:
+def run_training(cfg: Config, *, on_eval: OnEval | None = None, data: DataSource | None = None,
+                 hooks: TrainHooks = NO_HOOKS) -> dict[str, Any]:
     """Train, validate, test; returns result.json's dict (see ``Trainer.result``). ``status`` is 'finished'
-    or 'preempted' (rerun to resume)."""
+    or 'preempted' (rerun to resume). ``hooks`` sees (or disturbs) the run at fixed points (``hooks.py``)."""
     info = avdist.world_info_from_env()
     set_determinism(cfg.train.seed, cfg.train.deterministic)
     backend = avdist.init_process_group(info, cfg.dist.backend, cfg.dist.timeout_s)
@@ -54,7 +56,7 @@ def run_training(cfg: Config, *, on_eval: OnEval | None = None, data: DataSource
         pass
     ok = False
     try:
-        result = Trainer(cfg, info, backend, on_eval, data).run()
+        result = Trainer(cfg, info, backend, on_eval, data, hooks).run()
         ok = True
         return result
     finally:
@@ -66,10 +68,10 @@ class Trainer:
     """One rank's run, built in ``__init__`` (in the order a seed's numbers depend on), run by ``run``."""
 
     def __init__(self, cfg: Config, info: avdist.WorldInfo, backend: str, on_eval: OnEval | None,
-                 data: DataSource | None) -> None:
+                 data: DataSource | None, hooks: TrainHooks = NO_HOOKS) -> None:
         from ..tasks.registry import build_task
 
-        self.cfg, self.info, self.on_eval = cfg, info, on_eval
+        self.cfg, self.info, self.on_eval, self.hooks = cfg, info, on_eval, hooks
         self.main = info.is_main
         self.run_dir = Path(cfg.train.out)
         self.ckpt_root = self.run_dir / "checkpoints"
@@ -112,7 +114,7 @@ class Trainer:
         # stores the frozen backbone in bf16 when training in bf16.
         self.engine, self.scheduler = build_engine(
             model, dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=self.steps)))
-        install_checkpoint_engine(self.engine)
+        install_checkpoint_engine(self.engine, self.hooks)
         if cfg.model.compile:
             self.engine.compile()  # in place: the module, its state-dict names and checkpoints stay the same
         self.device = self.engine.device
@@ -122,7 +124,9 @@ class Trainer:
         if resume_from is None:
             torch.manual_seed(self.cfg.train.seed * 1000 + self.info.rank)  # each rank its own random stream
             return LoopState()
-        state = LoopState.from_dict(load_checkpoint(self.engine, resume_from))  # restores the RNG states too
+        loaded = load_checkpoint(self.engine, resume_from)  # restores the RNG states too
+        self.hooks.after_load(self.engine, resume_from, loaded)
+        state = LoopState.from_dict(loaded)
         log.info("rank %d resumed from %s (step %d)", self.info.rank, resume_from, state.step)
         return state
 
@@ -149,19 +153,21 @@ class Trainer:
         self.data_problems = int(all_reduce_(torch.tensor([float(len(self.problems))]))[0].item())  # a resume's
         micro = state.extra.get("micro_batches", state.step * g)
         epoch, start = data_position(micro, 1, self.data.epoch_batches)
-        batches = iter(self.data.train_batches(epoch, start))
+        batches = self.train_batches(epoch, start)
         while state.step < self.steps:
             group = []
             for _ in range(g):
                 batch = next(batches, None)
                 if batch is None:  # the virtual epoch is over: the next one reshuffles
                     epoch += 1
-                    batches = iter(self.data.train_batches(epoch, 0))
+                    batches = self.train_batches(epoch, 0)
                     batch = next(batches)
                 group.append(batch)
                 _note_problems(batch, self.problems)
             micro += g
-            r = train_step(self.engine, group, self.device, self.task.loss)
+            self.hooks.before_step(self.engine)
+            r = train_step(self.engine, group, self.device, self.task.loss, self.hooks)
+            self.hooks.after_step(self.engine, r)
             state.extra["micro_batches"] = micro
             stop = self.after_step(r, epoch)
             if r.applied and (state.step % cfg.train.eval_every == 0 or state.step == self.steps):
@@ -175,6 +181,12 @@ class Trainer:
                 return "preempted"
         self.checkpoint()
         return "finished"
+
+    def train_batches(self, epoch: int, start: int) -> Iterator[dict[str, Any]]:
+        """Virtual epoch ``epoch``'s training batches from batch ``start`` on, each shown to the hooks."""
+        for index, batch in enumerate(self.data.train_batches(epoch, start), start):
+            self.hooks.on_batch(epoch, index, batch)
+            yield batch
 
     def after_step(self, r: StepResult, epoch: int) -> bool:
         """Count the step (or the skip), log it, stop on too many skips or too much bad data; -> whether
@@ -219,14 +231,16 @@ class Trainer:
     def validate(self) -> None:
         """Evaluate on val; keep (export) the model when the selection metric improved."""
         state, sel = self.state, self.task.selection_metric
-        m = evaluate(self.task, self.engine.module, self.data.eval_batches("val"), self.device)
+        self.hooks.before_eval("val")
+        m = evaluate_task(self.task, self.engine.module, self.data.eval_batches("val"), self.device)
         score = m[sel]
         improved = score is not None and (state.best_val_score is None or score > state.best_val_score)
         if improved:
             state.best_val_score, state.best_step = score, state.step
             if self.main:
                 export_trainable(self.engine.module, self.best_path, self.cfg.model,
-                                 {"step": state.step, f"val_{sel}": score, "task": self.cfg.task})
+                                 {"step": state.step, f"val_{sel}": score, "task": self.cfg.task},
+                                 self.task.signature())
         record = {"step": state.step, "split": "val", **scalars(m), "best_val_score": state.best_val_score,
                   f"best_val_{sel}": state.best_val_score, "time": time.time()}
         self.last_eval = record
@@ -241,23 +255,27 @@ class Trainer:
         if self.last_saved == self.state.step:
             return
         protect = {tag_for(self.state.best_step)} if self.state.best_step is not None else set()
-        save_checkpoint(self.engine, self.ckpt_root, self.state.step, self.state.to_dict(),
-                        self.cfg.train.keep_checkpoints, protect, meta={"resume": self.signature})
+        self.hooks.before_save(self.state.step)
+        folder = save_checkpoint(self.engine, self.ckpt_root, self.state.step, self.state.to_dict(),
+                                 self.cfg.train.keep_checkpoints, protect, meta={"resume": self.signature},
+                                 hooks=self.hooks)
+        self.hooks.after_save(self.state.step, folder)
         self.last_saved = self.state.step
 
     def test(self) -> dict[str, Any] | None:
         """Export the final model; evaluate the best one once on eval.final_split (None: 'none')."""
         if self.main:
             export_trainable(self.engine.module, self.run_dir / "final" / "adapters.safetensors", self.cfg.model,
-                             {"step": self.state.step, "task": self.cfg.task})
+                             {"step": self.state.step, "task": self.cfg.task}, self.task.signature())
         split = self.cfg.eval.final_split
         if split == "none":
             return None
         if dist.is_initialized():
             dist.barrier()  # rank 0's best export is on disk
         if self.best_path.is_file():
-            load_trainable(self.engine.module, self.best_path, self.cfg.model)
-        m = evaluate(self.task, self.engine.module, self.data.eval_batches(split), self.device)
+            load_trainable(self.engine.module, self.best_path, self.cfg.model, self.task.signature())
+        self.hooks.before_eval(split)
+        m = evaluate_task(self.task, self.engine.module, self.data.eval_batches(split), self.device)
         outputs = m.pop("outputs", None)  # a task's per-sample outputs: a file of their own, not result.json
         if self.main and outputs is not None:
             atomic_write_json(self.run_dir / f"outputs_{split}.json", outputs)

@@ -20,7 +20,7 @@ from ..config_load import dump_yaml
 from ..fileio import atomic_write_json, atomic_write_text
 from .checkpoint import find_resumable, read_manifest, tag_for, verify
 from .engine import resolve_precision
-from .resume import check_resume, saved_signature
+from .resume import check_resume, overridable_keys, saved_signature
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def choose_resume(cfg: Config, ckpt_root: Path, rank: int, signature: dict[str, 
 def _check_compatible(cfg: Config, folder: Path, signature: dict[str, Any]) -> str:
     saved = saved_signature(read_manifest(folder) or {}, Path(cfg.train.out))
     try:
-        accepted = check_resume(saved, signature, cfg.train.allow_resume_changes, folder)
+        accepted = check_resume(saved, signature, cfg.train.allow_resume_changes, folder, overridable_keys(cfg))
     except ConfigError as e:
         return str(e)
     if accepted:

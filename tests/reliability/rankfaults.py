@@ -1,5 +1,8 @@
 """What a rank of a fault-injection job does: record its work, plant its faults, run the real entry point.
 
+Everything goes through the hook points the trainer offers (``avpea_dist.train.hooks.TrainHooks``, passed
+to ``entry.main``): no production name is replaced.
+
 Every rank appends to ``LOG/rank<R>.events.jsonl``: the batches it fetched (epoch, index, sample keys,
 skipped count), each optimizer step (applied?, a digest of parameters + optimizer + scheduler + DeepSpeed
 step counters before and after), each checkpoint it began, saved or loaded, and the moment a fault
@@ -11,7 +14,8 @@ occurrences of the hook point ``at`` within this process:
 * ``kill``: SIGKILL at a point - ``step`` (start of a step), ``backward`` (after a local backward, before
   the gradient all-reduce), ``batch``, ``eval``, ``save`` (start of a save), ``ckpt_file`` (mid-file:
   some bytes written, then death), ``manifest``, ``latest``, ``prune`` (one file of the old checkpoint
-  deleted, then death), ``barrier``; or ``at="timer"`` with ``delay`` seconds after the first batch,
+  deleted, then death), ``barrier`` (entering a barrier of a checkpoint save, the trainer's or
+  DeepSpeed's); or ``at="timer"`` with ``delay`` seconds after the first batch,
   from a thread, wherever the main thread is.
 * ``freeze``: SIGSTOP at a point (alive, holding its sockets, answering nothing).
 * ``signal``: send ``sig`` (e.g. "SIGUSR1") to itself at a point, as Slurm does before preempting.
@@ -22,15 +26,17 @@ occurrences of the hook point ``at`` within this process:
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import json
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+
+from avpea_dist.train.hooks import TrainHooks
 
 _rank = {"r": -1, "events": None, "faults": [], "counts": {}}
 
@@ -153,163 +159,89 @@ class _Torn:
         return getattr(self.f, name)
 
 
-_saving = {"n": 0, "active": False}  # which checkpoint save this rank is in, if any
+class FaultHooks(TrainHooks):
+    """The run's hook points (``avpea_dist/train/hooks.py``): record the rank's work, fire its faults."""
 
+    def __init__(self) -> None:
+        self.saves = 0  # which checkpoint save this rank is in (or last was in)
 
-def _record_batches_and_steps() -> None:
-    import deepspeed.runtime.engine as ds_engine
+    def on_batch(self, epoch: int, index: int, batch: dict[str, Any]) -> None:
+        _hook("batch")
+        _event("batch", epoch=epoch, index=index, keys=list(batch["key"]), skipped=int(batch.get("skipped", 0)))
 
-    import avpea_dist.train.run as run
-    from avpea_dist.train.data_source import ShardData
-
-    real_batches = ShardData.train_batches
-
-    def train_batches(self: ShardData, epoch: int, start_batch: int) -> Iterator[dict[str, Any]]:
-        for i, batch in enumerate(real_batches(self, epoch, start_batch)):
-            _hook("batch")
-            _event("batch", epoch=epoch, index=start_batch + i, keys=list(batch["key"]),
-                   skipped=int(batch.get("skipped", 0)))
-            yield batch
-
-    ShardData.train_batches = train_batches  # type: ignore[method-assign]
-    real_step = run.train_step
-
-    def train_step(engine: Any, group: Any, device: Any, modalities: str) -> Any:
-        n = _tick("step_call")
+    def before_step(self, engine: Any) -> None:
+        self.step_call = _tick("step_call")
         _hook("step")
-        before = state_digest(engine)
-        r = real_step(engine, group, device, modalities)
-        _event("step", call=n, applied=r.applied, loss=r.loss, bad=r.bad, seen=r.seen, before=before,
-               after=state_digest(engine), global_steps=engine.global_steps)
-        return r
+        self.before = state_digest(engine)
 
-    run.train_step = train_step
-    real_backward = ds_engine.DeepSpeedEngine.backward
+    def after_step(self, engine: Any, r: Any) -> None:
+        _event("step", call=self.step_call, applied=r.applied, loss=r.loss, bad=r.bad, seen=r.seen,
+               before=self.before, after=state_digest(engine), global_steps=engine.global_steps)
 
-    def backward(self: Any, *args: Any, **kwargs: Any) -> Any:
-        out = real_backward(self, *args, **kwargs)
-        _hook("backward")  # the local backward is done; the step's all-reduces are still ahead
-        return out
+    def on_loss(self, outputs: Any, batch: dict[str, Any], loss: Any) -> Any:
+        import torch
 
-    ds_engine.DeepSpeedEngine.backward = backward
-    real_eval = run.evaluate
-
-    def evaluate(*args: Any, **kwargs: Any) -> Any:
-        _hook("eval")
-        return real_eval(*args, **kwargs)
-
-    run.evaluate = evaluate
-
-
-def _plant_nonfinite() -> None:
-    import torch
-
-    import avpea_dist.train.loop as loop
-
-    real_loss = loop.segment_loss
-
-    def segment_loss(logits: Any, labels: Any) -> Any:
         n = _rank["counts"].get("step_call", 0)
         spec = next((s for s in _rank["faults"]
                      if s["kind"] == "nonfinite" and s["nth"] <= n < s["nth"] + s.get("count", 1)), None)
         if spec is None:
-            return real_loss(logits, labels)
+            return loss
         _event("fault", kind="nonfinite", mode=spec["mode"], step_call=n)
         bad = float(spec.get("value", "nan"))
         if spec["mode"] == "grad":  # a finite loss, a non-finite gradient
-            logits.register_hook(lambda g: torch.full_like(g, bad))
-            return real_loss(logits, labels)
-        return real_loss(logits, labels) * bad
+            outputs.register_hook(lambda g: torch.full_like(g, bad))
+            return loss
+        return dataclasses.replace(loss, loss=loss.loss * bad)
 
-    loop.segment_loss = segment_loss
+    def after_backward(self, micro: int) -> None:
+        _hook("backward")  # the local backward is done; the step's all-reduces are still ahead
 
+    def before_eval(self, split: str) -> None:
+        _hook("eval")
 
-def _record_and_plant_in_checkpoints() -> None:
-    import contextlib
-
-    import torch.distributed as dist
-
-    import avpea_dist.fileio as avio
-    import avpea_dist.train.checkpoint as ckpt
-    import avpea_dist.train.run as run
-
-    real_save, real_load = run.save_checkpoint, run.load_checkpoint
-
-    def save_checkpoint(engine: Any, root: Any, step: int, *args: Any, **kwargs: Any) -> Any:
-        _saving["n"] += 1
-        _saving["active"] = True
-        _event("save_begin", step=step, n=_saving["n"])
+    def before_save(self, step: int) -> None:
+        self.saves += 1
+        _event("save_begin", step=step, n=self.saves)
         _hook("save")
-        try:
-            folder = real_save(engine, root, step, *args, **kwargs)
-        finally:
-            _saving["active"] = False
+
+    def after_save(self, step: int, folder: Path) -> None:
         _event("save", step=step)
-        return folder
 
-    def load_checkpoint(engine: Any, folder: Path) -> Any:
-        state = real_load(engine, folder)
+    def after_load(self, engine: Any, folder: Path, state: dict[str, Any]) -> None:
         _event("load", folder=str(folder), step=state["step"], digest=state_digest(engine))
-        return state
 
-    run.save_checkpoint, run.load_checkpoint = save_checkpoint, load_checkpoint
-    real_open = avio.atomic_open
+    def checkpoint_file(self, path: Path, f: Any) -> Any:
+        point = {"manifest.json": "manifest", "latest": "latest"}.get(path.name, "ckpt_file")
+        n = _tick(point)
+        if _due("enospc", "save", self.saves):
+            _event("fault", kind="enospc", file=str(path))
+            return _Torn(f, errno.ENOSPC)
+        if _due("kill", point, n):
+            return _Torn(f, None, point, n)
+        spec = _due("signal", point, n)
+        if spec:
+            _event("fault", kind="signal", at=point, nth=n, sig=spec["sig"])
+            os.kill(os.getpid(), getattr(signal, spec["sig"]))
+        return f
 
-    @contextlib.contextmanager
-    def atomic_open(path: Any, mode: str = "wb") -> Iterator[Any]:
-        with real_open(path, mode) as f:
-            if "checkpoints" not in Path(path).parts:
-                yield f
-                return
-            point = {"manifest.json": "manifest", "latest": "latest"}.get(Path(path).name, "ckpt_file")
-            n = _tick(point)
-            if _saving["active"] and _due("enospc", "save", _saving["n"]):
-                _event("fault", kind="enospc", file=str(path))
-                yield _Torn(f, errno.ENOSPC)
-            elif _due("kill", point, n):
-                yield _Torn(f, None, point, n)
-            else:
-                spec = _due("signal", point, n)
-                if spec:
-                    _event("fault", kind="signal", at=point, nth=n, sig=spec["sig"])
-                    os.kill(os.getpid(), getattr(signal, spec["sig"]))
-                yield f
-
-    avio.atomic_open = ckpt.atomic_open = atomic_open  # io's own writers and checkpoint's direct use
-    real_rmtree = shutil.rmtree
-
-    def rmtree(path: Any, *args: Any, **kwargs: Any) -> Any:
+    def before_prune(self, folder: Path) -> None:
         n = _tick("prune")
         if _due("kill", "prune", n):  # die half-way through deleting an old checkpoint
-            files = sorted(p for p in Path(path).iterdir() if p.is_file())
+            files = sorted(p for p in folder.iterdir() if p.is_file())
             if files:
                 files[0].unlink()
             _die("prune", n)
-        return real_rmtree(path, *args, **kwargs)
 
-    class _Shutil:  # checkpoint.py's view of shutil: its rmtree calls (and only its) can be interrupted
-        def __getattr__(self, name: str) -> Any:
-            return getattr(shutil, name)
-
-    _Shutil.rmtree = staticmethod(rmtree)  # type: ignore[attr-defined]
-    ckpt.shutil = _Shutil()
-    real_barrier = dist.barrier
-
-    def barrier(*args: Any, **kwargs: Any) -> Any:
+    def before_barrier(self) -> None:
         _hook("barrier")
-        return real_barrier(*args, **kwargs)
-
-    dist.barrier = barrier
 
 
-def install_faults(rank: int, faults: list[dict[str, Any]], log_dir: Path) -> None:
-    """Wrap the real functions with recorders and plant this rank's faults."""
+def install_faults(rank: int, faults: list[dict[str, Any]], log_dir: Path) -> FaultHooks:
+    """Open this rank's event log and arm its faults; -> the hooks that record and fire them."""
     _rank.update(r=rank, faults=[f for f in faults if f.get("rank", rank) in (rank, "all")],
                  events=open(log_dir / f"rank{rank}.events.jsonl", "a"))
     _event("start", pid=os.getpid())
-    _record_batches_and_steps()
-    _plant_nonfinite()
-    _record_and_plant_in_checkpoints()
+    return FaultHooks()
 
 
 def rank_main(rank: int, job: dict[str, Any]) -> int:
@@ -320,13 +252,13 @@ def rank_main(rank: int, job: dict[str, Any]) -> int:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(job["world"]),
                       LOCAL_WORLD_SIZE=str(job["world"]), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(job["port"]),
                       OMP_NUM_THREADS="1", TQDM_DISABLE="1")
-    install_faults(rank, job["faults"], log_dir)
+    hooks = install_faults(rank, job["faults"], log_dir)
     import faulthandler  # a rank still alive near the deadline prints where it waits, into its log
 
     faulthandler.dump_traceback_later(max(1.0, job["deadline_s"] - 5), exit=False)
     from avpea_dist.train.entry import main
 
     overrides = job["overrides"] + job.get("rank_overrides", {}).get(str(rank), [])
-    return main([job["config"], *overrides])
+    return main([job["config"], *overrides], hooks=hooks)
 
 

@@ -95,18 +95,22 @@ def test_weight_files_carrying_pickles_are_refused(tmp_path):
     """Backbone weights (model.pretrained) and adapter exports are read without unpickling."""
     from avpea_dist.config import ModelConfig
     from avpea_dist.models.model import build_model
+    from avpea_dist.tasks.avel.head import AVELHead
     from avpea_dist.train.export import load_trainable
 
     marker = tmp_path / "PAYLOAD_RAN"
     weights = tmp_path / "backbone.pth"
     weights.write_bytes(torch_payload(marker))
-    cfg = ModelConfig(backbone="vit_tiny_patch16_224", pretrained=str(weights), img_size=32, num_classes=9,
-                      head_hidden=16, bottleneck=24)
+    cfg = ModelConfig(backbone="vit_tiny_patch16_224", pretrained=str(weights), img_size=32, bottleneck=24)
+
+    def head(embed_dim, streams):
+        return AVELHead(embed_dim * len(streams), 16, 9)
+
     with pytest.raises(ValueError, match="weights_only=True"):
-        build_model(cfg)
+        build_model(cfg, task=head)
     export = tmp_path / "adapters.safetensors"
     export.write_bytes(pickle_payload(marker))
-    model = build_model(ModelConfig(**{**vars(cfg), "pretrained": "none"}))
+    model = build_model(ModelConfig(**{**vars(cfg), "pretrained": "none"}), task=head)
     with pytest.raises(ValueError, match="not a readable safetensors file"):
         load_trainable(model, export, model.cfg)
     assert not marker.exists()

@@ -8,7 +8,7 @@ shards carry 128x102 spectrograms, which at ViT-L cost minutes per step on CPU.
 import logging
 import sys
 
-from avpea_dist.runtime.startup import world as avdist
+from avpea_dist.runtime import world as avdist
 from avpea_dist.config_load import load_config
 from avpea_dist.train.run import run_training
 

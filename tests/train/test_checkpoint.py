@@ -10,31 +10,31 @@ import pytest
 import torch
 
 from avpea_dist.fileio import sha256_file
-from avpea_dist.models.model import build_model
 from avpea_dist.train.checkpoint import (CheckpointError, find_resumable, install_checkpoint_engine,
                                          load_checkpoint, save_checkpoint, tag_for, verify)
 from avpea_dist.train.engine import build_engine
 from avpea_dist.train.loop import train_step
 
-from trainkit import fake_batch, tiny_config
+from trainkit import fake_batch, model_and_task, tiny_config
 
 
 @pytest.fixture(scope="module")
 def engine():
-    from avpea_dist.runtime.startup import world as avdist
+    from avpea_dist.runtime import world as avdist
 
     avdist.init_process_group(avdist.world_info_from_env(), "gloo", 60)
     cfg = tiny_config()
     torch.manual_seed(0)
-    eng, _ = build_engine(build_model(cfg.model), cfg)
+    model, task = model_and_task(cfg)
+    eng, _ = build_engine(model, cfg)
     install_checkpoint_engine(eng)
-    eng.cfg = cfg
+    eng.cfg, eng.task = cfg, task
     yield eng
     avdist.teardown()
 
 
 def _step(engine, seed):
-    return train_step(engine, [fake_batch(engine.cfg, seed)], engine.device, "av")
+    return train_step(engine, [fake_batch(engine.cfg, seed)], engine.device, engine.task.loss)
 
 
 def _trainable(engine):

@@ -7,15 +7,14 @@ import math
 import pytest
 import torch
 
-from avpea_dist.models.model import build_model
 from avpea_dist.train.engine import deepspeed_config, lr_factor, param_groups
 
-from trainkit import fake_batch, tiny_config
+from trainkit import fake_batch, model_and_task, tiny_config
 
 
 def test_only_trainable_parameters_reach_the_optimizer_in_four_groups():
     cfg = tiny_config("optim.lr_adapter=0.003", "optim.lr_head=0.0001", "optim.weight_decay=0.05")
-    model = build_model(cfg.model)
+    model, _ = model_and_task(cfg)
     groups = {g["name"]: g for g in param_groups(model, cfg)}
     assert sorted(groups) == ["adapter_decay", "adapter_no_decay", "head_decay", "head_no_decay"]
     in_groups = {id(p) for g in groups.values() for p in g["params"]}
@@ -28,7 +27,7 @@ def test_only_trainable_parameters_reach_the_optimizer_in_four_groups():
 
 def test_linear_probe_trains_the_head_alone():
     cfg = tiny_config("model.adapters=false")
-    groups = param_groups(build_model(cfg.model), cfg)
+    groups = param_groups(model_and_task(cfg)[0], cfg)
     assert sorted(g["name"] for g in groups) == ["head_decay", "head_no_decay"]
 
 
@@ -52,7 +51,7 @@ def test_deepspeed_config_follows_the_config():
 
 @pytest.fixture(scope="module")
 def world_of_one():
-    from avpea_dist.runtime.startup import world as avdist
+    from avpea_dist.runtime import world as avdist
 
     avdist.init_process_group(avdist.world_info_from_env(), "gloo", 60)
     yield
@@ -67,9 +66,10 @@ def test_each_ablation_takes_a_real_step_and_leaves_the_backbone_frozen(world_of
 
     cfg = tiny_config(switch, "optim.grad_accum=2")
     torch.manual_seed(0)
-    engine, _ = build_engine(build_model(cfg.model), cfg)
+    model, task = model_and_task(cfg)
+    engine, _ = build_engine(model, cfg)
     before = {n: p.detach().clone() for n, p in engine.module.named_parameters()}
-    r = train_step(engine, [fake_batch(cfg, 1), fake_batch(cfg, 2)], engine.device, cfg.model.modalities)
+    r = train_step(engine, [fake_batch(cfg, 1), fake_batch(cfg, 2)], engine.device, task.loss)
     assert r.applied and math.isfinite(r.loss) and r.seen == 2 * cfg.data.batch_size
     after = dict(engine.module.named_parameters())
     frozen_same = all(torch.equal(before[n], p) for n, p in after.items() if not p.requires_grad)

@@ -1,4 +1,4 @@
-"""The training objectives: cross-entropy as the loop computes it, and LAVisH's BCE on the softmax."""
+"""AVEL's training objectives: per-segment cross-entropy, and LAVisH's BCE on the softmax."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from avpea_dist.train.loop import segment_loss
-from avpea_dist.tasks.avel.loss import bce_softmax, cross_entropy, loss_for
+from avpea_dist.tasks.avel.loss import bce_softmax, cross_entropy, loss_for, segment_loss
 
 
 def test_bce_softmax_matches_a_hand_computation():

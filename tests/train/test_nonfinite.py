@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainkit import fake_batch, run_ranks, tiny_config
+from trainkit import fake_batch, model_and_task, run_ranks, tiny_config
 
 pytestmark = [pytest.mark.distributed]
 
@@ -21,7 +21,7 @@ def _snapshot(engine) -> dict[str, torch.Tensor]:
 
 
 def _nan_on_rank1(rank: int) -> dict:
-    from avpea_dist.runtime.startup import world as avdist
+    from avpea_dist.runtime import world as avdist
 
     avdist.init_process_group(avdist.world_info_from_env(), "gloo", 60)
     try:
@@ -31,19 +31,19 @@ def _nan_on_rank1(rank: int) -> dict:
 
 
 def _one_stage(rank: int, stage: int) -> dict:
-    from avpea_dist.models.model import build_model
     from avpea_dist.train.engine import build_engine
     from avpea_dist.train.loop import train_step
 
     cfg = tiny_config(f"dist.zero_stage={stage}")
     torch.manual_seed(0)
-    engine, scheduler = build_engine(build_model(cfg.model), cfg)
-    first = train_step(engine, [fake_batch(cfg, 10 + rank)], engine.device, "av")
+    model, task = model_and_task(cfg)
+    engine, scheduler = build_engine(model, cfg)
+    first = train_step(engine, [fake_batch(cfg, 10 + rank)], engine.device, task.loss)
     before, lr_before = _snapshot(engine), list(scheduler.get_last_lr())
-    skipped = train_step(engine, [fake_batch(cfg, 20 + rank, nan=rank == 1)], engine.device, "av")
+    skipped = train_step(engine, [fake_batch(cfg, 20 + rank, nan=rank == 1)], engine.device, task.loss)
     after, lr_after = _snapshot(engine), list(scheduler.get_last_lr())
     unchanged = all(torch.equal(before[k], after[k]) for k in before) and before.keys() == after.keys()
-    third = train_step(engine, [fake_batch(cfg, 30 + rank)], engine.device, "av")
+    third = train_step(engine, [fake_batch(cfg, 30 + rank)], engine.device, task.loss)
     changed = any(not torch.equal(after[k], v) for k, v in _snapshot(engine).items())
     return {"first": first.applied, "skipped": skipped.applied, "unchanged": unchanged,
             "lr_same": lr_before == lr_after, "third": third.applied, "changed": changed,

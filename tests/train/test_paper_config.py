@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from test_resume_2rank import _kill_tree
-from trainkit import REPO, TINY, fake_batch, free_port, run_ranks
+from trainkit import REPO, TINY, fake_batch, free_port, model_and_task, run_ranks
 
 pytestmark = [pytest.mark.distributed]
 
@@ -29,9 +29,8 @@ SMALL = ["model.pretrained=none", "model.img_size=32", "model.mel_bins=32", "mod
 
 
 def _one_step_per_stage(rank: int) -> dict:
-    from avpea_dist.runtime.startup import world as avdist
+    from avpea_dist.runtime import world as avdist
     from avpea_dist.config_load import load_config
-    from avpea_dist.models.model import build_model
     from avpea_dist.train.engine import build_engine
     from avpea_dist.train.loop import train_step
 
@@ -42,9 +41,10 @@ def _one_step_per_stage(rank: int) -> dict:
             for stage in (0, 1, 2):
                 cfg = load_config(path, SMALL + ["model.num_segments=2", f"dist.zero_stage={stage}"])
                 torch.manual_seed(0)
-                engine, _ = build_engine(build_model(cfg.model), cfg)
+                model, task = model_and_task(cfg)
+                engine, _ = build_engine(model, cfg)
                 trainable = {n: p.detach().clone() for n, p in engine.module.named_parameters() if p.requires_grad}
-                r = train_step(engine, [fake_batch(cfg, 10 + rank)], engine.device, "av")
+                r = train_step(engine, [fake_batch(cfg, 10 + rank)], engine.device, task.loss)
                 moved = [n for n, p in engine.module.named_parameters() if p.requires_grad
                          and not torch.equal(p, trainable[n])]
                 out[f"{name}/zero{stage}"] = {

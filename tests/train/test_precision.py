@@ -11,17 +11,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from avpea_dist.models.model import build_model
 from avpea_dist.train.engine import deepspeed_config, param_groups
 
-from trainkit import fake_batch, tiny_config
+from trainkit import fake_batch, model_and_task, tiny_config
 
 LR = 1e-5  # a warm-up learning rate: 1e-5 / ~0.05 (a typical adapter weight) is well below 2^-9
 
 
 @pytest.fixture(scope="module")
 def world_of_one():
-    from avpea_dist.runtime.startup import world as avdist
+    from avpea_dist.runtime import world as avdist
 
     avdist.init_process_group(avdist.world_info_from_env(), "gloo", 60)
     yield
@@ -36,13 +35,13 @@ def _engine(old: bool):
     cfg = tiny_config("dist.precision=bf16", "dist.zero_stage=2", f"optim.lr_adapter={LR}", f"optim.lr_head={LR}",
                       "optim.warmup_steps=0", "train.steps=1000", "optim.weight_decay=0")
     torch.manual_seed(0)
-    model = build_model(cfg.model)
+    model, task = model_and_task(cfg)
     if not old:
-        return build_engine(model, cfg)[0], cfg
+        return build_engine(model, cfg)[0], cfg, task
     ds = deepspeed_config(cfg, sum(p.numel() for p in model.parameters() if p.requires_grad))
     ds["bf16"], ds["torch_autocast"] = {"enabled": True}, {"enabled": False}  # what main shipped
     opt = torch.optim.AdamW(param_groups(model, cfg), lr=LR)
-    return deepspeed.initialize(model=model, optimizer=opt, config=ds, dist_init_required=False)[0], cfg
+    return deepspeed.initialize(model=model, optimizer=opt, config=ds, dist_init_required=False)[0], cfg, task
 
 
 def _adapter_weights(engine) -> dict[str, torch.Tensor]:
@@ -53,13 +52,13 @@ def _adapter_weights(engine) -> dict[str, torch.Tensor]:
 def test_a_small_update_through_a_zero_init_gate_survives_only_with_fp32_masters(world_of_one, old):
     from avpea_dist.train.loop import train_step
 
-    engine, cfg = _engine(old)
+    engine, cfg, task = _engine(old)
     gates = [p for n, p in engine.module.named_parameters() if n.endswith(".gate")]
     assert gates and all(float(g.detach().abs().max()) == 0 for g in gates)
-    assert train_step(engine, [fake_batch(cfg, 1)], engine.device, "av").applied  # opens the gates by ~lr
+    assert train_step(engine, [fake_batch(cfg, 1)], engine.device, task.loss).applied  # opens the gates by ~lr
     assert all(float(g.detach().abs().max()) > 0 for g in gates)
     before = _adapter_weights(engine)
-    assert train_step(engine, [fake_batch(cfg, 2)], engine.device, "av").applied  # gradients ~ gate ~ lr
+    assert train_step(engine, [fake_batch(cfg, 2)], engine.device, task.loss).applied  # gradients ~ gate ~ lr
     after = _adapter_weights(engine)
     changed = sum(int((after[n] != before[n]).sum()) for n in before) / sum(t.numel() for t in before.values())
     if old:

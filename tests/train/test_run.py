@@ -7,12 +7,12 @@ import json
 import pytest
 
 from avpea_dist.config import ConfigError
-from avpea_dist.runtime.startup import preempt
+from avpea_dist.runtime import preempt
 from avpea_dist.train.loop import TrainingError
 from avpea_dist.train.metrics import read_jsonl
 from avpea_dist.train.run import run_training
 
-from trainkit import MemoryData, tiny_config
+from trainkit import MemoryData, model_and_task, tiny_config
 
 
 def _cfg(out, *extra):
@@ -69,6 +69,50 @@ def test_a_single_non_finite_step_is_skipped_and_training_goes_on(tmp_path):
     assert result["status"] == "finished" and result["step"] == 6 and result["skipped_steps"] == 1
 
 
+def test_hooks_see_every_batch_step_evaluation_and_save_and_can_spoil_a_loss(tmp_path):
+    import dataclasses
+
+    from avpea_dist.train.hooks import TrainHooks
+
+    class Recorder(TrainHooks):
+        def __init__(self):
+            self.seen, self.steps = [], 0
+
+        def on_batch(self, epoch, index, batch):
+            self.seen.append(("batch", epoch, index))
+
+        def before_step(self, engine):
+            self.steps += 1
+
+        def after_step(self, engine, r):
+            self.seen.append(("step", self.steps, r.applied))
+
+        def on_loss(self, outputs, batch, loss):  # the 3rd step call's loss becomes NaN: skipped on every rank
+            return dataclasses.replace(loss, loss=loss.loss * float("nan")) if self.steps == 3 else loss
+
+        def before_eval(self, split):
+            self.seen.append(("eval", split))
+
+        def after_save(self, step, folder):
+            self.seen.append(("save", step, folder.name))
+
+        def checkpoint_file(self, path, f):
+            self.seen.append(("file", path.name))
+            return f
+
+    cfg = _cfg(tmp_path / "r", "train.steps=3", "train.eval_every=3", "train.ckpt_every=3")
+    hooks = Recorder()
+    result = run_training(cfg, data=MemoryData(cfg, 0), hooks=hooks)
+    assert result["status"] == "finished" and result["skipped_steps"] == 1
+    assert [e for e in hooks.seen if e[0] == "batch"] == [("batch", 0, i) for i in range(4)]  # 4 per epoch
+    assert [e for e in hooks.seen if e[0] == "step"] == [("step", 1, True), ("step", 2, True), ("step", 3, False),
+                                                         ("step", 4, True)]
+    assert [e for e in hooks.seen if e[0] in ("eval", "save")] == [("eval", "val"), ("save", 3, "step_00000003"),
+                                                                   ("eval", "test")]
+    files = {e[1] for e in hooks.seen if e[0] == "file"}
+    assert {"rank_0.json", "rank_0_rng.safetensors", "manifest.json", "latest", "mp_rank_00_model_states.pt"} <= files
+
+
 def test_too_much_corrupt_data_stops_the_run(tmp_path):
     cfg = _cfg(tmp_path / "r", "data.max_bad_fraction=0.2")
     with pytest.raises(TrainingError, match="corrupt"):
@@ -83,8 +127,8 @@ def test_resume_none_refuses_a_folder_with_checkpoints(tmp_path):
 
 
 def test_class_count_must_match_the_shards(synth_shards, tmp_path):
-    cfg = _cfg(tmp_path / "r", f"data.shards={synth_shards}", "model.num_classes=5")
-    with pytest.raises(ConfigError, match="model.num_classes=9"):
+    cfg = _cfg(tmp_path / "r", f"data.shards={synth_shards}", "avel.num_classes=5")
+    with pytest.raises(ConfigError, match="avel.num_classes=9"):
         run_training(cfg)
 
 
@@ -153,17 +197,16 @@ def test_train_accuracy_and_gradient_norm_come_from_the_step_results():
 def test_trainable_backbone_norms_reach_the_optimizer_export_and_checkpoint(tmp_path):
     from safetensors import safe_open
 
-    from avpea_dist.models.model import build_model
     from avpea_dist.train.engine import param_groups
 
     cfg = _cfg(tmp_path / "r", "model.train_backbone_norms=true", "train.steps=2")
-    model = build_model(cfg.model)
+    model, task = model_and_task(cfg)
     norms = {"vit.blocks.0.norm1.weight", "vit.blocks.11.norm2.bias", "vit.norm.weight"}
     in_optimizer = {id(p) for g in param_groups(model, cfg) for p in g["params"]}
     named = dict(model.named_parameters())
     assert all(id(named[n]) in in_optimizer for n in norms)
     assert not named["vit.patch_embed.proj.weight"].requires_grad
-    assert not build_model(tiny_config().model).vit.norm.weight.requires_grad  # off by default
+    assert not model_and_task(tiny_config())[0].vit.norm.weight.requires_grad  # off by default
 
     result = run_training(cfg, data=MemoryData(cfg, 0))
     assert result["status"] == "finished"
@@ -173,7 +216,8 @@ def test_trainable_backbone_norms_reach_the_optimizer_export_and_checkpoint(tmp_
     assert not torch_equal(exported["vit.norm.weight"], named["vit.norm.weight"])  # trained, not the init
     from avpea_dist.train.export import load_trainable
 
-    load_trainable(model, tmp_path / "r" / "final" / "adapters.safetensors", cfg.model)  # as `avpea eval` does
+    load_trainable(model, tmp_path / "r" / "final" / "adapters.safetensors", cfg.model,
+                   task.signature())  # as `avpea eval` does
     assert torch_equal(exported["vit.norm.weight"], model.vit.norm.weight)
     resumed = run_training(_cfg(tmp_path / "r", "model.train_backbone_norms=true", "train.steps=3"),
                            data=MemoryData(cfg, 0))  # the checkpoint (with the norms) loads
@@ -192,8 +236,9 @@ def test_validation_splits_accuracy_into_event_and_background_segments():
     from avpea_dist.tasks.avel.task import AVELTask
     from avpea_dist.train.evaluate import evaluate_task
 
-    class Fixed(torch.nn.Module):  # predicts class 0 for every segment
-        def forward(self, frames, audio):
+    class Fixed(torch.nn.Module):  # predicts class 0 for every segment; called as the model is: (batch) or (f, a)
+        def forward(self, batch, audio=None):
+            frames = batch["frames"] if isinstance(batch, dict) else batch
             return torch.nn.functional.one_hot(torch.zeros(frames.shape[:2], dtype=torch.long), 3).float()
 
     labels = torch.tensor([[0, 0, 2, 1], [2, 2, 2, 0]])  # background is class 2
@@ -212,6 +257,6 @@ def test_the_lavish_recipe_differs_from_ours_in_the_recipe_only():
     ours = load_config(f"{REPO}/configs/avel_vitl.yaml")
     lavish = load_config(f"{REPO}/configs/avel_vitl_lavish.yaml")
     assert {k for k, v in vars(ours.model).items() if getattr(lavish.model, k) != v} == {"train_backbone_norms"}
-    assert lavish.train.loss == "bce_softmax" and lavish.data.batch_size == 2
+    assert lavish.avel.loss == "bce_softmax" and lavish.data.batch_size == 2
     assert 5 <= lavish.optim.lr_adapter / lavish.optim.lr_head <= 10
     assert (lavish.optim.lr_adapter, lavish.optim.lr_head) == (3e-5, 6e-6)

@@ -25,7 +25,7 @@ SMALL = ["model.pretrained=none", "model.img_size=32", "model.mel_bins=32", "mod
 
 @pytest.fixture
 def world_of_one():
-    from avpea_dist.runtime.startup import world as avdist
+    from avpea_dist.runtime import world as avdist
 
     avdist.init_process_group(avdist.world_info_from_env(), "gloo", 60)
     yield

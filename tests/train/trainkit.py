@@ -24,6 +24,16 @@ def tiny_config(*overrides: str) -> Config:
                               "train.progress=false", "dist.timeout_s=60", *overrides])
 
 
+def model_and_task(cfg: Config, load_weights: bool = True) -> tuple[Any, Any]:
+    """The config's model (encoder + its task's head) and its task, built without shards as ``avpea predict``
+    does (AVEL takes its class count from ``avel.num_classes``)."""
+    from avpea_dist.models.model import build_model
+    from avpea_dist.tasks.registry import build_task
+
+    task = build_task(cfg, None)
+    return build_model(cfg.model, load_weights, task=task), task
+
+
 def fake_batch(cfg: Config, seed: int, nan: bool = False) -> dict[str, Any]:
     g = torch.Generator().manual_seed(seed)
     m, B, T = cfg.model, cfg.data.batch_size, cfg.model.num_segments
@@ -31,7 +41,7 @@ def fake_batch(cfg: Config, seed: int, nan: bool = False) -> dict[str, Any]:
     if nan:
         audio[0, 0, 0, 0] = float("nan")
     return {"frames": torch.randint(0, 256, (B, T, 3, m.img_size, m.img_size), dtype=torch.uint8, generator=g),
-            "audio": audio, "labels": torch.randint(0, m.num_classes, (B, T), generator=g),
+            "audio": audio, "labels": torch.randint(0, cfg.avel.num_classes, (B, T), generator=g),
             "key": [f"clip{seed}_{i}" for i in range(B)], "skipped": 0}
 
 

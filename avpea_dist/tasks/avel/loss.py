@@ -1,4 +1,4 @@
-"""Per-segment training objectives, chosen by ``avel.loss`` and handed to ``train_step`` as ``loss_fn``.
+"""AVEL's per-segment training objectives, chosen by ``avel.loss``; ``AVELTask.loss`` applies the chosen one.
 
 Both take logits (B, T, classes) and integer labels (B, T) and return a scalar.
 
@@ -18,11 +18,15 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ...train.loop import segment_loss
-
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-cross_entropy = segment_loss  # the loop's own default objective
+
+def segment_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over every segment of every clip (``avel.loss='ce'``)."""
+    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
+
+
+cross_entropy = segment_loss  # its name in ``LOSSES``
 
 _LOG_CLAMP = -100.0  # what torch's BCELoss does to log(0)
 

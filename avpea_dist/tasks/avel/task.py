@@ -16,6 +16,7 @@ from ...errors import ConfigError
 from ..base import EvalPart, Task, TaskLoss
 from .codec import AVELCodec
 from .head import AVELHead
+from .loss import loss_for
 from .metrics import majority_accuracy, segment_metrics, segment_sums
 
 
@@ -41,12 +42,8 @@ class AVELTask(Task):
         return AVELHead(embed_dim * len(streams), self.cfg.avel.head_hidden, self.cfg.avel.num_classes)
 
     def loss(self, outputs: torch.Tensor, batch: dict[str, Any]) -> TaskLoss:
-        from ...train import loop
-        from . import loss as losses
-
         labels = batch["labels"]
-        # 'ce' is the loop's own segment_loss, looked up at call time (the fault tests replace it).
-        fn = loop.segment_loss if self.cfg.avel.loss == "ce" else losses.loss_for(self.cfg.avel.loss)
+        fn = loss_for(self.cfg.avel.loss)
         return TaskLoss(fn(outputs, labels), (outputs.detach().argmax(-1) == labels).sum(), labels.numel())
 
     def eval_batch(self, model: nn.Module, batch: dict[str, Any], device: torch.device) -> EvalPart:
@@ -61,9 +58,8 @@ class AVELTask(Task):
         return segment_metrics(sums)
 
     def signature(self) -> dict[str, Any]:
-        """The head's sizes and the objective ('avel.loss' may be changed on resume: the spec allows it)."""
-        a = self.cfg.avel
-        return {"avel.num_classes": a.num_classes, "avel.head_hidden": a.head_hidden, "avel.loss": a.loss}
+        """The head's sizes: a checkpoint or an export of this head fits no other."""
+        return {"avel.num_classes": self.cfg.avel.num_classes, "avel.head_hidden": self.cfg.avel.head_hidden}
 
     def baselines(self, split: str) -> dict[str, Any]:
         hist = self.label_histogram("train"), self.label_histogram(split)
