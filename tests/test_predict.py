@@ -89,7 +89,7 @@ def _reference(run: Path, video: Path) -> torch.Tensor:
 
 
 def test_predict_matches_the_model_on_the_shard_path(run_dir, videos, tmp_path):
-    from avpea_dist.apps.predict import load_predictor, predict_videos
+    from avpea_dist.tasks.avel.commands import load_predictor, predict_videos
 
     predictor = load_predictor(run_dir / "config.yaml", run_dir / "best" / "adapters.safetensors", device="cpu",
                                batch_size=2)
@@ -119,7 +119,7 @@ def test_predict_matches_the_model_on_the_shard_path(run_dir, videos, tmp_path):
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
 
     # The 35 s clip in windows of 10 (10, 10, 10, 5) equals one pass over single seconds: windows cover it all.
-    frames_audio = __import__("avpea_dist.apps.predict", fromlist=["video_inputs"]).video_inputs(
+    frames_audio = __import__("avpea_dist.tasks.avel.commands", fromlist=["video_inputs"]).video_inputs(
         videos["long"], predictor.prep, SIZE)
     predictor.window_s = 1
     per_second = predictor.probabilities(*frames_audio)

@@ -32,9 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "config with 2 DeepSpeed ranks on CPU for AV-PEA and the audio-only and "
                                    "visual-only ablations, and print the test table against the baseline. Exit 0: "
                                    "the demo's bar is met; 1: it is not; 3: interrupted (rerun to continue).")
-    # The README's first command is a bare `avpea demo`: it keeps meaning the AVEL demo.
-    p.add_argument("--task", default="avel", help="a registered task with a demo (avel, the default; avqa, "
-                   "retrieval, captioning, and any plug-in task whose spec names demo settings)")
+    p.add_argument("--task", required=True, help="a registered task with a demo (avel, avqa, retrieval, "
+                   "captioning, and any plug-in task whose spec names demo settings)")
     p.add_argument("--out", default=None, help="folder for data, runs and summary.json (default: the task's own, "
                    "runs/demo for avel, runs/demo_<task> for the others)")
     p.add_argument("--config", default=None, help="config to train (default: the task's shipped tiny config)")
@@ -60,9 +59,6 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         if args.json:
             print(json.dumps(result))
-        elif cfg.task == "avel":
-            print(f"{args.split} per-segment accuracy {result['accuracy']:.4f} over {result['segments']} segments "
-                  f"({result['clips']} clips), loss {result['loss']:.4f}  [{args.checkpoint}]")
         else:
             from ..train.evaluate import scalars
 

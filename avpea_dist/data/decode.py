@@ -24,6 +24,7 @@ import av
 import numpy as np
 
 from .features import centred_windows, window_starts
+from .options import SAMPLINGS  # noqa: F401 (re-exported)
 
 # Stop decoding this far past the last segment centre: clips longer than the segments are cut.
 _TAIL_S = 0.5
@@ -31,7 +32,6 @@ _TAIL_S = 0.5
 # this share of the clip; with keyframes far apart, decoding straight through is cheaper.
 _SEEK_WORTH = 0.6
 _AUDIO_LEAD_S = 0.25  # decoded and dropped before each seeked audio window: the codec and resampler settle
-SAMPLINGS = ("first", "even")
 
 
 class DecodeError(Exception):

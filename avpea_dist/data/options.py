@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 AUDIO_WINDOWS = ("exact", "linspace")
+SAMPLINGS = ("first", "even")
+"""Segment samplings (see data/decode.py): 'first' = second i of the clip, 'even' = spread over the video."""
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,6 @@ class BuildOptions:
             raise ValueError(f"jpeg_quality={self.jpeg_quality} must lie in (0, 100]")
         if self.audio_windows not in AUDIO_WINDOWS:
             raise ValueError(f"--audio-windows={self.audio_windows!r} must be one of {', '.join(AUDIO_WINDOWS)}")
-        from .decode import SAMPLINGS  # PyAV: only where options are made
-
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"--sampling={self.sampling!r} must be one of {', '.join(SAMPLINGS)}")
         if self.sampling == "even" and self.audio_windows != "exact":

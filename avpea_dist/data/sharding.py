@@ -25,7 +25,6 @@ from .build import ordered_results, preprocessing
 from .options import BuildOptions
 from .parts import intact, load_done, mark_unfinished, merge_if_complete, write_part
 from .plan import Shard, make_plan, task_shards
-from .tario import TarShardWriter
 
 CACHE = ".decoded"
 """Under the shard folder: decoded videos waiting for a later sample (removed when the task ends)."""
@@ -108,6 +107,8 @@ class Decoded:
 def _write_result(path: Path, result: tuple[str, Any]) -> None:
     status, payload = result
     with atomic_open(path, "wb") as f:
+        from .tario import TarShardWriter  # webdataset and torch: only where shards are written
+
         writer = TarShardWriter(f)
         writer.write("r", payload if status == "ok" else {"skip": str(payload).encode()})
         writer.close()
@@ -124,6 +125,8 @@ def _write_shard(out: Path, shard: Shard, release: Release, videos: Decoded, tic
                            **release.record()}
     path = out / f"{shard.name}.tar"
     with atomic_open(path, "wb") as f:
+        from .tario import TarShardWriter  # webdataset and torch: only where shards are written
+
         writer = TarShardWriter(f)
         for sample in shard.clips:
             status, payload = videos.take(release.video(sample))

@@ -12,7 +12,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 
 from ..fileio import atomic_open
@@ -69,6 +68,8 @@ def background(size: int, rng: np.random.Generator) -> np.ndarray:
 def write_mp4(path: Path, frames: np.ndarray, audio: np.ndarray, spec: SynthSpec) -> None:
     """Encode RGB frames (T, H, W, 3) at ``spec.fps`` and mono audio (duplicated to ``spec.channels``; none
     when empty) into ``path`` atomically."""
+    import av  # PyAV: only where a video is written (reading the CLI's options stays light)
+
     with atomic_open(path, "wb") as f, av.open(f, mode="w", format="mp4") as out:
         v = out.add_stream(spec.video_codec, rate=spec.fps)
         v.height, v.width = frames.shape[1:3]

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..fileio import sha256_file
-from .manifest import read_manifest
+from .manifest import LEGACY_SCHEMA, read_manifest
 from .tario import iter_raw_samples
 
 
@@ -67,7 +67,7 @@ def describe(shards_dir: str | Path) -> str:
     """Human-readable schema, counts per split and class histogram."""
     m = read_manifest(shards_dir)
     pre = m["preprocessing"]
-    schema = m.get("schema", "avel")
+    schema = m.get("schema", LEGACY_SCHEMA)
     lines = [f"shards   {Path(shards_dir)}  (format {m['format']} v{m['version']}, schema {schema}, source "
              f"{m['source']})",
              "sample schema (one tar member per row; key = one per annotation record, json id = video id):"]

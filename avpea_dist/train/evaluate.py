@@ -180,7 +180,7 @@ def evaluate_export(cfg: Any, checkpoint: str, split: str) -> dict[str, Any]:
         data = ShardData(cfg, info.rank, info.world_size)
         torch.manual_seed(cfg.train.seed)  # a random-init backbone is rebuilt exactly as training built it
         model = build_model(cfg.model, task=data.task)
-        meta = load_trainable(model, checkpoint, cfg.model)
+        meta = load_trainable(model, checkpoint, cfg.model, data.task.signature())
         device = torch.device("cuda", info.local_rank) if torch.cuda.is_available() else torch.device("cpu")
         model.to(device)
         result = evaluate_task(data.task, model, data.eval_batches(split), device, split=split)

@@ -154,7 +154,7 @@ def test_retrieval_bar_needs_r1_above_both_streams_in_both_directions(tmp_path):
 def test_demo_writes_the_summary_and_the_table(tmp_path):
     out = tmp_path / "demo"
     # One rank per run and a handful of steps: the real demo's learning is measured in the README (Training).
-    cmd = [sys.executable, "-m", "avpea_dist.cli", "demo", "--out", str(out), "--clips", "24", "--nproc", "1",
+    cmd = [sys.executable, "-m", "avpea_dist.cli", "demo", "--task", "avel", "--out", str(out), "--clips", "24", "--nproc", "1",
            "model.img_size=32", "train.steps=3", "train.eval_every=3", "train.ckpt_every=3", "eval.batch_size=4",
            "train.progress=false"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "TQDM_DISABLE": "1"}

@@ -80,9 +80,9 @@ def video_inputs(video: str | Path, prep: Preprocessing, img_size: int) -> tuple
     import numpy as np
     import torch
 
-    from ..data.decode import DecodeError, decode_clip
-    from ..data.features import fbank_segments, jpeg_bytes, normalise_fbank
-    from ..data.stream import decode_jpeg
+    from ...data.decode import DecodeError, decode_clip
+    from ...data.features import fbank_segments, jpeg_bytes, normalise_fbank
+    from ...data.stream import decode_jpeg
 
     n = video_seconds(video)
     frames, wave = decode_clip(video, segments=n, size=prep.frame_size, sample_rate=prep.sample_rate,
@@ -98,7 +98,7 @@ def video_seconds(video: str | Path) -> int:
     """Whole seconds the video covers (a last partial second counts from half a second on)."""
     import av
 
-    from ..data.decode import DecodeError
+    from ...data.decode import DecodeError
 
     path = Path(video)
     if not path.is_file():
@@ -145,7 +145,7 @@ def resolve_model(run: str | Path | None, checkpoint: str | Path | None, config:
 
 def shard_facts(shards: str, num_classes: int, img_size: int) -> tuple[list[str], Preprocessing]:
     """Class names and preprocessing from the training shards' manifest; neutral names when unreachable."""
-    from ..data.manifest import read_manifest
+    from ...data.manifest import read_manifest
 
     try:
         m = read_manifest(shards)
@@ -167,10 +167,10 @@ def load_predictor(config: Path, checkpoint: Path, *, device: str = "auto", wind
                    batch_size: int = 8, overrides: list[str] | tuple[str, ...] = ()) -> Predictor:
     import torch
 
-    from ..config_load import load_config
-    from ..models.model import build_model
-    from ..tasks.registry import build_task
-    from ..train.export import load_trainable
+    from ...config_load import load_config
+    from ...models.model import build_model
+    from ..registry import build_task
+    from ...train.export import load_trainable
 
     cfg = load_config(config, list(overrides))
     if cfg.task != "avel":
@@ -259,8 +259,8 @@ def timeline_png(timeline: dict[str, Any], classes: list[str]) -> bytes:
 
 def predict_videos(predictor: Predictor, videos: list[str], out: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Every video in turn; -> (timelines written, one problem line per video that failed)."""
-    from ..data.decode import DecodeError
-    from ..fileio import atomic_write_bytes, atomic_write_json
+    from ...data.decode import DecodeError
+    from ...fileio import atomic_write_bytes, atomic_write_json
 
     done, problems, stems = [], [], set()
     for video in videos:
