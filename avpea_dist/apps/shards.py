@@ -128,7 +128,7 @@ def report(m: dict, out: str, strict: bool, builder: Any = None) -> int:
         print(line)
     skipped = [(split, e) for split, s in m["splits"].items() for e in s["skipped"]]
     if skipped:
-        print(f"skipped {len(skipped)} clips (all in manifest.json under splits.*.skipped)"
+        print(f"skipped {len(skipped)} records (all in manifest.json under splits.*.skipped)"
               + ("; the first ones:" if len(skipped) > 20 else ":"))
         for split, e in skipped[:20]:
             extra = "".join(f" {k} {v}" for k, v in e.items() if k not in ("id", "key", "reason"))

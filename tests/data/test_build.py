@@ -64,7 +64,7 @@ def test_build_skips_bad_clips_keeps_good_and_resumes(messy_ave, tmp_path: Path)
     r = avpea_process("shards", "build", "ave", "--root", str(root), "--out", str(out), "--workers", "2",
                       "--shard-size", "3")
     assert r.returncode == 0, r.stderr
-    assert "skipped 5 clips" in r.stdout
+    assert "skipped 5 records" in r.stdout
     m = json.loads((out / "manifest.json").read_text())
     skipped = {e["id"]: e["reason"] for s in m["splits"].values() for e in s["skipped"]}
     assert set(skipped) == set(broken)
