@@ -100,8 +100,8 @@ def test_a_sample_the_codec_refuses_is_skipped_and_counted(tmp_path):
 def test_a_task_without_a_demo_module_says_so(toy_registered, tmp_path):
     from avpea_dist.apps.demo import run_task_demo
 
-    with pytest.raises(ValueError, match=r"the toy demo is not available in this version \(no "
-                                         r"avpea_dist/tasks/toy/demo.py\); demos available: avel"):
+    with pytest.raises(ValueError, match=r"the toy demo is not available in this version \(its TaskSpec names no "
+                                         r"demo settings\); demos available: avel"):
         run_task_demo("toy", tmp_path)
     with pytest.raises(ValueError, match=r"--task 'nope': choose one of avel, "):
         run_task_demo("nope", tmp_path)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ...data.builder import SynthSource
-from ...data.synthmedia import (COLOURS, ID_CHARS, MARKER, SynthSpec, add_media_arguments, background, finished_set,
+from ...data.synthmedia import (COLOURS as RGB, ID_CHARS, MARKER, SynthSpec, add_media_arguments, background, finished_set,
                                   media_options, paint, write_mp4)
 from ...fileio import atomic_write_json
 
@@ -136,7 +136,7 @@ def render(clip: Clip, spec: SynthSpec, rng: np.random.Generator) -> tuple[np.nd
     top, bottom = int(size * rng.uniform(0.1, 0.2)), int(size * rng.uniform(0.8, 0.9))
     left = int(size * rng.uniform(0.03, 0.08)) + (size // 2 if clip.side == "right" else 0)
     right = left + int(size * 0.42)
-    shade = np.array(COLOURS[clip.colour], np.float32) * rng.uniform(0.85, 1.0)
+    shade = np.array(RGB[clip.colour], np.float32) * rng.uniform(0.85, 1.0)
     paint(base, (top, bottom, left, right), tuple(shade), SHAPES[clip.shape])
     frames = np.stack([np.clip(base + rng.normal(0, 4, (size, size, 1)), 0, 255).astype(np.uint8)
                        for _ in range(SECONDS * spec.fps)])
