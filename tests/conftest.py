@@ -30,3 +30,29 @@ def synth_shards(tmp_path_factory: pytest.TempPathFactory):
     builder = plugins.load(plugins.dataset_spec("ave").builder)
     builder.build(base / "shards", BuildOptions(workers=2, shard_size=8), progress=False, root=base / "ave")
     return base / "shards"
+
+
+# Tests that change the machine they run on (the real Slurm cluster installs slurm-wlm and munge with apt and
+# adds a line to /etc/hosts) run only where that is wanted: in CI, or where a person opted in. Anyone else
+# running pytest as root gets a skip, not a changed machine.
+MACHINE_CHANGES_VAR = "AVPEA_TEST_MACHINE_CHANGES"
+
+
+def machine_changes_allowed(environ=os.environ) -> bool:
+    def on(name: str) -> bool:
+        return environ.get(name, "").strip().lower() in ("1", "true", "yes")
+    return on("CI") or on(MACHINE_CHANGES_VAR)
+
+
+@pytest.fixture(scope="session")
+def machine_changes() -> None:
+    """Request this fixture before any other in a test that installs packages or edits system files: it
+    skips the test (one line for the whole session, saying how to opt in) unless CI=true or the opt-in is set."""
+    if not machine_changes_allowed():
+        pytest.skip(f"changes this machine (apt install of Slurm, /etc/hosts); run with {MACHINE_CHANGES_VAR}=1 "
+                    f"or CI=true to include it")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    state = "on" if machine_changes_allowed() else f"off (set {MACHINE_CHANGES_VAR}=1 or CI=true to run them)"
+    return f"machine-changing tests (Slurm via apt, /etc/hosts): {state}"

@@ -53,6 +53,7 @@ def test_fused_streams_match_separate_calls():
         torch.testing.assert_close(grads_f[name], grads_p[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
+@pytest.mark.slow
 def test_bf16_frozen_backbone_stays_close_to_fp32():
     fp32 = opened_model()
     bf16 = opened_model()

@@ -88,6 +88,7 @@ def _reference(run: Path, video: Path) -> torch.Tensor:
         return model.eval()(batch["frames"], batch["audio"])[0].softmax(-1)
 
 
+@pytest.mark.slow
 def test_predict_matches_the_model_on_the_shard_path(run_dir, videos, tmp_path):
     from avpea_dist.tasks.avel.commands import load_predictor, predict_videos
 
@@ -127,6 +128,7 @@ def test_predict_matches_the_model_on_the_shard_path(run_dir, videos, tmp_path):
     assert [s["prob"] for s in data["seconds"]] == pytest.approx(per_second.max(-1).values.tolist(), abs=1e-5)
 
 
+@pytest.mark.slow
 def test_predict_command_one_line_per_video(run_dir, videos, tmp_path):
     cmd = [sys.executable, "-m", "avpea_dist.cli", "predict", "--run", str(run_dir), str(videos["short"]),
            str(tmp_path / "gone.mp4"), "--batch-size", "1"]

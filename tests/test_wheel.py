@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -37,13 +38,23 @@ def test_installed_wheel_runs_the_shipped_configs(tmp_path, synth_shards):
     src = tmp_path / "src"
     for name in ("avpea_dist", "configs"):
         shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy2(REPO / name, src / name)
     wheels = tmp_path / "wheels"
     # No build isolation: the build backend (setuptools) comes from this machine, as the other packages do.
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels),
           str(src)], tmp_path, env)
     (wheel,) = wheels.glob("avpea_dist-*.whl")
+    # Every package folder of the checkout is in the wheel (setup.py finds them: a new task or dataset
+    # package ships by being there), and so is every shipped config.
+    names = set(zipfile.ZipFile(wheel).namelist())
+    packages = sorted(str(p.parent.relative_to(REPO)) for p in (REPO / "avpea_dist").rglob("__init__.py")
+                      if "__pycache__" not in p.parts)
+    missing = [p for p in packages if f"{p}/__init__.py" not in names]
+    assert len(packages) > 10 and not missing, f"packages left out of the wheel: {missing}"
+    configs = sorted(p.name for p in (REPO / "configs").glob("*.yaml"))
+    missing = [c for c in configs if f"avpea_dist/configs/{c}" not in names]
+    assert configs and not missing, f"configs left out of the wheel: {missing}"
 
     venv.EnvBuilder(system_site_packages=True, with_pip=False).create(tmp_path / "venv")
     py = tmp_path / "venv" / "bin" / "python"

@@ -58,6 +58,7 @@ def messy_ave(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     return root, broken
 
 
+@pytest.mark.slow
 def test_build_skips_bad_clips_keeps_good_and_resumes(messy_ave, tmp_path: Path) -> None:
     root, broken = messy_ave
     out = tmp_path / "shards"
@@ -110,6 +111,7 @@ def test_build_skips_bad_clips_keeps_good_and_resumes(messy_ave, tmp_path: Path)
     assert r.returncode == 0 and sum(s["samples"] for s in m2["splits"].values()) == 12 - len(broken) + 1
 
 
+@pytest.mark.slow
 def test_bad_annotations_and_empty_result(messy_ave, tmp_path: Path) -> None:
     root, broken = messy_ave
     bad = tmp_path / "bad"

@@ -37,6 +37,7 @@ def one_task(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return base / "data", base / "one"
 
 
+@pytest.mark.slow
 def test_two_tasks_equal_one_task(one_task, tmp_path: Path) -> None:
     """`synth` through two local tasks (each writes only the videos its shards need) equals `shards build synth`."""
     data, one = one_task
@@ -55,6 +56,7 @@ def test_two_tasks_equal_one_task(one_task, tmp_path: Path) -> None:
     _same_build(out, one)
 
 
+@pytest.mark.slow
 def test_killed_task_rebuilds_only_its_unfinished_shards(one_task, tmp_path: Path) -> None:
     """`ave` on the same folder: task 1 of 2 killed (SIGKILL) after its first shard; the resubmitted job
     reuses that shard, builds the rest, and the result equals the one-task build."""

@@ -6,6 +6,9 @@ a config written into the session's temp folder and pointed to by SLURM_CONF: no
 touched. The node names resolve through one line added to the hosts file (Slurm hands them out in
 SLURM_JOB_NODELIST and they become MASTER_ADDR); the line is removed again at the end. One-node tests run
 on the same cluster: a one-node job takes n1 or n2, each with all of the machine's CPUs.
+
+Installing and editing /etc/hosts change the machine: only the ``slurm_cluster`` fixture calls these, behind
+the suite's gate (CI=true or AVPEA_TEST_MACHINE_CHANGES=1; see tests/conftest.py).
 """
 
 from __future__ import annotations

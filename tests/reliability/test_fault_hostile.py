@@ -28,6 +28,7 @@ def _avpea(*args: str) -> subprocess.CompletedProcess:
                           timeout=300, cwd=REPO)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_the_payloads_are_live(tmp_path):
     """Control: unpickling the same bytes elsewhere does run the payload, so the marker checks can fail."""
@@ -41,6 +42,7 @@ def test_the_payloads_are_live(tmp_path):
         assert marker.read_text() == "payload ran"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_shard_pickle_members_and_a_lying_manifest_are_refused(synth_shards, tmp_path):
     marker = tmp_path / "PAYLOAD_RAN"

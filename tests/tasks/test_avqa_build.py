@@ -52,6 +52,7 @@ def avqa_build(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"data": data, "out": out, "stdout": r.stdout}
 
 
+@pytest.mark.slow
 def test_build_real_excerpt(avqa_build) -> None:
     out, data = avqa_build["out"], avqa_build["data"] / "json"
     m = json.loads((out / "manifest.json").read_text())

@@ -11,6 +11,7 @@ from avpea_dist.tasks.captioning.metrics import python_tokenize, score_captions,
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="Java runs the PTB tokenizer and METEOR")
 
 
+@pytest.mark.slow
 def test_bleu4_and_rouge_l_by_hand():
     # One clip. Candidate 'a b c d e', reference 'a b c d f': clipped n-gram precisions 4/5, 3/4, 2/3, 1/2,
     # equal lengths (no brevity penalty): BLEU-4 = (4/5 * 3/4 * 2/3 * 1/2) ** (1/4).
@@ -43,6 +44,7 @@ HAND_SET = {
 }
 
 
+@pytest.mark.slow
 @needs_java
 def test_all_metrics_equal_pycocoevalcap_run_separately():
     from pycocoevalcap.bleu.bleu import Bleu

@@ -220,6 +220,7 @@ def _one_stream_best(records, scenes, keep: str, draws: int = 12) -> dict[str, f
     return {**{k: hits[k] / total[k] for k in total}, "AV": pooled_av}
 
 
+@pytest.mark.slow
 def test_each_kind_needs_its_streams():
     """Audio questions need only the sound, visual ones only the picture; on audio-visual questions a perfect
     one-stream model stays near 50% (pooled), where seeing and hearing answers all."""

@@ -65,6 +65,7 @@ def messy_valor(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"ann": ann, "videos": videos, "out": out, "desc": desc, "stdout": r.stdout, "t0": t0, "t1": t1, "v0": v0}
 
 
+@pytest.mark.slow
 def test_build_real_excerpt_with_its_mess(messy_valor) -> None:
     out, desc = messy_valor["out"], messy_valor["desc"]
     m = json.loads((out / "manifest.json").read_text())
@@ -107,6 +108,7 @@ def test_build_real_excerpt_with_its_mess(messy_valor) -> None:
     assert "skipped 9 records" in messy_valor["stdout"]
 
 
+@pytest.mark.slow
 def test_text_folder_loads_like_a_checkpoint(messy_valor, monkeypatch) -> None:
     from transformers import AutoModel, AutoTokenizer
 
@@ -133,6 +135,7 @@ def test_text_folder_loads_like_a_checkpoint(messy_valor, monkeypatch) -> None:
         resolve_text_model("./missing/folder", out)
 
 
+@pytest.mark.slow
 def test_rerun_resumes_and_a_killed_build_completes(messy_valor, tmp_path: Path) -> None:
     out, ann, videos = messy_valor["out"], messy_valor["ann"], messy_valor["videos"]
     args = ("shards", "build", "valor", "--ann-dir", str(ann), "--videos", str(videos), "--out", str(out),

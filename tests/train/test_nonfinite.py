@@ -7,7 +7,7 @@ import torch
 
 from trainkit import fake_batch, model_and_task, run_ranks, tiny_config
 
-pytestmark = [pytest.mark.distributed]
+pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 
 
 def _snapshot(engine) -> dict[str, torch.Tensor]:
