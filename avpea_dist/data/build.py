@@ -43,13 +43,15 @@ def sampling_record(opts: BuildOptions) -> dict[str, Any]:
             "audio_window_rule": "segment i = the audio second around its centre (sampling_rule)"}
 
 
-def encode_video(path: str, opts: BuildOptions) -> tuple[str, Any]:
-    """Worker: -> ('ok', {member: bytes} without 'json') or ('skip', reason). Never raises for a bad clip."""
+def encode_video(path: str | tuple[str, float, float | None], opts: BuildOptions) -> tuple[str, Any]:
+    """Worker: -> ('ok', {member: bytes} without 'json') or ('skip', reason). Never raises for a bad clip.
+    ``path``: a video file, or ``(file, start, end)``: the segment [start, end) s of a longer video."""
     from .decode import DecodeError, decode_clip
     from .features import audio_windows, fbank_segments, jpeg_bytes, npy_bytes
 
+    path, start, end = (path, 0.0, None) if isinstance(path, str) else path
     try:
-        frames, audio = decode_clip(path, segments=NUM_SEGMENTS, size=opts.frame_size,
+        frames, audio = decode_clip(path, segments=NUM_SEGMENTS, size=opts.frame_size, start=start, end=end,
                                     sample_rate=opts.sample_rate, no_audio=opts.no_audio,
                                     min_seconds=opts.min_seconds, whole_audio=opts.audio_windows == "linspace",
                                     sampling=opts.sampling)

@@ -40,7 +40,8 @@ class DecodeError(Exception):
 
 def decode_clip(path: str | Path, *, segments: int = 10, size: int = 224, sample_rate: int = 16000,
                 no_audio: str = "skip", min_seconds: float = 8.0, whole_audio: bool = False,
-                sampling: str = "first") -> tuple[np.ndarray, np.ndarray]:
+                sampling: str = "first", start: float = 0.0,
+                end: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """-> (frames uint8 (segments, size, size, 3), mono float32 audio of exactly segments * sample_rate).
 
     'first': segment i spans [i, i+1) s; its frame is the one nearest to i + 0.5 s. Audio shorter than the
@@ -48,9 +49,13 @@ def decode_clip(path: str | Path, *, segments: int = 10, size: int = 224, sample
     'even': the frames nearest the segment centres and the concatenated one-second windows around them
     (``features.centred_windows``). ``no_audio``: 'skip' raises for a clip without audio, 'silence'
     gives zeros. A clip whose video covers less than ``min_seconds`` is refused (a truncated download).
+    ``start``/``end`` ('even' only): the clip is [start, end) s of the file, times from its first frame (a
+    segment annotated in a whole video); ``end`` None or past the video: to its end.
     """
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling {sampling!r}: choose one of {', '.join(SAMPLINGS)}")
+    if (start or end is not None) and sampling != "even":
+        raise ValueError("a clip cut from a longer video (start/end) needs sampling 'even'")
     path = Path(path)
     if not path.is_file():
         raise DecodeError("missing file")
@@ -65,15 +70,19 @@ def decode_clip(path: str | Path, *, segments: int = 10, size: int = 224, sample
                 raise DecodeError("no audio stream (use --no-audio silence to keep such clips)")
             if sampling == "even":
                 index = _packet_index(path)
-                duration = _duration(container) or index.end - index.first
-                centres = (np.arange(segments) + 0.5) * duration / segments
+                full = _duration(container) or index.end - index.first
+                duration = (full if end is None else min(end, full)) - start
+                if duration <= 0:
+                    raise DecodeError(f"the segment starts at {start:g} s, past the video's end ({full:.1f} s)")
+                centres = start + (np.arange(segments) + 0.5) * duration / segments
                 frames, last_t = _frames(container, centres, size, _seek_spans(index, centres), index.first)
             else:
                 frames, last_t = _frames(container, np.arange(segments) + 0.5, size)
         if sampling == "even":
             if last_t + 1.0 < centres[-1]:  # the header promises more video than the file holds
-                raise DecodeError(f"truncated: video ends at {last_t:.1f} s, its header says {duration:.1f} s")
-            audio = _centred_audio(path, window_starts(centres, duration), sample_rate) if has_audio else None
+                raise DecodeError(f"truncated: video ends at {last_t:.1f} s, its header says {full:.1f} s")
+            starts = start + window_starts(centres - start, duration)
+            audio = _centred_audio(path, starts, sample_rate) if has_audio else None
         else:
             n = None if whole_audio else segments * sample_rate
             audio = _audio(path, n, sample_rate) if has_audio else None
@@ -81,7 +90,7 @@ def decode_clip(path: str | Path, *, segments: int = 10, size: int = 224, sample
         raise
     except (av.FFmpegError, OSError, ValueError, RuntimeError) as e:
         raise DecodeError(f"undecodable: {type(e).__name__}: {e}") from None
-    if last_t + 1.0 < min_seconds:  # a frame shows ~1 s of the clip at the sparsest frame rates we accept
+    if last_t - start + 1.0 < min_seconds:  # a frame shows ~1 s of the clip at the sparsest frame rates we accept
         raise DecodeError(f"too short: video ends at {last_t:.1f} s, need >= {min_seconds:.1f} s")
     if audio is None:
         audio = np.zeros(segments * sample_rate, np.float32)

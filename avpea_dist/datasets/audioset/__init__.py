@@ -38,4 +38,11 @@ Splits: AudioSet's balanced_train and unbalanced_train files are 'train', eval i
 train/test; 'val' is the seeded hold-out of train.
 """
 
+from ...plugins import DatasetSpec
+
 SCHEMA = "clips"
+
+SPEC = DatasetSpec(name="audioset", schema=SCHEMA, builder="avpea_dist.datasets.audioset.build:BUILDER",
+                   synth="avpea_dist.datasets.audioset.synth:SYNTH",
+                   description="from AudioSet: *_segments.csv + class_labels_indices.csv + the segment videos "
+                               "(Y{id}.mp4, or --video-pattern)")
