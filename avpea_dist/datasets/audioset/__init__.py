@@ -26,11 +26,13 @@ Manifest (besides the format's own fields, ``data/manifest.py``):
 - ``"validation"``: how val was formed: ``{"from": "train", "fraction": f, "seed": s, "rule": ...}`` (neither
   release has a validation split: a seeded hold-out of train videos, so all segments of one video stay in one
   split).
-- ``"availability"``: ``{"rows": n, "written": n, "missing_videos": n, "undecodable": n, "skipped_rows": n}``
-  over all splits: how much of the release was available on disk.
+- ``"availability"``: ``{"rows", "written", "missing_videos", "undecodable", "skipped_rows" (bad or repeated
+  rows, unknown labels), "available_fraction"}`` over all splits: how much of the release was available on disk.
+- ``"annotations"``: the files read (rows, comment lines, skip counts per kind), ``video_pattern``, ``full_videos``.
 - per split ``splits.<split>``: ``"rows"`` (annotation rows of that split) and ``"records"`` (== rows),
   ``"samples"`` (written), ``"skipped"``: ``[{"id", "start", "reason"}]``, with ``samples + len(skipped) ==
-  rows`` checked by the builder; ``"missing_videos"`` (count of rows skipped because no video file was found);
+  rows`` checked by the builder; ``"missing_videos"`` (count of rows skipped because no video file was found),
+  ``"undecodable"`` (rows whose video could not be decoded);
   ``"label_counts"``: ``{class id: samples written carrying it}`` in ``classes`` order, zeros included (for
   class-balanced sampling and prior baselines); ``"shards"``, ``"order_seed"`` as every schema.
 

@@ -94,6 +94,7 @@ def read_segments(path: Path, known: dict[str, int], labels_name: str) -> tuple[
     entries: list[Entry] = []
     info: dict[str, Any] = {"file": path.name, "rows": 0, "comment_lines": 0}
     kinds: Counter = Counter()
+    labelled = 0
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f, skipinitialspace=True)
         for fields in reader:
@@ -114,13 +115,14 @@ def read_segments(path: Path, known: dict[str, int], labels_name: str) -> tuple[
             seg = Segment(first, start if start is not None else -1.0, end if end is not None else -1.0,
                           tuple(_labels(fields[3:])), where)
             info["rows"] += 1
+            labelled += bool(seg.labels)
             kind, problem = _problem(seg, fields, known, labels_name)
             if problem is None:
                 entries.append(seg)
             else:
                 kinds[kind] += 1
                 entries.append({**skip(seg, f"{where}: {problem}"), "start": start})
-    if info["rows"] and kinds.get("no labels") == info["rows"]:
+    if info["rows"] and not labelled:
         raise ValueError(f"{path}: none of its {info['rows']} rows has labels (the 4th column, positive_labels): "
                          f"this copy lost them; use AudioSet's own {path.name}")
     info["skipped"] = dict(sorted(kinds.items()))
