@@ -216,4 +216,4 @@ def test_the_demo_passes_only_when_av_pea_beats_both_single_streams_on_test_map(
                "train_seconds": 100.0, "data_seconds": 10.0}
     text = "\n".join(DEMO.report(summary, o))
     assert "class prior (constant scorer)" in text and ("beats both" in text) == ok and ("DID NOT BEAT" in text) != ok
-    assert DEMO.synth(o.cfg, 240, 3) == {"clips": 240, "seed": 3}
+    assert DEMO.synth(o.cfg, 240, 3) == {"clips": 240, "seed": 3, "size": 64}  # AudioSetSynth.make's options
