@@ -51,6 +51,42 @@ def timed_mp4(path: Path, seconds: float, fps: int = 4, size: int = 32, sample_r
     return path
 
 
+QUADRANTS = (40, 100, 160, 220)
+"""Grey levels of the upright picture of a ``rotated_mp4`` clip: top-left, top-right, bottom-left, bottom-right
+(four different levels tell all eight orientations apart)."""
+
+
+def quadrant_levels(rgb: np.ndarray) -> list[float]:
+    """The mean grey level of each quadrant of a picture (H, W, 3), in the order of ``QUADRANTS``."""
+    h, w = rgb.shape[0] // 2, rgb.shape[1] // 2
+    return [float(rgb[y:y + h, x:x + w].mean()) for y in (0, h) for x in (0, w)]
+
+
+def rotated_mp4(path: Path, degrees: int, hflip: bool = False, seconds: float = 3.0, fps: int = 4,
+                width: int = 48, height: int = 64) -> Path:
+    """A clip as a phone leaves it: the upright picture (``width`` x ``height``, quadrants ``QUADRANTS``) is
+    stored turned, with a display matrix that turns it back: per PyAV's ``set_display_rotation``, a player
+    turns the stored picture ``degrees`` counter-clockwise and then mirrors it left-right if ``hflip``.
+    H.264 without audio; the matrix lives in the mp4 track header (as phones write it)."""
+    upright = np.empty((height, width, 3), np.uint8)
+    for k, level in enumerate(QUADRANTS):
+        y, x = divmod(k, 2)
+        upright[y * height // 2:(y + 1) * height // 2, x * width // 2:(x + 1) * width // 2] = level
+    stored = upright[:, ::-1] if hflip else upright  # undo the player's steps in reverse order
+    stored = np.ascontiguousarray(np.rot90(stored, -(degrees // 90)))
+    with av.open(str(path), mode="w") as out:
+        v = out.add_stream("libx264", rate=fps)
+        v.height, v.width = stored.shape[:2]
+        v.pix_fmt, v.options = "yuv420p", {"preset": "ultrafast", "threads": "1"}
+        v.set_display_rotation(degrees, hflip=hflip)
+        for j in range(max(1, int(round(seconds * fps)))):
+            frame = av.VideoFrame.from_ndarray(stored, format="rgb24")
+            frame.pts, frame.time_base = j, Fraction(1, fps)
+            out.mux(v.encode(frame))
+        out.mux(v.encode(None))
+    return path
+
+
 def shard_samples(out: Path, m: dict) -> dict[str, list[dict]]:
     """Every sample's json per split, after checking each shard's hash, size, count and members."""
     found: dict[str, list[dict]] = {}
