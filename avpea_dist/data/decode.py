@@ -10,7 +10,8 @@ the audio windows leave most of the track out, only around them (the same sample
 ones on a grid shifted by under a sample).
 
 Any container/codec FFmpeg reads works: the video is converted by swscale straight to the target size in
-RGB, the audio is resampled by swresample and averaged over its channels. Every failure becomes a
+RGB and turned upright as its display matrix says (``frame_rgb``: phone videos), the audio is resampled by
+swresample and averaged over its channels. A long video decoded a window at a time: ``decode_windows``. Every failure becomes a
 ``DecodeError`` whose message is the skip reason written to the manifest.
 """
 
