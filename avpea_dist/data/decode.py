@@ -10,7 +10,8 @@ the audio windows leave most of the track out, only around them (the same sample
 ones on a grid shifted by under a sample).
 
 Any container/codec FFmpeg reads works: the video is converted by swscale straight to the target size in
-RGB, the audio is resampled by swresample and averaged over its channels. Every failure becomes a
+RGB and turned upright as its display matrix says (``frame_rgb``: phone videos), the audio is resampled by
+swresample and averaged over its channels. A long video decoded a window at a time: ``decode_windows``. Every failure becomes a
 ``DecodeError`` whose message is the skip reason written to the manifest.
 """
 
@@ -207,9 +208,49 @@ def _frames(container: av.container.InputContainer, targets: np.ndarray, size: i
     for i, frame in enumerate(best):
         key = id(frame)
         if key not in cache:
-            cache[key] = frame.reformat(width=size, height=size, format="rgb24").to_ndarray()
+            cache[key] = frame_rgb(frame, size)
         out[i] = cache[key]
     return out, last_t
+
+
+def frame_rgb(frame: av.VideoFrame, size: int) -> np.ndarray:
+    """A decoded frame -> uint8 RGB (size, size, 3) the way a player shows it: turned and mirrored as its
+    display matrix says (a phone's portrait video is stored sideways with such a matrix)."""
+    rgb = frame.reformat(width=size, height=size, format="rgb24").to_ndarray()
+    matrix = _display_matrix(frame)
+    return rgb if matrix is None else np.ascontiguousarray(upright(rgb, matrix))
+
+
+def _display_matrix(frame: av.VideoFrame) -> np.ndarray | None:
+    """The frame's display matrix (FFmpeg's 3x3 int32 layout, 16.16 fixed point), None without one."""
+    from av.sidedata.sidedata import Type
+
+    data = frame.side_data.get(Type.DISPLAYMATRIX)
+    if data is None:
+        return None
+    matrix = np.frombuffer(bytes(data), np.int32)
+    return matrix if len(matrix) == 9 else None
+
+
+def upright(rgb: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """``rgb`` (H, W, 3) as displayed under ``matrix``: the quarter turns and flips FFmpeg's own player
+    and ``ffmpeg`` apply (fftools' autorotate, case for case), so a clip looks as it does everywhere else.
+    Any other angle is a ``DecodeError``: a tilted picture would need filling, which no training clip has."""
+    a, b, c, e = (float(matrix[k]) / 65536 for k in (0, 1, 3, 4))
+    # av_display_rotation_get: the counter-clockwise angle; fftools turns by its negative, in [0, 360).
+    angle = np.degrees(np.arctan2(b / (np.hypot(b, e) or 1.0), a / (np.hypot(a, c) or 1.0)))
+    theta = float(np.round(angle)) % 360.0
+    if abs(theta - 90) < 1:
+        return rgb.swapaxes(0, 1) if c > 0 else np.rot90(rgb, -1)  # transpose=cclock_flip : clock
+    if abs(theta - 270) < 1:
+        return np.rot90(rgb, -1)[::-1] if c < 0 else np.rot90(rgb, 1)  # transpose=clock_flip : cclock
+    if abs(theta - 180) < 1:
+        rgb = rgb[:, ::-1] if a < 0 else rgb
+        return rgb[::-1] if e < 0 else rgb
+    if theta < 1 or theta > 359:
+        return rgb[::-1] if e < 0 else rgb
+    raise DecodeError(f"the video's display matrix turns it by {theta:.0f} degrees clockwise; only quarter turns "
+                      f"are applied (re-encode it upright: ffmpeg -i IN -c:a copy OUT)")
 
 
 def _centred_audio(path: Path, starts: np.ndarray, sample_rate: int) -> np.ndarray:

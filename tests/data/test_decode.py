@@ -167,3 +167,39 @@ def test_even_sampling_seeks_to_audio_windows(tmp_path: Path) -> None:
             diff = np.abs(fbank_segments(seeked, 10).astype(np.float32)
                           - fbank_segments(straight, 10).astype(np.float32))
             assert diff.mean() < 0.02 and np.abs(seeked - straight).max() < 0.15  # a 1 kHz tone, amplitude <= 0.5
+
+
+@pytest.mark.parametrize("degrees, hflip", [(90, False), (-90, False), (180, False), (0, True), (90, True),
+                                            (-90, True)])
+def test_rotated_phone_video_comes_out_upright(tmp_path: Path, degrees: int, hflip: bool) -> None:
+    """A clip stored sideways (or mirrored) with a display matrix decodes as a player shows it, for the
+    builders ('first' and 'even' sampling) alike; the stored picture itself is not upright."""
+    import av
+
+    from .media import QUADRANTS, quadrant_levels, rotated_mp4
+
+    path = rotated_mp4(tmp_path / "phone.mp4", degrees, hflip)
+    with av.open(str(path)) as c:  # what a decoder hands over unturned differs from the upright picture
+        stored = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    assert not np.allclose(quadrant_levels(stored), QUADRANTS, atol=8)
+    for sampling in ("first", "even"):
+        frames, _ = decode_clip(path, segments=3, size=32, no_audio="silence", min_seconds=0, sampling=sampling)
+        for frame in frames:
+            assert np.allclose(quadrant_levels(frame), QUADRANTS, atol=8), (sampling, quadrant_levels(frame))
+
+
+def test_display_matrix_of_other_angles_is_a_reason() -> None:
+    """Quarter turns (either sign convention of the angle stays FFmpeg's: the layout PyAV writes for a
+    counter-clockwise turn) are applied; a 30 degree tilt is one DecodeError naming the angle and the fix."""
+    from avpea_dist.data.decode import upright
+
+    def ccw(deg: float) -> np.ndarray:
+        c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
+        return np.round(np.array([c, -s, 0, s, c, 0, 0, 0, 0]) * 65536).astype(np.int32)
+
+    picture = np.arange(4 * 4 * 3, dtype=np.uint8).reshape(4, 4, 3)
+    assert np.array_equal(upright(picture, ccw(0)), picture)
+    for quarter in (1, 2, 3):
+        assert np.array_equal(upright(picture, ccw(90 * quarter)), np.rot90(picture, quarter))
+    with pytest.raises(DecodeError, match="display matrix turns it by 30 degrees clockwise.*ffmpeg -i IN"):
+        upright(picture, ccw(-30))

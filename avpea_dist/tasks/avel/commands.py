@@ -1,30 +1,37 @@
 """`avpea predict`: a trained model on new videos -> a per-second event timeline (JSON + PNG) per video.
 
 Each video goes through the very functions that built the training shards (PyAV decode at the shards'
-frame size, JPEG at their quality, Kaldi fbank per one-second segment) and the loader's frame decoding,
-over every second of the video; the seconds are cut into windows (default: the model's 10 segments), the
-windows batched through the model. Files per video in ``--out``: ``<stem>.json`` (``{"video", "seconds":
-[{"t", "label", "prob", "top3"}]}``, one entry per second) and ``<stem>.png`` (the timeline). A video that
-cannot be read costs one line; the others still run.
+frame size, turned upright as its display matrix says, JPEG at their quality, Kaldi fbank per one-second
+segment) and the loader's frame decoding, over every second of the video; the seconds are cut into windows
+(default: the model's 10 segments), the windows batched through the model. A long video is decoded a
+batch of windows at a time (``data.decode_windows``: bounded memory, the same result as decoding it
+whole), with a progress bar on a terminal and a line every ``PROGRESS_EVERY_S`` otherwise. Class names and
+preprocessing come from the run folder's copy of the training shards' manifest, so a run folder works from
+anywhere, its shards gone. Files per video in ``--out``: ``<stem>.json`` (``{"video", "seconds": [{"t",
+"label", "prob", "top3"}]}``, one entry per second) and ``<stem>.png`` (the timeline). A video that cannot
+be read costs one line; the others still run.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 import math
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 log = logging.getLogger(__name__)
+
+PROGRESS_EVERY_S = 30.0
+"""Off a terminal (a log file, a batch job), a video still decoding prints its progress this often."""
 
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How the training shards were made (read from their manifest when it is reachable)."""
+    """How the training shards were made (read from the run folder's copy of their manifest)."""
 
     frame_size: int
     jpeg_quality: int = 90
@@ -44,11 +51,20 @@ class Predictor:
     batch_size: int
 
     def timeline(self, video: str | Path) -> dict[str, Any]:
-        """-> ``{"video", "seconds": [{"t", "label", "prob", "top3": [{"label", "prob"}]}]}``."""
-        frames, audio = video_inputs(video, self.prep, self.cfg.model.img_size)
-        probs = self.probabilities(frames, audio)
+        """-> ``{"video", "seconds": [{"t", "label", "prob", "top3": [{"label", "prob"}]}]}``. The video is
+        decoded ``window_s * batch_size`` seconds at a time (one batch of windows), so its length costs time
+        but not memory; the windows and batches are those of the whole video, so the result is too."""
+        import torch
+
+        n = video_seconds(find_video(video))
+        probs = []
+        with Progress(str(video), n) as progress:
+            for frames, audio in video_windows(video, n, self.prep, self.cfg.model.img_size,
+                                               self.window_s * self.batch_size):
+                probs.append(self.probabilities(frames, audio))
+                progress.advance(len(frames))
         seconds = []
-        for t, p in enumerate(probs.tolist()):
+        for t, p in enumerate(torch.cat(probs).tolist()):
             order = sorted(range(len(p)), key=lambda k: -p[k])[:3]
             top3 = [{"label": self.classes[k], "prob": round(p[k], 6)} for k in order]
             seconds.append({"t": t, "label": top3[0]["label"], "prob": top3[0]["prob"], "top3": top3})
@@ -74,24 +90,78 @@ class Predictor:
         return out
 
 
-def video_inputs(video: str | Path, prep: Preprocessing, img_size: int) -> tuple[Any, Any]:
-    """A whole video -> (frames uint8 (N, 3, S, S), normalised fbank float32 (N, mel, frames)), N = its
-    seconds, through the shard build's and the loader's own functions. Raises DecodeError for bad input."""
+def video_windows(video: str | Path, seconds: int, prep: Preprocessing, img_size: int, window: int
+                  ) -> Iterator[tuple[Any, Any]]:
+    """Seconds [0, ``seconds``) of a video, ``window`` at a time -> (frames uint8 (w, 3, S, S), normalised
+    fbank float32 (w, mel, frames)), through the shard build's and the loader's own functions. Raises
+    ``DecodeError`` for bad input (also midway: nothing is returned for a video that fails)."""
     import numpy as np
     import torch
 
-    from ...data.decode import DecodeError, decode_clip
+    from ...data.decode_windows import decode_windows
     from ...data.features import fbank_segments, jpeg_bytes, normalise_fbank
     from ...data.stream import decode_jpeg
 
-    n = video_seconds(video)
-    frames, wave = decode_clip(video, segments=n, size=prep.frame_size, sample_rate=prep.sample_rate,
-                               no_audio="skip", min_seconds=0.0)
-    if not len(frames):
-        raise DecodeError("no decodable video frames")
-    pics = np.stack([decode_jpeg(jpeg_bytes(f, prep.jpeg_quality), prep.frame_size, img_size) for f in frames])
-    fbank = normalise_fbank(fbank_segments(wave, n, prep.sample_rate))
-    return torch.from_numpy(pics).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(fbank)
+    for frames, wave in decode_windows(video, seconds, window=window, size=prep.frame_size,
+                                       sample_rate=prep.sample_rate):
+        pics = np.stack([decode_jpeg(jpeg_bytes(f, prep.jpeg_quality), prep.frame_size, img_size) for f in frames])
+        fbank = normalise_fbank(fbank_segments(wave, len(frames), prep.sample_rate))
+        yield torch.from_numpy(pics).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(fbank)
+
+
+def video_inputs(video: str | Path, prep: Preprocessing, img_size: int) -> tuple[Any, Any]:
+    """A whole video at once (``video_windows`` joined): frames (N, 3, S, S), fbank (N, mel, frames)."""
+    import torch
+
+    parts = list(video_windows(video, video_seconds(find_video(video)), prep, img_size, 60))
+    return torch.cat([f for f, _ in parts]), torch.cat([a for _, a in parts])
+
+
+def find_video(video: str | Path) -> Path:
+    """The file a VIDEO argument names; ``DecodeError`` (the reason) when there is none. The one place
+    predict turns an argument into a file: the shard builders' rule for finding a record's video would
+    plug in here."""
+    from ...data.decode import DecodeError
+
+    path = Path(video)
+    if path.is_dir():
+        raise DecodeError("a folder, not a video file (pass the video files, e.g. FOLDER/*.mp4)")
+    if not path.is_file():
+        raise DecodeError("missing file")
+    return path
+
+
+class Progress:
+    """A long video's decoding progress on stderr: a tqdm bar on a terminal; elsewhere one line every
+    ``PROGRESS_EVERY_S`` (a video done sooner prints none)."""
+
+    def __init__(self, name: str, seconds: int) -> None:
+        self.name, self.seconds, self.done = name, seconds, 0
+        self.start = self.last = time.monotonic()
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=seconds, desc=Path(name).name, unit="s", leave=False, file=sys.stderr,
+                            dynamic_ncols=True)
+
+    def advance(self, seconds: int) -> None:
+        self.done += seconds
+        if self.bar is not None:
+            self.bar.update(seconds)
+            return
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_EVERY_S and self.done < self.seconds:
+            self.last = now
+            print(f"avpea predict: {self.name}: {self.done} of {self.seconds} s ({100 * self.done // self.seconds}%) "
+                  f"after {now - self.start:.0f} s", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def video_seconds(video: str | Path) -> int:
@@ -100,9 +170,7 @@ def video_seconds(video: str | Path) -> int:
 
     from ...data.decode import DecodeError
 
-    path = Path(video)
-    if not path.is_file():
-        raise DecodeError("missing file")
+    path = find_video(video)
     try:
         with av.open(str(path), metadata_errors="ignore") as c:
             if not c.streams.video:
@@ -143,28 +211,55 @@ def resolve_model(run: str | Path | None, checkpoint: str | Path | None, config:
     return Path(config), Path(checkpoint)
 
 
-def shard_facts(shards: str, num_classes: int, img_size: int) -> tuple[list[str], Preprocessing]:
-    """Class names and preprocessing from the training shards' manifest; neutral names when unreachable."""
-    from ...data.manifest import read_manifest
+def run_shards_manifest(run_dir: str | Path | None, shards: str | Path) -> tuple[dict[str, Any] | None, str]:
+    """The training shards' manifest as the run saw it, and where it came from: the run folder's copy
+    (``RUN/shards_manifest.json``, written when training starts), else the shards' own (``data.shards``,
+    when reachable from here); (None, why) when neither is. The one place predict reads it: the run-folder
+    reader of ``apps.runmodel`` would plug in here."""
+    import json
 
+    from ...data.manifest import read_manifest
+    from ...train.runfolder import RUN_MANIFEST
+
+    copy = Path(run_dir) / RUN_MANIFEST if run_dir is not None else None
+    if copy is not None and copy.is_file():
+        try:
+            manifest = json.loads(copy.read_text())
+            if isinstance(manifest, dict):
+                return manifest, str(copy)
+        except (OSError, ValueError) as e:
+            log.warning("%s is unreadable (%s); trying the shards themselves", copy, e)
     try:
-        m = read_manifest(shards)
-        classes, p = list(m["classes"]), m.get("preprocessing", {})
-        prep = Preprocessing(int(p.get("frame_size", img_size)), int(p.get("jpeg_quality", 90)),
-                             int(p.get("sample_rate", 16000)))
-        if len(classes) == num_classes:
-            return classes, prep
-        log.warning("the shards in %s list %d classes, the model has %d: naming classes by number", shards,
-                    len(classes), num_classes)
-        return [f"class {k}" for k in range(num_classes)], prep
-    except (OSError, ValueError, KeyError) as e:
-        log.warning("class names unavailable (%s); naming classes by number, frames at %d px",
-                    str(e).split(";")[0], img_size)
-        return [f"class {k}" for k in range(num_classes)], Preprocessing(img_size)
+        return read_manifest(shards), str(shards)
+    except (OSError, ValueError) as e:
+        where = f"no {RUN_MANIFEST} in {run_dir}, and " if run_dir is not None else ""
+        return None, f"{where}{str(e).split(';')[0]}"
+
+
+def run_facts(manifest: dict[str, Any] | None, source: str, num_classes: int, img_size: int
+              ) -> tuple[list[str], Preprocessing]:
+    """Class names and preprocessing from the shards' manifest; neutral ones (named by number, frames at
+    the model's size) with a warning when it is missing or lists another number of classes."""
+    numbered = [f"class {k}" for k in range(num_classes)]
+    if manifest is None:
+        log.warning("class names unavailable (%s); naming classes by number, frames at %d px", source, img_size)
+        return numbered, Preprocessing(img_size)
+    p = manifest.get("preprocessing") or {}
+    prep = Preprocessing(int(p.get("frame_size", img_size)), int(p.get("jpeg_quality", 90)),
+                         int(p.get("sample_rate", 16000)))
+    classes = list(manifest.get("classes") or [])
+    if len(classes) == num_classes:
+        return [str(c) for c in classes], prep
+    log.warning("the shards' manifest (%s) lists %d classes, the model has %d: naming classes by number", source,
+                len(classes), num_classes)
+    return numbered, prep
 
 
 def load_predictor(config: Path, checkpoint: Path, *, device: str = "auto", window_s: int = 0,
-                   batch_size: int = 8, overrides: list[str] | tuple[str, ...] = ()) -> Predictor:
+                   batch_size: int = 8, overrides: list[str] | tuple[str, ...] = (),
+                   run_dir: str | Path | None = None) -> Predictor:
+    """The model of ``config`` with the ``checkpoint`` export; class names and preprocessing from the run
+    folder ``run_dir`` (default: the config's folder, as ``RUN/config.yaml`` is)."""
     import torch
 
     from ...config_load import load_config
@@ -185,7 +280,8 @@ def load_predictor(config: Path, checkpoint: Path, *, device: str = "auto", wind
     model = build_model(cfg.model, task=task)
     load_trainable(model, checkpoint, cfg.model, task.signature())
     model.to(device).eval()
-    classes, prep = shard_facts(cfg.data.shards, cfg.avel.num_classes, cfg.model.img_size)
+    manifest, source = run_shards_manifest(Path(config).parent if run_dir is None else run_dir, cfg.data.shards)
+    classes, prep = run_facts(manifest, source, cfg.avel.num_classes, cfg.model.img_size)
     window = window_s or cfg.model.num_segments
     if window < 1 or batch_size < 1:
         raise ValueError(f"--window {window} and --batch-size {batch_size} must be >= 1")
@@ -196,71 +292,11 @@ def load_predictor(config: Path, checkpoint: Path, *, device: str = "auto", wind
 # Output
 
 
-def events(timeline: dict[str, Any], background: str = "background") -> list[tuple[str, int, int, float]]:
-    """Runs of one non-background label: (label, first second, end second, mean prob)."""
-    runs: list[tuple[str, int, int, float]] = []
-    for s in timeline["seconds"]:
-        if runs and runs[-1][0] == s["label"] and runs[-1][2] == s["t"]:
-            label, a, _, total = runs[-1]
-            runs[-1] = (label, a, s["t"] + 1, total + s["prob"])
-        else:
-            runs.append((s["label"], s["t"], s["t"] + 1, s["prob"]))
-    return [(label, a, b, total / (b - a)) for label, a, b, total in runs if label != background]
-
-
-def summary_line(timeline: dict[str, Any], json_path: Path) -> str:
-    found = events(timeline)
-    text = ", ".join(f"{label} {a}-{b} s ({p:.2f})" for label, a, b, p in found) or "no event"
-    return f"{timeline['video']}: {len(timeline['seconds'])} s; {text} -> {json_path.with_suffix('.*')}"
-
-
-def timeline_png(timeline: dict[str, Any], classes: list[str]) -> bytes:
-    """The timeline as coloured bars over the seconds (one colour per class, background grey), each event
-    named over its run where the name fits and in the legend, and the winning probability below."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
-    seconds = timeline["seconds"]
-    n = len(seconds)
-    cmap = plt.get_cmap("tab10" if len(classes) <= 11 else "tab20")
-    events_only = [c for c in classes if c != "background"]
-    colour = {c: cmap(k % cmap.N) for k, c in enumerate(events_only)}
-    colour["background"] = "#d0d0d0"
-    width = max(6.0, min(24.0, 0.3 * n + 2))
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(width, 3.0), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
-    top.broken_barh([(s["t"], 1) for s in seconds], (0, 1), facecolors=[colour.get(s["label"], "k") for s in seconds],
-                    edgecolor="white", linewidth=0.5)
-    chars_per_second = (width - 1.5) / n * 100 / 6  # ~6 px per character at fontsize 8 and 100 dpi
-    for label, a, b, p in events(timeline):
-        short = label.split(" (")[0]
-        if len(short) <= chars_per_second * (b - a):
-            top.text((a + b) / 2, 0.5, short, ha="center", va="center", fontsize=8, clip_on=True)
-    present = [c for c in events_only if any(s["label"] == c for s in seconds)]
-    if present:
-        top.legend(handles=[Patch(color=colour[c], label=c) for c in present], loc="lower left",
-                   bbox_to_anchor=(0, 1.02), ncol=min(4, len(present)), fontsize=7, frameon=False)
-    top.set_yticks([])
-    top.set_title(Path(timeline["video"]).name, fontsize=9, loc="right")
-    bottom.step([s["t"] for s in seconds] + [n], [s["prob"] for s in seconds] + [seconds[-1]["prob"]],
-                where="post", color="k", linewidth=1)
-    bottom.set_ylim(0, 1.05)
-    bottom.set_ylabel("prob", fontsize=8)
-    bottom.set_xlim(0, n)
-    bottom.set_xlabel("second")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def predict_videos(predictor: Predictor, videos: list[str], out: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Every video in turn; -> (timelines written, one problem line per video that failed)."""
     from ...data.decode import DecodeError
     from ...fileio import atomic_write_bytes, atomic_write_json
+    from .timeline import summary_line, timeline_png
 
     done, problems, stems = [], [], set()
     for video in videos:
@@ -311,7 +347,7 @@ def predict_cmd(args: argparse.Namespace) -> int:
         raise ValueError("--out DIR is needed with --checkpoint (the default is RUN/predictions with --run)")
     out = Path(args.out) if args.out else Path(args.run) / "predictions"
     predictor = load_predictor(config, checkpoint, device=args.device, window_s=args.window,
-                               batch_size=args.batch_size)
+                               batch_size=args.batch_size, run_dir=args.run)
     done, problems = predict_videos(predictor, args.videos, out)
     if problems:
         print(f"avpea predict: {len(done)} of {len(args.videos)} videos done; {len(problems)} skipped "
