@@ -141,7 +141,8 @@ def build_index(model: Any, cfg: Any, task: Any, files: list[Path], shards: str 
                 ids += list(batch["clip_ids"])
                 captions += [c[0] for c in batch["captions"]]
             skipped += [{"id": "?", "reason": p} for p in batch.get("problems", [])] or (
-                [{"id": "?", "reason": "unreadable sample"}] * int(batch.get("skipped", 0)))
+                [{"id": "?", "reason": f"unreadable sample (check: `avpea shards verify --decode {shards}`)"}]
+                * int(batch.get("skipped", 0)))
     else:
         from ...apps.runmodel import media_from_video
 
