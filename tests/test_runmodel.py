@@ -43,3 +43,65 @@ def test_media_from_video_equals_the_shard_path(tmp_path):
     assert torch.equal(got_frames, batch["frames"][0]) and torch.equal(got_audio, batch["audio"][0])
     with pytest.raises(DecodeError, match="missing file"):
         media_from_video(tmp_path / "gone.mp4", cfg, manifest)
+
+
+def _run_folder(tmp_path, shards, classes, *, task_config="avel_tiny.yaml", text=False):
+    """A run folder as training leaves it (config.yaml, the manifest's copy, an export file), by hand."""
+    import json
+    import shutil
+
+    from avpea_dist.config_load import dump_yaml
+
+    run = tmp_path / "run"
+    (run / "best").mkdir(parents=True)
+    (run / "best" / "adapters.safetensors").write_bytes(b"")  # read only after the checks under test
+    cfg = load_config(REPO / "configs" / task_config, [f"data.shards={shards}", f"train.out={run}"])
+    (run / "config.yaml").write_text(dump_yaml(cfg))
+    manifest = json.loads((shards / "manifest.json").read_text())
+    manifest["classes"] = classes
+    manifest["preprocessing"]["frame_size"] = 40
+    if text:
+        manifest["text"] = {"folder": "text"}
+        shutil.copytree(shards, run / "shards_text")
+    (run / "shards_manifest.json").write_text(json.dumps(manifest))
+    return run, cfg
+
+
+def test_the_run_folders_copy_of_the_manifest_wins(synth_shards, tmp_path, monkeypatch):
+    from avpea_dist.apps.runmodel import build_options, manifest_for_config, run_manifest
+
+    classes = [f"event {k}" for k in range(8)] + ["background"]
+    run, cfg = _run_folder(tmp_path, synth_shards, classes, text=True)
+    monkeypatch.chdir(tmp_path)  # the shards are still there: the copy is what the model was trained on
+    m = run_manifest(run, cfg)
+    assert m["classes"] == classes and build_options(cfg, m).frame_size == 40
+    assert m["text"]["folder"] == str(run / "shards_text")
+    assert manifest_for_config(run / "config.yaml", cfg)["classes"] == classes
+    other = tmp_path / "elsewhere.yaml"
+    other.write_text((run / "config.yaml").read_text())
+    assert manifest_for_config(other, cfg)["classes"][0] != "event 0"  # not a run folder: the shards' own
+
+
+def test_a_command_for_another_task_stops_before_the_model_is_built(synth_shards, tmp_path, monkeypatch):
+    from avpea_dist.apps import runmodel
+
+    run, _ = _run_folder(tmp_path, synth_shards, [f"c{k}" for k in range(9)])
+    monkeypatch.setattr("avpea_dist.models.model.build_model", lambda *a, **k: pytest.fail("built a model"))
+    with pytest.raises(ValueError, match="is a run of task avel; this command needs a run trained with task: "
+                                         "captioning"):
+        runmodel.load_run(run, task="captioning")
+
+
+def test_a_silent_video_gets_advice_a_run_command_can_follow(tmp_path):
+    from avpea_dist.apps.runmodel import media_from_video
+    from avpea_dist.data.decode import DecodeError
+    from tests.data.media import timed_mp4
+
+    video = timed_mp4(tmp_path / "silent.mp4", 3.0, gop=4)  # H.264 without an audio stream
+    manifest = {"preprocessing": {"frame_size": 32, "no_audio": "skip"}}
+    with pytest.raises(DecodeError) as e:
+        media_from_video(video, load_config(REPO / "configs" / "avel_tiny.yaml", ["model.img_size=32"]), manifest)
+    assert "--no-audio" not in str(e.value) and "sound track" in str(e.value)
+    frames, audio = media_from_video(video, load_config(REPO / "configs" / "avel_tiny.yaml",
+                                                        ["model.img_size=32", "model.modalities=visual"]), manifest)
+    assert frames.shape == (10, 3, 32, 32)  # a model that never hears the audio takes the silent video

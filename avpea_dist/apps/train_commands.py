@@ -55,7 +55,18 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
     from ..train.evaluate import evaluate_export
 
     cfg = load_config(args.config, args.overrides)
-    result = evaluate_export(cfg, args.checkpoint, args.split)
+    try:
+        result = evaluate_export(cfg, args.checkpoint, args.split)
+    except FileNotFoundError as e:
+        from pathlib import Path
+
+        from ..train.runfolder import RUN_MANIFEST
+
+        if Path(cfg.data.shards).is_dir() or not (Path(args.config).parent / RUN_MANIFEST).is_file():
+            raise  # not about the shards, or not a run folder's config
+        raise FileNotFoundError(f"{e}. The run folder {Path(args.config).parent} keeps a copy of its shards' "
+                                f"manifest (enough for predict, search and caption), but evaluation reads the "
+                                f"shards themselves") from None
     if int(os.environ.get("RANK", "0")) == 0:
         if args.json:
             print(json.dumps(result))

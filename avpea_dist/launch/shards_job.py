@@ -9,6 +9,9 @@ unfinished shards.
 
 A synthetic build (a source's ``build_alias``, e.g. ``synth``) first writes the raw release layout: each task
 writes what every task needs and then only the videos its own unfinished shards need (``SynthSource.lazy``).
+
+Before anything is submitted, the submitting process reads the release as every task will (``check_source``):
+a wrong or missing source folder is one line here, not a traceback in each task's log after the queue.
 """
 
 from __future__ import annotations
@@ -46,6 +49,19 @@ def run_task(dataset: str, out: str | Path, opts: BuildOptions, source: dict[str
                               **source)
 
 
+def check_source(dataset: str, out: str | Path, opts: BuildOptions, source: dict[str, Any]) -> None:
+    """Every source path of ``dataset``'s build (``--root``, ``--json-dir``, ``--videos``...) exists, and its
+    release reads (annotation files, split lists): what each task does first, done once before submitting.
+    Raises one line naming the option and the fix (FileNotFoundError, or the reader's ValueError)."""
+    for key, value in source.items():
+        if isinstance(value, Path) and not value.exists():
+            option = "--" + key.replace("_", "-")
+            raise FileNotFoundError(f"{option} {value} does not exist (checked before submitting); pass the "
+                                    f"dataset's folder as `avpea shards build {dataset} --help` describes it")
+    builder = plugins.load(plugins.dataset_spec(dataset).builder)
+    builder.release(Path(out), opts, **source)
+
+
 class ShardBuildJob(BoundedRequeue):
     """One task of a split shard build, as a submitit callable: requeued after preemption, it resumes."""
 
@@ -73,6 +89,8 @@ def submit_build(args: argparse.Namespace, dataset: str, opts: BuildOptions, sou
     from .submission import dry_run, submit_job
 
     out = Path(args.out).resolve()  # tasks may start elsewhere
+    if synth is None:  # a synthetic set is written by the job itself
+        check_source(dataset, out, opts, source)
     spec = JobSpec(nodes=args.nodes, gpus_per_node=args.gpus_per_node, tasks_per_node=args.tasks_per_node,
                    cpus_per_task=args.cpus_per_task or opts.workers, time=args.time, partition=args.partition,
                    account=args.account, qos=args.qos, constraint=args.constraint, mem=args.mem,

@@ -5,10 +5,14 @@ the shard manifest, builds the run's task from it (``tasks.registry.build_task``
 own checks), and hands ``task.codec(split, epoch)`` to the loaders. Anything with ``epoch_batches``,
 ``train_batches`` and ``eval_batches`` can stand in (the tests of the loop's arithmetic use in-memory
 batches); a stand-in without ``task`` gets the config's task built without a manifest.
+
+Every split the job will read is checked when the source is made, before the model is built or a step is
+taken: a run must not learn after 100 steps (or hours) that its val split is empty.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
@@ -27,14 +31,26 @@ class DataSource(Protocol):
 
 
 class ShardData:
-    def __init__(self, cfg: Config, rank: int, world_size: int, task: "Task | None" = None) -> None:
+    """The shards of ``cfg.data.shards`` for one rank. ``splits``: the splits the job reads, each checked
+    to hold samples (default: a training run's, train, val and ``eval.final_split``)."""
+
+    def __init__(self, cfg: Config, rank: int, world_size: int, task: "Task | None" = None,
+                 splits: tuple[str, ...] | None = None) -> None:
         from ..data.manifest import default_epoch_batches, read_manifest
         from ..tasks.registry import build_task
 
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         self.dir = Path(cfg.data.shards)
+        if not cfg.data.shards or not self.dir.is_dir():
+            raise FileNotFoundError(missing_shards(cfg.data.shards))
         self.manifest = read_manifest(self.dir)
         self.task = task or build_task(cfg, self.manifest)
+        if splits is None:
+            splits = ("train", "val") + (() if cfg.eval.final_split == "none" else (cfg.eval.final_split,))
+        for split in dict.fromkeys(splits):
+            problem = split_problem(self.manifest, split, self.dir)
+            if problem:
+                raise ValueError(problem)
         self.epoch_batches = cfg.data.epoch_batches or default_epoch_batches(
             self.manifest, "train", cfg.data.batch_size, world_size)
 
@@ -58,3 +74,37 @@ class ShardData:
     def label_histogram(self, split: str) -> list[int] | None:
         hist = self.manifest["splits"].get(split, {}).get("segment_histogram")
         return list(hist) if hist else None
+
+
+_USES = {"train": "the run trains on it",
+         "val": "the run validates on it (every train.eval_every steps and at the last) to keep the best model"}
+
+
+def missing_shards(shards: str) -> str:
+    """The line for a data.shards that is not a folder (never 'rebuild': the shards may be elsewhere)."""
+    if not shards:
+        return "data.shards is not set; pass data.shards=DIR, the folder `avpea shards build` wrote"
+    where = "" if os.path.isabs(shards) else f" (relative to the working folder {os.getcwd()})"
+    return (f"data.shards={shards!r} is not a folder{where}; point data.shards at the folder `avpea shards "
+            f"build` wrote (it holds manifest.json), e.g. with an absolute path")
+
+
+def split_problem(manifest: dict[str, Any], split: str, shards: Path) -> str:
+    """One line when ``split`` of the shards holds no sample (why, and the fix); '' when it has samples."""
+    s = manifest["splits"].get(split)
+    if s is not None and s.get("shards"):
+        return ""
+    if s is None:
+        why = f"the shards have no '{split}' split (they have: {', '.join(manifest['splits']) or 'none'})"
+    elif not s.get("records"):
+        why = f"the release lists no {split} record"
+    else:
+        skipped = s.get("skipped") or [{}]
+        why = (f"all {s['records']} of its records were skipped, the first because: "
+               f"{str(skipped[0].get('reason', '?'))[:200]}")
+    use = _USES.get(split, "the run evaluates it once at the end (eval.final_split)")
+    fix = ("rebuild the shards so that it holds samples (every skip reason: `avpea shards inspect "
+           f"{shards}`)")
+    if split not in _USES:
+        fix += " or set eval.final_split=none" + (" (or val)" if split != "val" else "")
+    return f"data.shards={str(shards)!r}: split '{split}' holds no sample: {why}; {use}; {fix}"

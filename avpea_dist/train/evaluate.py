@@ -177,7 +177,7 @@ def evaluate_export(cfg: Any, checkpoint: str, split: str) -> dict[str, Any]:
         avdist.init_process_group(info, cfg.dist.backend, cfg.dist.timeout_s)
     ok = False
     try:
-        data = ShardData(cfg, info.rank, info.world_size)
+        data = ShardData(cfg, info.rank, info.world_size, splits=(split,))
         torch.manual_seed(cfg.train.seed)  # a random-init backbone is rebuilt exactly as training built it
         model = build_model(cfg.model, task=data.task)
         meta = load_trainable(model, checkpoint, cfg.model, data.task.signature())

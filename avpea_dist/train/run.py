@@ -35,7 +35,7 @@ from .loop import LoopState, StepResult, TrainingError, data_position, train_ste
 from .metrics import MetricsLog, TrainStats, append_jsonl
 from .resume import resume_signature
 from .runfolder import RUN_MANIFEST, copy_text_folder
-from .runsetup import choose_resume, set_determinism, write_run_files
+from .runsetup import absolute_paths, choose_resume, set_determinism, write_run_files
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,10 @@ OnEval = Callable[[int, dict[str, Any]], None]
 def run_training(cfg: Config, *, on_eval: OnEval | None = None, data: DataSource | None = None,
                  hooks: TrainHooks = NO_HOOKS) -> dict[str, Any]:
     """Train, validate, test; returns result.json's dict (see ``Trainer.result``). ``status`` is 'finished'
-    or 'preempted' (rerun to resume). ``hooks`` sees (or disturbs) the run at fixed points (``hooks.py``)."""
+    or 'preempted' (rerun to resume). ``hooks`` sees (or disturbs) the run at fixed points (``hooks.py``).
+    Every path of ``cfg`` is made absolute first: config.yaml records them so, and the run folder works from
+    any folder."""
+    cfg = absolute_paths(cfg)
     info = avdist.world_info_from_env()
     set_determinism(cfg.train.seed, cfg.train.deterministic)
     backend = avdist.init_process_group(info, cfg.dist.backend, cfg.dist.timeout_s)

@@ -1,5 +1,5 @@
-"""The start of a run, before the first step: determinism, which checkpoint to resume (decided by rank 0
-for every rank), and the run folder's config.yaml and run.json."""
+"""The start of a run, before the first step: every path of the config made absolute, determinism, which
+checkpoint to resume (decided by rank 0 for every rank), and the run folder's config.yaml and run.json."""
 
 from __future__ import annotations
 
@@ -16,13 +16,41 @@ import torch.distributed as dist
 
 from ..runtime import world as avdist
 from ..config import Config, ConfigError, RefusedOnRankZero
-from ..config_load import dump_yaml
+from ..config_load import config_from_dict, dump_yaml
 from ..fileio import atomic_write_json, atomic_write_text
 from .checkpoint import find_resumable, read_manifest, tag_for, verify
 from .engine import resolve_precision
 from .resume import check_resume, overridable_keys, saved_signature
 
 log = logging.getLogger(__name__)
+
+
+CORE_PATHS = {"data.shards": ("",), "train.out": ("",), "train.resume": ("latest", "none"),
+              "model.pretrained": ("none", "timm")}
+"""The shared settings that name a file or folder, each with its values that are keywords, never paths."""
+
+
+def absolute_paths(cfg: Config) -> Config:
+    """``cfg`` with every path it names made absolute (against the working folder, symlinks kept), so that
+    the run folder's config.yaml works from any folder: the shared settings of ``CORE_PATHS`` always, and a
+    task section's keys listed in its class's ``LOCAL_PATHS`` ({key: keywords}) when the value names an
+    existing file or folder (otherwise it is a keyword or a hub name, e.g. 'bert-base-uncased')."""
+    data = cfg.to_dict()
+    for key, keywords in CORE_PATHS.items():
+        section, name = key.split(".")
+        value = data[section][name]
+        if value not in keywords:
+            data[section][name] = _absolute(value)
+    for task, section in cfg.sections.items():
+        for name, keywords in getattr(type(section), "LOCAL_PATHS", {}).items():
+            value = data[task][name]
+            if value not in keywords and os.path.exists(os.path.expanduser(value)):
+                data[task][name] = _absolute(value)
+    return config_from_dict(data)
+
+
+def _absolute(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path))
 
 
 def set_determinism(seed: int, deterministic: bool) -> None:

@@ -67,7 +67,7 @@ def test_shards_of_another_schema_are_refused_with_the_fix(tmp_path):
     odd = write_shards(tmp_path / "odd", {"train": 1}, schema="subtitles")
     with pytest.raises(ValueError, match=r"'schema' is 'subtitles'; this code reads 'avel', 'avqa', 'captions'"):
         read_manifest(odd)
-    old = write_shards(tmp_path / "old", {"train": 1})  # no schema key: AVEL's, as written before schemas
+    old = write_shards(tmp_path / "old", {"train": 1, "val": 1, "test": 1})  # no schema key: AVEL's, as written before schemas
     assert ShardData(_small(f"data.shards={old}", "avel.num_classes=3"), 0, 1).task.name == "avel"
 
 

@@ -56,9 +56,7 @@ def caption_videos(run: str, videos: list[str], *, beam: int | None = None, whic
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    cfg, task, model = load_run(run, which, device=device)
-    if cfg.task != "captioning":
-        raise ValueError(f"'{run}' is a {cfg.task} run; `avpea caption` needs a run trained with task: captioning")
+    cfg, task, model = load_run(run, which, device=device, task="captioning")
     results: list[dict[str, Any]] = [{"video": str(v)} for v in videos]
     ready: list[tuple[int, torch.Tensor, torch.Tensor]] = []
     for i, video in enumerate(videos):

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ...errors import ConfigError, check_positive
 
 
 @dataclass
 class CaptioningConfig:
+    LOCAL_PATHS: ClassVar[dict[str, tuple[str, ...]]] = {"decoder": ("scratch", "shards")}
+    """Keys that may name a local model folder (recorded absolute at the start of a run), with their keywords."""
+
     decoder: str = "scratch"
     """Text decoder: 'scratch' (a small transformer decoder of the sizes below, writing with the tokenizer saved
     beside the shards), 'shards' (the small BERT saved beside the shards, turned decoder), a local folder

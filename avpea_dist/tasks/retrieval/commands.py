@@ -40,10 +40,35 @@ def _source(videos: str | None, shards: str | None, split: str) -> tuple[str, st
             raise FileNotFoundError(f"--videos {folder} holds no video file ({', '.join(VIDEO_SUFFIXES)})")
         listing = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
         return f"videos:{folder.resolve()}", _digest(listing), files
-    manifest = Path(shards) / "manifest.json"
-    if not manifest.is_file():
-        raise FileNotFoundError(f"--shards {shards} has no manifest.json; build it with `avpea shards build valor`")
+    manifest = check_shards(shards, split)
     return f"shards:{Path(shards).resolve()}:{split}", _digest([sha256_file(manifest), split]), []
+
+
+def check_shards(shards: str, split: str) -> Path:
+    """-> the manifest file of ``--shards``, once it is known to hold samples of the schema a retrieval
+    run reads in ``split``; else one line naming what was found and what is needed."""
+    from ... import plugins
+    from ...data.manifest import LEGACY_SCHEMA, MANIFEST, read_manifest
+
+    need = plugins.task_spec("retrieval").schema
+    builds = " or ".join(f"`avpea shards build {d.name}`" for d in plugins.dataset_specs().values()
+                         if d.schema == need) or "a dataset writing them"
+    folder = Path(shards)
+    if not (folder / MANIFEST).is_file():
+        what = "is not a folder" if not folder.is_dir() else f"holds no {MANIFEST} (not a shard folder)"
+        raise FileNotFoundError(f"--shards {shards} {what}; give a folder of '{need}' shards, as {builds} "
+                                f"writes them")
+    manifest = read_manifest(folder)
+    found = manifest.get("schema", LEGACY_SCHEMA)
+    if found != need:
+        readers = ", ".join(f"task {n}" for n in plugins.schema_readers(found)) or "no installed task"
+        raise ValueError(f"--shards {shards} holds shards of schema '{found}' (read by {readers}); `avpea search` "
+                         f"needs schema '{need}' shards, as {builds} writes them")
+    entry = manifest["splits"].get(split)
+    if not entry or not entry.get("shards"):
+        have = ", ".join(k for k, v in manifest["splits"].items() if v.get("shards")) or "none"
+        raise ValueError(f"--shards {shards}: split '{split}' holds no sample; pass --split with one of: {have}")
+    return folder / MANIFEST
 
 
 def _digest(obj: Any) -> str:
@@ -116,7 +141,8 @@ def build_index(model: Any, cfg: Any, task: Any, files: list[Path], shards: str 
                 ids += list(batch["clip_ids"])
                 captions += [c[0] for c in batch["captions"]]
             skipped += [{"id": "?", "reason": p} for p in batch.get("problems", [])] or (
-                [{"id": "?", "reason": "unreadable sample"}] * int(batch.get("skipped", 0)))
+                [{"id": "?", "reason": f"unreadable sample (check: `avpea shards verify --decode {shards}`)"}]
+                * int(batch.get("skipped", 0)))
     else:
         from ...apps.runmodel import media_from_video
 
@@ -167,10 +193,8 @@ def search(run: str | Path, query: str, *, videos: str | None = None, shards: st
         raise ValueError(f"--top {top} must be >= 1")
     run = Path(run)
     source, fingerprint, files = _source(videos, shards, split)
-    cfg, task, model = load_run(run, which=which)
+    cfg, task, model = load_run(run, which=which, task="retrieval")
     export = run / which / "adapters.safetensors"
-    if getattr(task, "name", None) != "retrieval":
-        raise ValueError(f"run {run} trained task {getattr(task, 'name', '?')!r}; `avpea search` needs a retrieval run")
     model.eval()
     model_hash = sha256_file(export)
     path = index_path(run, source)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ...errors import ConfigError, check_choice, check_positive
 
 
 @dataclass
 class RetrievalConfig:
+    LOCAL_PATHS: ClassVar[dict[str, tuple[str, ...]]] = {"text_model": ("shards",)}
+    """Keys that may name a local model folder (recorded absolute at the start of a run), with their keywords."""
+
     text_model: str = "shards"
     """Text encoder: 'shards' (the small text transformer and WordPiece tokenizer saved with the shards by
     the build, for the embedded set), a local folder holding a Hugging Face model and tokenizer, or a hub
