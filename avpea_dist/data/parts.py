@@ -53,6 +53,15 @@ def check_out(out: Path) -> None:
                          f"an empty folder or one holding its own earlier build: name a new --out")
 
 
+def make_out(out: Path) -> None:
+    """``check_out``, then create the folder (a path under a file, or one not writable, is one line too)."""
+    check_out(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--out {out} cannot be created ({e.strerror}); name a folder you can write") from None
+
+
 def clear_build(out: Path) -> list[str]:
     """``--rebuild``: remove an earlier build's own files from ``out`` (its manifest, part records, the shards
     they list, decoding leftovers); -> the names removed. Anything else is refused first (``check_out``)."""

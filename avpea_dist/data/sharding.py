@@ -25,7 +25,7 @@ from typing import Any, Callable
 from ..fileio import atomic_open, sha256_file
 from .build import ordered_results, preprocessing
 from .options import BuildOptions
-from .parts import INPUTS, check_out, intact, load_done, mark_unfinished, merge_if_complete, write_part
+from .parts import INPUTS, intact, load_done, make_out, mark_unfinished, merge_if_complete, write_part
 from .plan import Shard, make_plan, task_shards
 from .videos import stamp
 
@@ -205,8 +205,7 @@ def build_task(out: Path, release: Release, opts: BuildOptions, *, task: int = 0
     pre = preprocessing(opts)
     plan = make_plan(release.splits, opts.shard_size, opts.order_seed)
     fp = release.fingerprint(plan, pre)
-    check_out(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_out(out)
     previous = load_done(out, fp)
     mine = task_shards(plan, task, tasks)
     done: dict[str, dict[str, Any]] = {}
