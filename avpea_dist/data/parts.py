@@ -89,6 +89,8 @@ def clear_build(out: Path) -> list[str]:
         elif path.is_file():
             path.unlink()
             removed.append(name)
+    if PARTS in removed:
+        (out / PARTS).mkdir()  # empty: still marks the folder as a build's, beside the user's own files
     return removed
 
 

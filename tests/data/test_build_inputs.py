@@ -62,7 +62,8 @@ def test_rebuild_removes_only_the_earlier_build(tmp_path: Path) -> None:
     (out / "notes.txt").write_text("kept")
     (out / ".decoded").mkdir()
     assert sorted(clear_build(out)) == [".decoded", "parts", "train-000000.tar"]
-    assert os.listdir(out) == ["notes.txt"]
+    assert sorted(os.listdir(out)) == ["notes.txt", "parts"] and not os.listdir(out / "parts")
+    check_out(out)  # still recognised as a build folder
 
 
 def test_ave_without_its_video_folder_says_so_once(tmp_path: Path) -> None:
