@@ -1,7 +1,9 @@
 """Atomic, crash-safe file writes and hashing, shared by shards, checkpoints and run folders.
 
 Every file this package writes goes through here: a temp file in the same folder, fsync, rename,
-fsync of the folder. A crash leaves either the old file or the new one, never half of one.
+fsync of the folder. A crash leaves either the old file or the new one, never half of one. Temp files and
+folders (``mkstemp`` 0600, ``mkdtemp`` 0700) get the modes the user's umask gives any new file (0644, 0755
+under umask 022) before they are renamed into place: shard folders and run folders are meant to be shared.
 """
 
 from __future__ import annotations
@@ -15,13 +17,23 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
-def _file_mode() -> int:
+def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
 
 
-_FILE_MODE = _file_mode()
+_UMASK = _umask()  # read once: os.umask cannot be read without setting it (a race with other threads)
+_FILE_MODE = 0o666 & ~_UMASK
+_DIR_MODE = 0o777 & ~_UMASK
+
+
+def temp_dir(prefix: str, dir: str | Path) -> Path:
+    """``tempfile.mkdtemp`` with the mode the umask gives a new folder (not 0700): for a folder written whole
+    and renamed into place."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=dir))
+    os.chmod(path, _DIR_MODE)
+    return path
 
 
 def fsync_dir(path: str | Path) -> None:

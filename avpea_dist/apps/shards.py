@@ -86,7 +86,10 @@ def build_options(p: argparse.ArgumentParser, builder: Any, workers: int | None 
     builder's defaults (shortest video; segment sampling, offered only by builders that name it)."""
     defaults = builder.defaults
     min_seconds = defaults.get("min_seconds", 8.0)
-    p.add_argument("--out", required=True, help="shard folder to write (a rerun resumes it)")
+    p.add_argument("--out", required=True, help="shard folder to write: new, empty, or holding an earlier build of "
+                   "it (a rerun resumes it and rebuilds the shards whose videos changed)")
+    p.add_argument("--rebuild", action="store_true", help="remove the earlier build in --out first (its manifest, "
+                   "part records and shards; nothing else) and build anew, e.g. with other options")
     p.add_argument("--workers", type=int, default=(os.cpu_count() or 1) if workers is None else workers,
                    help=workers_help)
     p.add_argument("--strict", action="store_true", help="exit 1 if any clip was skipped")
@@ -115,12 +118,38 @@ def options_from(args: argparse.Namespace, workers: int) -> Any:
 
 
 def _stats_line(st: dict) -> str:
+    changed = f", rebuilt {st['changed_shards']} whose videos changed" if st.get("changed_shards") else ""
     return (f"this run decoded {st['videos_decoded']} videos for {st['clips_processed']} samples in "
-            f"{st['seconds']:.1f} s ({st['videos_per_s']:.2f} videos/s), reused {st['reused_shards']} finished shards")
+            f"{st['seconds']:.1f} s ({st['videos_per_s']:.2f} videos/s), reused {st['reused_shards']} finished "
+            f"shards{changed}")
+
+
+def _print_run(m: dict) -> None:
+    print(_stats_line(m["stats"]))
+    changes = m.get("changes") or []
+    for line in changes[:5]:
+        print(f"  rebuilt {line}")
+    if len(changes) > 5:
+        print(f"  ... and {len(changes) - 5} more shards")
+
+
+def prepare_out(args: argparse.Namespace, clear: bool = True) -> None:
+    """Before any build: --out must be new, empty or an earlier build (one line otherwise); --rebuild clears
+    that build's own files (unless ``clear`` is False: a dry run)."""
+    from ..data.parts import check_out, clear_build
+
+    out = Path(args.out)
+    if getattr(args, "rebuild", False) and clear:
+        removed = clear_build(out)
+        if removed:
+            print(f"--rebuild: removed the earlier build in {out} ({len(removed)} files and folders)")
+    else:
+        check_out(out)
 
 
 def report(m: dict, out: str, strict: bool, builder: Any = None) -> int:
     """Print what a finished build of any schema holds and its skipped records; -> the exit code."""
+    from ..data.sample_build import skip_digest
     from ..data.verify import summary
 
     print(f"shards in {out}: {summary(m)} from {sum(s['records'] for s in m['splits'].values())} records")
@@ -129,12 +158,17 @@ def report(m: dict, out: str, strict: bool, builder: Any = None) -> int:
     skipped = [(split, e) for split, s in m["splits"].items() for e in s["skipped"]]
     if skipped:
         print(f"skipped {len(skipped)} records (all in manifest.json under splits.*.skipped)"
-              + ("; the first ones:" if len(skipped) > 20 else ":"))
+              + (f": {skip_digest([e for _, e in skipped])}; the first ones:" if len(skipped) > 20 else ":"))
         for split, e in skipped[:20]:
             extra = "".join(f" {k} {v}" for k, v in e.items() if k not in ("id", "key", "reason"))
             print(f"  {split:<5} {e['id']}{extra}: {e['reason']}")
     for split, e in ((split, e) for split, s in m["splits"].items() for e in s.get("notes", [])):
         print(f"note: {split:<5} {e['id']}: {e['note']}")
+    shared = m.get("in_several_splits") or []
+    if shared:
+        first = shared[0]
+        print(f"note: {len(shared)} records are listed in more than one split (manifest.json: in_several_splits), "
+              f"e.g. {first['id']} in {' and '.join(first['splits'])}")
     if not any(s["samples"] for s in m["splits"].values()):
         print("error: no clip could be written; check the release folders and the reasons above", file=sys.stderr)
         return 1
@@ -143,9 +177,10 @@ def report(m: dict, out: str, strict: bool, builder: Any = None) -> int:
 
 def build_cmd(args: argparse.Namespace) -> int:
     builder = plugins.load(plugins.dataset_spec(args.dataset).builder)
-    m = builder.build(args.out, options_from(args, args.workers), progress=sys.stderr.isatty(),
-                      **builder.source(args))
-    print(_stats_line(m["stats"]))
+    opts = options_from(args, args.workers)
+    prepare_out(args)
+    m = builder.build(args.out, opts, progress=sys.stderr.isatty(), **builder.source(args))
+    _print_run(m)
     return report(m, args.out, args.strict, builder)
 
 
@@ -153,10 +188,11 @@ def build_synth_cmd(args: argparse.Namespace) -> int:
     spec = plugins.dataset_spec(args.dataset)
     builder, synth = plugins.load(spec.builder), plugins.load(spec.synth)
     root = Path(args.root)
+    opts = options_from(args, args.workers)
+    prepare_out(args)
     synth.make(root, progress=sys.stderr.isatty(), **synth.options(args))
-    m = builder.build(args.out, options_from(args, args.workers), progress=sys.stderr.isatty(),
-                      **synth.source(root))
-    print(_stats_line(m["stats"]))
+    m = builder.build(args.out, opts, progress=sys.stderr.isatty(), **synth.source(root))
+    _print_run(m)
     return report(m, args.out, args.strict, builder)
 
 
@@ -200,6 +236,7 @@ def _submit_build(args: argparse.Namespace) -> int:
     spec = plugins.dataset_spec(args.dataset)
     builder = plugins.load(spec.builder)
     opts = options_from(args, args.workers or args.cpus_per_task or 1)
+    prepare_out(args, clear=not args.dry_run)  # once, before the tasks start: they must not clear each other's work
     if args.synth_alias:
         synth = plugins.load(spec.synth)
         root = Path(args.root).resolve()  # tasks may start elsewhere

@@ -63,15 +63,23 @@ class DatasetBuilder:
                           progress=progress, prepare=prepare, desc=f"build {self.name}")
 
     def build(self, out: str | Path, opts: BuildOptions, *, task: int = 0, tasks: int = 1, progress: bool = True,
-              run: str | None = None, **source: Any) -> dict[str, Any] | None:
-        """-> the manifest (with an extra ``"stats"`` entry, not stored) once complete: after a one-task build,
-        or from the task of a split build that finished last; else None."""
+              run: str | None = None, rebuild: bool = False, **source: Any) -> dict[str, Any] | None:
+        """-> the manifest (with extra ``"stats"`` and ``"changes"`` entries, not stored) once complete: after a
+        one-task build, or from the task of a split build that finished last; else None. ``rebuild``: remove
+        the earlier build in ``out`` first (one task only: a split build's submitter does it before its job)."""
+        if rebuild:
+            if tasks != 1:
+                raise ValueError("rebuild=True in a task of a split build would remove its sibling tasks' work; "
+                                 "clear the folder once before the job (parts.clear_build)")
+            from .parts import clear_build
+
+            clear_build(Path(out))
         result = self.build_task(out, opts, task=task, tasks=tasks, run=run, progress=progress, **source)
         manifest = result["manifest"]
         if manifest is None and tasks == 1:  # one task records every shard: cannot happen
             raise RuntimeError(f"{out}: shards are missing after a one-task build")
         if manifest is not None:
-            manifest["stats"] = result["stats"]
+            manifest["stats"], manifest["changes"] = result["stats"], result["changes"]
         return manifest
 
     def merge(self, out: str | Path, opts: BuildOptions, tasks: int, **source: Any) -> dict[str, Any] | None:

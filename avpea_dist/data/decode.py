@@ -59,7 +59,7 @@ def decode_clip(path: str | Path, *, segments: int = 10, size: int = 224, sample
         raise ValueError("a clip cut from a longer video (start/end) needs sampling 'even'")
     path = Path(path)
     if not path.is_file():
-        raise DecodeError("missing file")
+        raise DecodeError("not a file (a folder or device named like a video)" if path.exists() else "missing file")
     if path.stat().st_size == 0:
         raise DecodeError("empty file")
     try:
@@ -77,8 +77,11 @@ def decode_clip(path: str | Path, *, segments: int = 10, size: int = 224, sample
                     raise DecodeError(f"the segment starts at {start:g} s, past the video's end ({full:.1f} s)")
                 centres = start + (np.arange(segments) + 0.5) * duration / segments
                 frames, last_t = _frames(container, centres, size, _seek_spans(index, centres), index.first)
+                covered = duration
             else:
                 frames, last_t = _frames(container, np.arange(segments) + 0.5, size)
+                rate = container.streams.video[0].average_rate or container.streams.video[0].guessed_rate
+                covered = last_t + (1 / float(rate) if rate else 1.0)  # the last frame is shown for one step
         if sampling == "even":
             if last_t + 1.0 < centres[-1]:  # the header promises more video than the file holds
                 raise DecodeError(f"truncated: video ends at {last_t:.1f} s, its header says {full:.1f} s")
@@ -91,8 +94,8 @@ def decode_clip(path: str | Path, *, segments: int = 10, size: int = 224, sample
         raise
     except (av.FFmpegError, OSError, ValueError, RuntimeError) as e:
         raise DecodeError(f"undecodable: {type(e).__name__}: {e}") from None
-    if last_t - start + 1.0 < min_seconds:  # a frame shows ~1 s of the clip at the sparsest frame rates we accept
-        raise DecodeError(f"too short: video ends at {last_t:.1f} s, need >= {min_seconds:.1f} s")
+    if covered + 1e-3 < min_seconds:
+        raise DecodeError(f"too short: video ends at {covered:.2f} s, need >= {min_seconds:g} s")
     if audio is None:
         audio = np.zeros(segments * sample_rate, np.float32)
     return frames, audio

@@ -2,14 +2,21 @@
 
 Every build task (one for ``shards build``, N for a split build) writes its own part file
 ``parts/task-<i>-of-<n>.json`` atomically after each shard it finishes: the shard's file, sha256, sample
-count, skipped records with reasons and what the dataset adds (AVE: notes and class histogram). A rerun reuses the finished shards whose
-files still hash right, so a killed task redoes only its unfinished shards. When every shard of the plan has
-a record, ``manifest.json`` is written from them in plan order: the same bytes whichever task layout built it.
+count, skipped records with reasons, what the dataset adds (AVE: notes and class histogram) and ``inputs``:
+the stamp (name, size, mtime) of each sample's video when the shard was built. A rerun reuses the finished
+shards whose files still hash right and whose videos still carry the same stamps, so a killed task redoes
+only its unfinished shards and a video the user added or replaced since rebuilds the shards holding it. When
+every shard of the plan has a record, ``manifest.json`` is written from them in plan order, without the
+stamps (times differ between copies of the same files): the same bytes whichever task layout built it.
+
+``check_out`` keeps a build out of folders holding anything else; ``clear_build`` (``--rebuild``) removes an
+earlier build's own files only.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,10 +25,73 @@ from .manifest import MANIFEST
 from .plan import Shard
 
 PARTS = "parts"
+INPUTS = "inputs"
+"""A part record's video stamps (``videos.stamp`` per sample, in write order); not copied into the manifest."""
+JOB_FOLDERS = ("submitit",)
+"""Written into --out by the job that runs a split build, before its tasks start."""
 
 
 def part_path(out: Path, task: int, tasks: int) -> Path:
     return out / PARTS / f"task-{task:04d}-of-{tasks:04d}.json"
+
+
+def check_out(out: Path) -> None:
+    """Refuse (one line) an --out that is a file, or a folder holding anything but an earlier shard build
+    (recognised by its ``manifest.json`` or ``parts/``): a build never writes over a user's own files."""
+    try:
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} is a file, not a folder; name a new folder (or one holding an earlier "
+                             f"build) for the shards")
+        if not out.is_dir() or (out / MANIFEST).is_file() or (out / PARTS).is_dir():
+            return
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in JOB_FOLDERS and not p.name.startswith("."))
+    except (NotADirectoryError, PermissionError) as e:
+        raise ValueError(f"--out {out} cannot be used as a shard folder ({e.strerror}); name a new folder") from None
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise ValueError(f"--out {out} holds files that are not a shard build ({shown}); a build writes only into "
+                         f"an empty folder or one holding its own earlier build: name a new --out")
+
+
+def make_out(out: Path) -> None:
+    """``check_out``, then create the folder (a path under a file, or one not writable, is one line too)."""
+    check_out(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--out {out} cannot be created ({e.strerror}); name a folder you can write") from None
+
+
+def clear_build(out: Path) -> list[str]:
+    """``--rebuild``: remove an earlier build's own files from ``out`` (its manifest, part records, the shards
+    they list, decoding leftovers); -> the names removed. Anything else is refused first (``check_out``)."""
+    check_out(out)
+    if not out.is_dir():
+        return []
+    sources = [p for p in [out / MANIFEST] if p.is_file()] + sorted((out / PARTS).glob("task-*.json"))
+    files = set()
+    for path in sources:
+        try:
+            records = json.loads(path.read_text())["build"]["done"].values()
+            files.update(r["file"] for r in records if isinstance(r.get("file"), str) and "/" not in r["file"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # an unreadable record: its shards are overwritten by the new build
+    removed = []
+    for name in sorted(files):
+        if (out / name).is_file():
+            (out / name).unlink()
+            removed.append(name)
+    for name in (MANIFEST, PARTS, ".decoded"):
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+            removed.append(name)
+        elif path.is_file():
+            path.unlink()
+            removed.append(name)
+    if PARTS in removed:
+        (out / PARTS).mkdir()  # empty: still marks the folder as a build's, beside the user's own files
+    return removed
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -47,7 +117,8 @@ def load_done(out: Path, fingerprint: str) -> dict[str, dict[str, Any]]:
             raise ValueError(f"{path} exists but is not a shard build record; choose an empty --out folder") from None
         if old_fp != fingerprint:
             raise ValueError(f"{out} holds shards built from other annotations or options "
-                             f"(fingerprint {old_fp}, now {fingerprint}); choose a new --out or delete {out}")
+                             f"(fingerprint {old_fp}, now {fingerprint}); choose a new --out, or pass --rebuild "
+                             f"to replace that build")
         done.update(records)
     return done
 
@@ -91,7 +162,8 @@ def merge_if_complete(out: Path, plan: list[Shard], tasks: int, run: str | None,
             return None
         if part["build"]["fingerprint"] != fingerprint:
             raise ValueError(f"{path} records a build of other annotations or options; delete {out / PARTS}")
-        done.update(part["build"]["done"])
+        done.update({name: {k: v for k, v in rec.items() if k != INPUTS}
+                     for name, rec in part["build"]["done"].items()})
     if any(s.name not in done for s in plan):
         return None
     manifest = make(done)

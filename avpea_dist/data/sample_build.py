@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from .options import BuildOptions
 from .manifest import FORMAT, MANIFEST, VERSION, member_names
@@ -30,23 +29,6 @@ from .sharding import Release
 ANY_LENGTH = BuildOptions(sampling="even", min_seconds=1.0)
 """The builders' default options: segments spread over videos of any length, clips from 1 s (VALOR has 2 s ones)."""
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
-"""Looked for in this order: the releases ship mp4; a download tool may have left another container."""
-_SUFFIX_RANK = {suffix: rank for rank, suffix in enumerate(VIDEO_SUFFIXES)}
-
-
-def video_paths(folder: str | Path, ids: Iterable[str]) -> dict[str, str]:
-    """{id: its video file in ``folder``}: ``<id>.mp4``, else ``<id>`` with another suffix of
-    ``VIDEO_SUFFIXES``; an id without any gets its ``.mp4`` path (then skipped as a missing file)."""
-    folder = Path(folder)
-    best: dict[str, tuple[int, str]] = {}
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            stem, _, suffix = entry.name.rpartition(".")
-            rank = _SUFFIX_RANK.get(f".{suffix.lower()}")
-            if stem and rank is not None and (stem not in best or rank < best[stem][0]):
-                best[stem] = (rank, entry.name)
-    return {i: str(folder / (best[i][1] if i in best else f"{i}.mp4")) for i in ids}
 
 
 def safe_id(video_id: str) -> str:
@@ -102,22 +84,45 @@ class Schema:
     """The ``members.json`` description."""
 
 
-Summary = Callable[[dict[str, list[Item]]], tuple[dict[str, Any], dict[str, dict[str, Any]]]]
-"""written items per split -> (top-level manifest fields, {split: extra split fields})."""
+Summary = Callable[[dict[str, list[Item]], dict[str, list[dict[str, Any]]]],
+                   tuple[dict[str, Any], dict[str, dict[str, Any]]]]
+"""(written items per split, skipped records per split) -> (top-level manifest fields, {split: extra split
+fields}); the skipped records let a summary that cannot be made say why (``skip_digest``)."""
+_VIDEO_PREFIX = re.compile(r"^video [^:]*: ")
+
+
+def skip_digest(skipped: list[dict[str, Any]], shown: int = 4) -> str:
+    """Skip reasons counted by kind, most frequent first: "9 missing file, 2 too short, ..."."""
+    kinds: dict[str, int] = {}
+    for entry in skipped:
+        reason = _VIDEO_PREFIX.sub("", str(entry.get("reason", "")))
+        kind = reason.split(": ", 1)[0][:60]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    ranked = sorted(kinds.items(), key=lambda kv: -kv[1])
+    more = f", {sum(n for _, n in ranked[shown:])} other" if len(ranked) > shown else ""
+    return ", ".join(f"{n} {kind}" for kind, n in ranked[:shown]) + more
+
+
+def _without_video(item: Item) -> dict[str, Any]:
+    """An item as the fingerprint sees it: which file holds its video is checked per shard by its stamps
+    (a video found as <id>.webm after <id>.mp4 was missing rebuilds the shards holding it, not the folder)."""
+    return {k: v for k, v in asdict(item).items() if k != "video"}
 
 
 class ItemsRelease(Release):
     """A release read into ``SplitItems``: one sample per item (a video and the records it holds); a video
     that cannot be decoded skips every record of its item."""
 
-    def __init__(self, splits: dict[str, SplitItems], *, schema: Schema, source: str, summary: Summary) -> None:
+    def __init__(self, splits: dict[str, SplitItems], *, schema: Schema, source: str, summary: Summary,
+                 identity: Callable[[Item], list[dict[str, Any]]] | None = None) -> None:
         super().__init__({split: s.items for split, s in splits.items()}, source)
         self.items, self.schema, self.summary = splits, schema, summary
+        self.identity = identity or (lambda item: [dict(r) for r in item.records])
 
     def fingerprint(self, plan: list[Shard], pre: dict[str, Any]) -> str:
         body = {"schema": self.schema.name, "pre": pre,
                 "records": {k: [s.records, s.skipped] for k, s in self.items.items()},
-                "plan": [[s.name, [asdict(i) for i in s.clips]] for s in plan]}
+                "plan": [[s.name, [_without_video(i) for i in s.clips]] for s in plan]}
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
     def record(self) -> dict[str, Any]:
@@ -129,6 +134,9 @@ class ItemsRelease(Release):
     def written(self, rec: dict[str, Any], sample: Item) -> bytes:
         rec["written"].append(sample.key)
         return sample.json_bytes()
+
+    def identities(self, sample: Item) -> list[dict[str, Any]]:
+        return self.identity(sample)
 
     def manifest(self, plan: list[Shard], done: dict[str, dict[str, Any]], opts: BuildOptions,
                  pre: dict[str, Any], fingerprint: str) -> dict[str, Any]:
@@ -150,7 +158,8 @@ def _manifest(schema: Schema, splits: dict[str, SplitItems], plan: list[Shard], 
         if rec["file"] is not None:
             e["samples"] += rec["samples"]
             e["shards"].append({k: rec[k] for k in ("file", "sha256", "bytes", "samples")})
-    top, extra = summary({split: sorted(items, key=lambda i: i.index) for split, items in written.items()})
+    top, extra = summary({split: sorted(items, key=lambda i: i.index) for split, items in written.items()},
+                         {split: e["skipped"] for split, e in entries.items()})
     for split, e in entries.items():
         e[schema.unit] = sum(len(i.records) for i in written[split])
         e.update(extra.get(split, {}))

@@ -7,8 +7,10 @@ manifest). The plan (``plan.py``) shuffles each split's samples with a seed and 
 decode each video once, however many samples use it; the task writes each shard atomically in plan order and
 after every shard its part record (``parts.py``), so an interrupted task resumes from its first unfinished
 shard. A video that cannot be decoded skips its samples with the reason; a worker killed by a crashing decoder
-costs only that video. The task that finds every shard recorded writes ``manifest.json``: the same bytes
-whichever task layout built it.
+costs only that video. A rerun compares each finished shard's video stamps (``videos.stamp``: name, size,
+mtime) with the files now there and rebuilds the shards whose videos were added, replaced or removed since,
+so that no skip reason or sample outlives the file it came from. The task that finds every shard recorded
+writes ``manifest.json``: the same bytes whichever task layout built it.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from typing import Any, Callable
 from ..fileio import atomic_open, sha256_file
 from .build import ordered_results, preprocessing
 from .options import BuildOptions
-from .parts import intact, load_done, mark_unfinished, merge_if_complete, write_part
+from .parts import INPUTS, intact, load_done, make_out, mark_unfinished, merge_if_complete, write_part
 from .plan import Shard, make_plan, task_shards
+from .videos import stamp
 
 CACHE = ".decoded"
 """Under the shard folder: decoded videos waiting for a later sample (removed when the task ends)."""
@@ -55,6 +58,11 @@ class Release:
 
     def written(self, rec: dict[str, Any], sample: Any) -> bytes:
         """Record ``sample`` as written; -> its ``json`` member."""
+        raise NotImplementedError
+
+    def identities(self, sample: Any) -> list[dict[str, Any]]:
+        """What makes each release record ``sample`` holds the same record wherever it is listed (AVE: video,
+        category, start, end): one found in two splits is reported in the manifest's ``in_several_splits``."""
         raise NotImplementedError
 
     def manifest(self, plan: list[Shard], done: dict[str, dict[str, Any]], opts: BuildOptions,
@@ -120,9 +128,28 @@ def _read_result(path: Path) -> tuple[str, Any]:
     return ("skip", members["skip"].decode()) if "skip" in members else ("ok", members)
 
 
+def _inputs(release: Release, shard: Shard) -> list[Any]:
+    return [stamp(release.video(sample)) for sample in shard.clips]
+
+
+def _change(old: list[Any] | None, now: list[Any]) -> str:
+    """What differs between a shard's recorded video stamps and the files now: one phrase, naming a video."""
+    if old is None or len(old) != len(now):
+        return "recorded without its videos' stamps (an earlier version, or parts/ removed)"
+    for was, new in zip(old, now):
+        if was != new:
+            if was is None:
+                return f"{new[0]} added"
+            if new is None:
+                return f"{was[0]} removed"
+            return f"{new[0]} replaced" if was[0] == new[0] else f"{was[0]} now {new[0]}"
+    return "unchanged"
+
+
 def _write_shard(out: Path, shard: Shard, release: Release, videos: Decoded, tick: Callable[[], None]) -> dict:
+    # Stamped before decoding: a file replaced while it is decoded makes the next run rebuild this shard.
     rec: dict[str, Any] = {"file": None, "sha256": None, "bytes": 0, "samples": 0, "skipped": [],
-                           **release.record()}
+                           **release.record(), INPUTS: _inputs(release, shard)}
     path = out / f"{shard.name}.tar"
     with atomic_open(path, "wb") as f:
         from .tario import TarShardWriter  # webdataset and torch: only where shards are written
@@ -143,10 +170,26 @@ def _write_shard(out: Path, shard: Shard, release: Release, videos: Decoded, tic
     return rec
 
 
+SEVERAL_SPLITS = "in_several_splits"
+"""Manifest field, present only when the release lists a record in two or more splits (a leak between them):
+``[{...the record's identity, "splits": [...]}]``."""
+
+
+def _with_shared_records(manifest: dict[str, Any], release: Release) -> dict[str, Any]:
+    from .ids import in_several_splits
+
+    shared = in_several_splits({split: (i for sample in samples for i in release.identities(sample))
+                                for split, samples in release.splits.items()})
+    if not shared:
+        return manifest  # the manifest of a clean release keeps its bytes
+    build = manifest.pop("build")
+    return {**manifest, SEVERAL_SPLITS: shared, "build": build}
+
+
 def _merge(out: Path, release: Release, opts: BuildOptions, plan: list[Shard], pre: dict[str, Any], fp: str,
            tasks: int, run: str | None) -> dict[str, Any] | None:
     return merge_if_complete(out, plan, tasks, run, fp,
-                             lambda done: release.manifest(plan, done, opts, pre, fp))
+                             lambda done: _with_shared_records(release.manifest(plan, done, opts, pre, fp), release))
 
 
 def build_task(out: Path, release: Release, opts: BuildOptions, *, task: int = 0, tasks: int = 1,
@@ -155,16 +198,27 @@ def build_task(out: Path, release: Release, opts: BuildOptions, *, task: int = 0
     """Build (or resume) task ``task`` of ``tasks``: shards task, task + tasks, ... of the plan of ``release``.
 
     ``prepare(samples)`` runs first with the samples about to be decoded. -> ``{"manifest": the merged
-    manifest when this task finished last, else None, "stats": {...}}``."""
+    manifest when this task finished last, else None, "stats": {...}, "changes": ["<shard>: <what changed>"
+    per finished shard rebuilt because its videos changed]}``."""
     from tqdm import tqdm
 
     pre = preprocessing(opts)
     plan = make_plan(release.splits, opts.shard_size, opts.order_seed)
     fp = release.fingerprint(plan, pre)
-    out.mkdir(parents=True, exist_ok=True)
+    make_out(out)
     previous = load_done(out, fp)
     mine = task_shards(plan, task, tasks)
-    done = {s.name: previous[s.name] for s in mine if s.name in previous and intact(out, previous[s.name])}
+    done: dict[str, dict[str, Any]] = {}
+    changes: list[str] = []
+    for s in mine:
+        rec = previous.get(s.name)
+        if rec is None or not intact(out, rec):
+            continue
+        change = _change(rec.get(INPUTS), _inputs(release, s))
+        if change == "unchanged":
+            done[s.name] = rec
+        else:
+            changes.append(f"{s.name}: {change}")
     todo = [s for s in mine if s.name not in done]
     write_part(out, task, tasks, fp, done, run=run, finished=False)
     if todo:
@@ -186,9 +240,10 @@ def build_task(out: Path, release: Release, opts: BuildOptions, *, task: int = 0
     seconds = time.perf_counter() - t0
     manifest = _merge(out, release, opts, plan, pre, fp, tasks, run)
     rate = (lambda n: round(n / seconds, 3) if paths and seconds > 0 else 0.0)
-    return {"manifest": manifest, "stats": {
+    return {"manifest": manifest, "changes": changes, "stats": {
         "task": task, "tasks": tasks, "shards": len(mine), "built_shards": len(todo),
-        "reused_shards": len(mine) - len(todo), "clips_processed": len(paths), "videos_decoded": videos.decoded,
+        "reused_shards": len(mine) - len(todo), "changed_shards": len(changes), "clips_processed": len(paths),
+        "videos_decoded": videos.decoded,
         "written": sum(done[s.name]["samples"] for s in todo),
         "skipped": sum(len(done[s.name]["skipped"]) for s in todo), "seconds": round(seconds, 3),
         "clips_per_s": rate(len(paths)), "videos_per_s": rate(videos.decoded)}}

@@ -6,6 +6,7 @@ manifest's sha256, byte size and sample count per shard catch that and every oth
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ def verify(shards_dir: str | Path, decode: bool = False) -> tuple[list[str], lis
             good = 0
             for raw in iter_raw_samples(path):
                 if raw.error:
-                    faults.append(f"{path}: {raw.error}")
+                    faults.append(f"{path}: {_plain(raw.error)}")
                     continue
                 if raw.key in keys:
                     faults.append(f"{path}: duplicate key '{raw.key}' in split '{split}'")
@@ -61,6 +62,15 @@ def verify(shards_dir: str | Path, decode: bool = False) -> tuple[list[str], lis
     for tmp in sorted(p.name for p in root.glob(".*.tmp")):
         notes.append(f"{root / tmp}: leftover of an interrupted write (safe to delete)")
     return faults, notes
+
+
+_OBJECT_REPR = re.compile(r"\s*@?\s*<[\w.]+ object at 0x[0-9a-f]+>")
+
+
+def _plain(error: str) -> str:
+    """A reading error as a user reads it: the tar library names its stream by a Python object's repr
+    ('unexpected end of data @ <...ShardFile object at 0x...>'), which says nothing the path does not."""
+    return _OBJECT_REPR.sub("", error)
 
 
 def describe(shards_dir: str | Path) -> str:

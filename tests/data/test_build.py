@@ -3,6 +3,7 @@
 import contextlib
 import io
 import json
+import os
 import subprocess
 import tarfile
 from dataclasses import dataclass
@@ -32,8 +33,10 @@ def avpea(*args: str) -> Result:
 
 
 def avpea_process(*args: str) -> subprocess.CompletedProcess:
-    """The installed console script in a fresh process."""
-    return subprocess.run(["avpea", *args], capture_output=True, text=True, timeout=300)
+    """The installed console script in a fresh process, running this tree's package (not the installed one's)."""
+    repo = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run(["avpea", *args], capture_output=True, text=True, timeout=300, env=env)
 
 
 @pytest.fixture(scope="module")

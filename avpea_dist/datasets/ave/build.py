@@ -20,6 +20,7 @@ from ...data.manifest import FORMAT, VERSION, member_names
 from ...data.parts import PARTS
 from ...data.plan import Shard
 from ...data.sharding import Release
+from ...data.videos import video_paths
 from .release import ANNOTATIONS, Clip, read_ave
 
 ZERO_DURATION_NOTE = ("zero-duration event (StartTime = EndTime): kept with all segments background, "
@@ -45,15 +46,24 @@ def _split_entry(clips: list[Clip], order_seed: int, n_classes: int) -> dict[str
 
 
 class AveRelease(Release):
-    """AVE's records: ``splits`` = {split: records in file order}; the videos are ``root/AVE/<id>.mp4``."""
+    """AVE's records: ``splits`` = {split: records in file order}; the videos are ``root/AVE/<id>.mp4`` (or
+    another container, by the one rule of ``data/videos.py``)."""
 
     def __init__(self, root: Path) -> None:
         self.classes, splits = read_ave(root)
         super().__init__(splits, str(root.resolve()))
         self.root = root
+        folder = root / "AVE"
+        if not folder.is_dir():  # said once, not as a 'missing file' per record
+            raise FileNotFoundError(f"{folder} is not a folder: the AVE root holds the videos in AVE/<VideoID>.mp4 "
+                                    f"(the release's AVE/ folder); put them there or pass the right --root")
+        self.paths = video_paths(folder, {c.id for clips in splits.values() for c in clips})
 
     def video(self, sample: Clip) -> str:
-        return str(self.root / "AVE" / f"{sample.id}.mp4")
+        return self.paths[sample.id]
+
+    def identities(self, sample: Clip) -> list[dict[str, Any]]:
+        return [{"id": sample.id, "category": sample.category, "start": sample.start, "end": sample.end}]
 
     def fingerprint(self, plan: list[Shard], pre: dict[str, Any]) -> str:
         return fingerprint(self.classes, plan, pre)

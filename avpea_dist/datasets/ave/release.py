@@ -23,6 +23,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...data.ids import excerpt, id_problem
+
 SPLIT_FILES = {"train": "trainSet.txt", "val": "valSet.txt", "test": "testSet.txt"}
 ANNOTATIONS = "Annotations.txt"
 BACKGROUND = "background"
@@ -30,7 +32,8 @@ NUM_SEGMENTS = 10
 HEADER_FIELDS = ("category", "videoid", "quality", "starttime", "endtime")
 
 # YouTube ids and the like; no dots (WebDataset splits a member name at its first dot) and no slashes.
-_ID = re.compile(r"^[A-Za-z0-9_\-]+$")
+_ID = re.compile(r"[A-Za-z0-9_\-]+")
+ID_SHAPE = "letters, digits, '-' or '_' (no dots)"
 
 
 class AnnotationError(ValueError):
@@ -74,18 +77,20 @@ def parse_line(line: str, where: str) -> Clip:
     fields = line.split("&")
     if len(fields) != 5:
         raise AnnotationError(f"{where}: expected 5 '&'-separated fields "
-                              f"(Category&VideoID&Quality&StartTime&EndTime), got {len(fields)}: {line!r}")
+                              f"(Category&VideoID&Quality&StartTime&EndTime), got {len(fields)}: {excerpt(line)}")
     category, vid, quality, start, end = (f.strip() for f in fields)
     if not category:
-        raise AnnotationError(f"{where}: empty category in {line!r}")
+        raise AnnotationError(f"{where}: empty category in {excerpt(line)}")
     if category.lower() == BACKGROUND:
         raise AnnotationError(f"{where}: category '{category}' is reserved for segments outside the event")
-    if not _ID.match(vid):
-        raise AnnotationError(f"{where}: video id {vid!r} must be letters, digits, '-' or '_' (no dots)")
+    problem = id_problem(vid, name="video id", pattern=_ID, shape=ID_SHAPE)
+    if problem:
+        raise AnnotationError(f"{where}: {problem}")
     try:
         s, e = int(start), int(end)
     except ValueError:
-        raise AnnotationError(f"{where}: StartTime/EndTime must be whole seconds, got {start!r}/{end!r}") from None
+        raise AnnotationError(f"{where}: StartTime/EndTime must be whole seconds, got {excerpt(start)}/"
+                              f"{excerpt(end)}") from None
     if not 0 <= s <= e <= NUM_SEGMENTS:
         raise AnnotationError(f"{where}: need 0 <= StartTime <= EndTime <= {NUM_SEGMENTS}, got {s}..{e}")
     return Clip(vid, category, quality, s, e)

@@ -187,6 +187,7 @@ class AveSynth(SynthSource):
                              f"choose a new --root or delete {out}")
         atomic_write_json(marker, wanted)  # every task writes the same bytes
         make_dataset(out, s["clips"], s["seed"], s["classes"], _spec(s), only=())
+        (out / "AVE").mkdir(exist_ok=True)  # the builder reads the release (and its video folder) before any video
 
         def write_videos(records: list[Any]) -> None:
             need = {c.id for c in records if not (out / "AVE" / f"{c.id}.mp4").is_file()}

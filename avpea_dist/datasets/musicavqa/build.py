@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ...data.builder import BuildOptions, DatasetBuilder
-from ...data.sample_build import ANY_LENGTH, Item, ItemsRelease, Schema, SplitItems, video_paths
+from ...data.sample_build import ANY_LENGTH, Item, ItemsRelease, Schema, SplitItems, skip_digest
+from ...data.videos import video_paths
 from .release import SPLITS, ReleaseError, SplitQuestions, group_by_video, read_release
 from .vocab import build_vocab
 
@@ -85,10 +86,12 @@ class MusicAvqaBuilder(DatasetBuilder):
         splits = {split: _split_items(release[split], paths) for split in SPLITS}
         train_questions = group_by_video(release["train"].questions)
 
-        def summary(written: dict[str, list[Item]]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        def summary(written: dict[str, list[Item]],
+                    skipped: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
             if not written["train"]:
-                raise ReleaseError(f"no train video of {folder} could be written (see the skip reasons in "
-                                   f"{out / 'parts'}); the vocabularies are built from the train questions written")
+                raise ReleaseError(f"no train question of {folder} could be written ({skip_digest(skipped['train'])}"
+                                   f"; each with its video in {out / 'parts'}): the vocabularies are built from the "
+                                   f"train questions written; check --videos {videos}")
             vocab = build_vocab([q for item in written["train"] for q in train_questions[item.id]])
             return ({"vocab": vocab.to_json(), "json_set": folder.name},
                     {split: {"answer_histogram": answer_histogram(items)} for split, items in written.items()})

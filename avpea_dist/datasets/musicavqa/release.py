@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...data.ids import excerpt, id_problem
+
 SPLITS = ("train", "val", "test")
 KEYS = ("video_id", "question_id", "type", "question_content", "templ_values", "question_deleted", "anser")
 # (scenario, kind) in the order the benchmark reports them.
@@ -37,7 +39,7 @@ PAD, UNK = "<pad>", "<unk>"
 UNKNOWN_ANSWER = -1  # label of an answer outside the train vocabulary: never predicted, so always wrong
 
 # Becomes part of a tar key downstream: no dots (WebDataset splits a member name there) and no slashes.
-_VIDEO_ID = re.compile(r"^[A-Za-z0-9_\-]+$")
+_VIDEO_ID = re.compile(r"[A-Za-z0-9_\-]+")
 _RELEASE_VIDEO_ID = re.compile(r"^(?:" + "|".join(SYNTHETIC_PREFIXES) + r")?[0-9]{8}$")
 
 
@@ -97,15 +99,17 @@ def fill_question(template: str, values: list[str]) -> tuple[str, ...]:
     Raises ValueError (the skip reason) where the reference code would crash or silently mangle the text."""
     words = template.rstrip().split(" ")
     if not words[-1] or words[-1][-1] not in QUESTION_MARKS:
-        raise ValueError(f"question_content {template!r} does not end with '?' or '\uff1f'")
+        raise ValueError(f"question_content {excerpt(template)} does not end with '?' or '\uff1f'")
     words[-1] = words[-1][:-1]
     slots = [i for i, w in enumerate(words) if "<" in w]
     if len(slots) != len(values):
-        raise ValueError(f"{len(slots)} placeholders in {template!r} but {len(values)} templ_values {values}")
+        raise ValueError(f"{len(slots)} placeholders in {excerpt(template)} but {len(values)} templ_values "
+                         f"{excerpt(values)}")
     for i, value in zip(slots, values):
         words[i] = value
     if "" in words:
-        raise ValueError(f"question {template!r} filled with {values} has an empty word (double space?)")
+        raise ValueError(f"question {excerpt(template)} filled with {excerpt(values)} has an empty word "
+                         f"(double space?)")
     return tuple(words)
 
 
@@ -117,16 +121,16 @@ def _json_list(record: dict, key: str) -> list[str]:
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:
-            raise ValueError(f"{key} {raw!r} is not a JSON list") from None
+            raise ValueError(f"{key} {excerpt(raw)} is not a JSON list") from None
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ValueError(f"{key} {raw!r} is not a list of non-empty strings")
+        raise ValueError(f"{key} {excerpt(raw)} is not a list of non-empty strings")
     return value
 
 
 def _question_type(record: dict) -> tuple[str, str]:
     value = _json_list(record, "type")
     if tuple(value) not in QUESTION_TYPES:
-        raise ValueError(f"type {record['type']!r} is not one of the nine (scenario, kind) pairs")
+        raise ValueError(f"type {excerpt(record['type'])} is not one of the nine (scenario, kind) pairs")
     return value[0], value[1]
 
 
@@ -135,16 +139,17 @@ def _check_fields(record: dict) -> None:
     if missing:
         raise ValueError(f"missing key(s) {', '.join(missing)}")
     vid, qid = record["video_id"], record["question_id"]
-    if not isinstance(vid, str) or not _VIDEO_ID.match(vid):
-        raise ValueError(f"video_id {vid!r} must be letters, digits, '-' or '_'")
+    problem = id_problem(vid, pattern=_VIDEO_ID, shape="letters, digits, '-' or '_'")
+    if problem:
+        raise ValueError(problem)
     if isinstance(qid, bool) or not isinstance(qid, int):
-        raise ValueError(f"question_id {qid!r} is not an integer")
+        raise ValueError(f"question_id {excerpt(qid)} is not an integer")
     if record["question_deleted"] != 0:
-        raise ValueError(f"question_deleted is {record['question_deleted']!r} (only 0 is kept)")
+        raise ValueError(f"question_deleted is {excerpt(record['question_deleted'])} (only 0 is kept)")
     if not isinstance(record["question_content"], str) or not record["question_content"].strip():
         raise ValueError("question_content is empty or not a string")
     if not isinstance(record["anser"], str) or not record["anser"].strip():
-        raise ValueError(f"anser {record['anser']!r} is empty or not a string")
+        raise ValueError(f"anser {excerpt(record['anser'])} is empty or not a string")
 
 
 def parse_record(record: Any, index: int, split: str = "") -> Question | Skip:

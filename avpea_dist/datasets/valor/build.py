@@ -19,7 +19,8 @@ from typing import Any
 
 from ...data.builder import BuildOptions, DatasetBuilder
 from ...data.manifest import MANIFEST
-from ...data.sample_build import ANY_LENGTH, Item, ItemsRelease, Schema, SplitItems, video_paths
+from ...data.sample_build import ANY_LENGTH, Item, ItemsRelease, Schema, SplitItems
+from ...data.videos import video_paths
 from .release import SplitCaptions, read_release
 from .text import TEXT_FOLDER, TextSpec, save_text_folder
 
@@ -82,14 +83,16 @@ class ValorBuilder(DatasetBuilder):
         paths = video_paths(videos, {vid for sc in splits.values() for vid in sc.videos})
         items = {split: _split_items(sc, paths) for split, sc in splits.items()}
 
-        def summary(written: dict[str, list[Item]]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        def summary(written: dict[str, list[Item]],
+                    skipped: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
             train = [c for item in written.get("train", []) for c in item.meta["captions"]]
             top: dict[str, Any] = {"annotations": annotations, "most_frequent_caption": most_frequent(train)}
             if text and train:
                 top["text"] = _text_record(out, train, text_spec)
             return top, {}
 
-        return ItemsRelease(items, schema=SCHEMA, source=str(Path(ann_dir).resolve()), summary=summary)
+        return ItemsRelease(items, schema=SCHEMA, source=str(Path(ann_dir).resolve()), summary=summary,
+                            identity=lambda item: [{"id": item.id, "caption": c} for c in item.meta["captions"]])
 
     def report_lines(self, manifest: dict[str, Any], out: str) -> list[str]:
         text = f", text model in {out}/{manifest['text']['folder']}" if "text" in manifest else ""

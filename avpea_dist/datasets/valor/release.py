@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from ...data.ids import excerpt, id_problem
+
 SPLITS = ("train", "val", "test")
 DESC_FILES = {split: f"desc_{split}.json" for split in SPLITS}
 MAPPER, ID_FILES = "txt_mapper_en.json", {"train": "train_id.json", "val": "val_id.json", "test": "test_id.json"}
@@ -59,12 +61,9 @@ def _load(path: Path, kind: type, what: str) -> Any:
 
 
 def _id_problem(vid: Any) -> str | None:
-    """Why ``vid`` cannot name a video file (None when it can); any other character is kept verbatim."""
-    if not isinstance(vid, str) or not vid.strip():
-        return f"video_id {vid!r} is not a non-empty string"
-    if "/" in vid or "\\" in vid or "\x00" in vid or vid in (".", "..") or vid != vid.strip():
-        return f"video_id {vid!r} cannot name a file (slash, NUL, dots only or outer spaces)"
-    return None
+    """Why ``vid`` cannot name a video file (None when it can): the shared rule, no pattern (VALOR's ids hold
+    dots); any other character is kept verbatim."""
+    return id_problem(vid)
 
 
 def gather(split: str, pairs: list[tuple[Any, Any, str | None]]) -> SplitCaptions:
@@ -75,7 +74,7 @@ def gather(split: str, pairs: list[tuple[Any, Any, str | None]]) -> SplitCaption
     for n, (vid, caption, problem) in enumerate(pairs):
         problem = problem or _id_problem(vid)
         if problem is None and (not isinstance(caption, str) or not caption.strip()):
-            problem = f"caption {caption!r} is empty or not a string"
+            problem = f"caption {excerpt(caption)} is empty or not a string"
         if problem is None:
             caption = caption.strip()
             if (vid, caption) in first:
@@ -121,7 +120,7 @@ def _mapper_pairs(ids: list[Any], mapper: dict[str, Any]) -> list[tuple[Any, Any
     pairs: list[tuple[Any, Any, str | None]] = []
     for vid in ids:
         if not isinstance(vid, str) or vid not in mapper:
-            pairs.append((vid, None, _id_problem(vid) or f"video_id {vid!r} has no entry in {MAPPER}"))
+            pairs.append((vid, None, _id_problem(vid) or f"video_id {excerpt(vid)} has no entry in {MAPPER}"))
             continue
         captions = mapper[vid]
         for caption in captions if isinstance(captions, list) and captions else [captions]:

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
+
+from ...fileio import temp_dir
 
 TEXT_FOLDER = "text"
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -75,7 +76,7 @@ def save_text_folder(folder: str | Path, captions: list[str], spec: TextSpec = T
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
         model = BertModel(config)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp = temp_dir(f".{folder.name}.", folder.parent)  # not mkdtemp's 0700: runs copy it as it is
     try:
         tokenizer.save_pretrained(tmp)
         model.save_pretrained(tmp)
