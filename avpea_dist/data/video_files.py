@@ -15,7 +15,7 @@ import os
 import string
 from pathlib import Path
 
-from .sample_build import VIDEO_SUFFIXES
+from .videos import VIDEO_SUFFIXES
 
 FIELDS = ("id", "start", "end", "start_ms", "end_ms")
 NOT_MEDIA = frozenset({"part", "ytdl", "tmp", "temp", "json", "txt", "description", "jpg", "jpeg", "png", "webp",
