@@ -202,6 +202,10 @@ class ClipsRelease(Release):
         return json.dumps({"id": sample.id, "key": sample.key, "split": sample.split, "start": sample.start,
                            "end": sample.end, "labels": list(sample.labels)}).encode()
 
+    def identities(self, sample: Clip) -> list[dict[str, Any]]:
+        # a segment is its video and its times (the rows' dedupe already keeps one of a repeated segment)
+        return [{"id": sample.id, "start": sample.start, "end": sample.end}]
+
     def manifest(self, plan: list[Shard], done: dict[str, dict[str, Any]], opts: BuildOptions,
                  pre: dict[str, Any], fingerprint: str) -> dict[str, Any]:
         n = len(self.rows.classes)

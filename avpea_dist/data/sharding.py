@@ -129,7 +129,8 @@ def _read_result(path: Path) -> tuple[str, Any]:
 
 
 def _inputs(release: Release, shard: Shard) -> list[Any]:
-    return [stamp(release.video(sample)) for sample in shard.clips]
+    # a video cut from a longer file is (path, start, end): the file is what the user may fix
+    return [stamp(v[0] if isinstance(v, tuple) else v) for v in map(release.video, shard.clips)]
 
 
 def _change(old: list[Any] | None, now: list[Any]) -> str:
