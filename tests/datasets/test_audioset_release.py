@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from avpea_dist.data.labelled_clips import Segment, dedupe, hold_out
+from avpea_dist.datasets.labelled_clips import Segment, dedupe, hold_out
 from avpea_dist.datasets.audioset.release import read_audioset, read_class_index, split_of
 
 FIX = Path(__file__).parent / "fixtures" / "audioset"

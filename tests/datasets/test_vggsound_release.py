@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from avpea_dist.data.labelled_clips import Segment
+from avpea_dist.datasets.labelled_clips import Segment
 from avpea_dist.datasets.vggsound.release import read_vggsound
 
 FIX = Path(__file__).parent / "fixtures" / "vggsound" / "vggsound.csv"

@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ...data.labelled_clips import Entry, Rows, Segment, seconds, skip, youtube_id_problem
+from ..labelled_clips import Entry, Rows, Segment, seconds, skip, youtube_id_problem
 
 SPLIT_OF = {"eval": "test", "balanced_train": "train", "unbalanced_train": "train"}
 """AudioSet's file names (before ``_segments.csv``) -> split: both train files are train, eval is test."""

@@ -10,8 +10,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ...data.clips_builder import ClipsBuilder
-from ...data.labelled_clips import Rows
+from ..clips_builder import ClipsBuilder
+from ..labelled_clips import Rows
 from .release import read_vggsound
 
 

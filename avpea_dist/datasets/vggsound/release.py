@@ -14,7 +14,7 @@ import csv
 from collections import Counter
 from pathlib import Path
 
-from ...data.labelled_clips import Entry, Rows, Segment, seconds, skip, youtube_id_problem
+from ..labelled_clips import Entry, Rows, Segment, seconds, skip, youtube_id_problem
 
 CLIP_SECONDS = 10.0
 SPLITS = ("train", "test")

@@ -22,13 +22,13 @@ from typing import Any, Union
 
 import numpy as np
 
-from .manifest import FORMAT, VERSION, member_names
-from .options import BuildOptions
-from .parts import PARTS
-from .plan import Shard
-from .sample_build import safe_id
-from .sharding import Release
-from .video_files import VideoFolder, check_pattern, format_name, has_suffix
+from ..data.manifest import FORMAT, VERSION, member_names
+from ..data.options import BuildOptions
+from ..data.parts import PARTS
+from ..data.plan import Shard
+from ..data.sample_build import safe_id
+from ..data.sharding import Release
+from ..data.video_files import VideoFolder, check_pattern, format_name, has_suffix
 
 SCHEMA = "clips"
 JSON_DOC = ("{id (YouTube id, verbatim), key (== the tar key), split, start, end (s, in the original video), "

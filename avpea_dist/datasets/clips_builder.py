@@ -8,9 +8,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .builder import BuildOptions, DatasetBuilder
+from ..data.builder import BuildOptions, DatasetBuilder
 from .labelled_clips import SCHEMA, ClipsRelease, Rows
-from .video_files import check_pattern
+from ..data.video_files import check_pattern
 
 
 class ClipsBuilder(DatasetBuilder):
