@@ -277,3 +277,18 @@ def test_long_video_window_by_window(run_dir, tmp_path, monkeypatch, capsys):
     assert [s["t"] for s in timeline["seconds"]] == list(range(180))
     assert [s["prob"] for s in timeline["seconds"]] == pytest.approx(whole.max(-1).values.tolist(), abs=1e-6)
     assert [s["label"] for s in timeline["seconds"]] == [predictor.classes[k] for k in whole.argmax(-1).tolist()]
+
+
+def test_a_video_named_with_another_container_is_found_by_the_builders_rule(tmp_path):
+    """`predict clip.mp4` when the downloader left clip.webm: the same rule as the shard builders."""
+    from avpea_dist.data.decode import DecodeError
+    from avpea_dist.tasks.avel.commands import find_video
+
+    (tmp_path / "clip.webm").write_bytes(b"x")
+    assert find_video(tmp_path / "clip.mp4") == tmp_path / "clip.webm"
+    assert find_video(tmp_path / "clip") == tmp_path / "clip.webm"
+    with pytest.raises(DecodeError, match="missing file"):
+        find_video(tmp_path / "other.mp4")
+    (tmp_path / "dir.mp4").mkdir()
+    with pytest.raises(DecodeError, match="a folder, not a video file"):
+        find_video(tmp_path / "dir.mp4")

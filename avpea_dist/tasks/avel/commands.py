@@ -118,16 +118,19 @@ def video_inputs(video: str | Path, prep: Preprocessing, img_size: int) -> tuple
 
 
 def find_video(video: str | Path) -> Path:
-    """The file a VIDEO argument names; ``DecodeError`` (the reason) when there is none. The one place
-    predict turns an argument into a file: the shard builders' rule for finding a record's video would
-    plug in here."""
+    """The file a VIDEO argument names; ``DecodeError`` (the reason) when there is none. A path without its
+    file is looked up by the shard builders' rule (``data.videos``): ``clip.mp4`` finds a ``clip.webm``
+    that a downloader left instead."""
     from ...data.decode import DecodeError
+    from ...data.videos import find_video as find_by_id
 
     path = Path(video)
     if path.is_dir():
         raise DecodeError("a folder, not a video file (pass the video files, e.g. FOLDER/*.mp4)")
+    if not path.is_file() and path.parent.is_dir():
+        path = find_by_id(path.parent, path.stem if path.suffix else path.name)
     if not path.is_file():
-        raise DecodeError("missing file")
+        raise DecodeError("not a file (a folder named like a video)" if path.exists() else "missing file")
     return path
 
 
