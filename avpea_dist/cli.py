@@ -27,10 +27,21 @@ def command_modules() -> tuple[str, ...]:
     return AREAS + tuple(m for name in sorted(tasks) for m in tasks[name].commands)
 
 
+def version() -> str:
+    """The installed distribution's version ('unknown' when running from a tree that was never installed)."""
+    from importlib.metadata import PackageNotFoundError, version as dist_version
+
+    try:
+        return dist_version("avpea-dist")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="avpea", description="AV-PEA adapters on frozen ViTs: data, training, "
                                      "evaluation, Slurm and Ray Tune.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in command_modules():
         module = importlib.import_module(name)

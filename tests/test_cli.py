@@ -55,3 +55,11 @@ def test_a_command_module_without_register_is_named(monkeypatch, tmp_path):
     _fake_tasks(monkeypatch, tmp_path, "X = 1\n")
     with pytest.raises(ConfigError, match="fake_task_cmds .*register"):
         cli.build_parser()
+
+
+def test_version_prints_the_installed_distribution_version():
+    from importlib.metadata import version
+
+    p = subprocess.run([sys.executable, "-m", "avpea_dist.cli", "--version"], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0 and p.stdout.strip() == f"avpea {version('avpea-dist')}", p.stdout + p.stderr
