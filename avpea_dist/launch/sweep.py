@@ -101,13 +101,11 @@ class SweepSpec:
 
 
 def absolute_paths(cfg: Config) -> dict[str, Any]:
-    """Ray runs trials in their own working folders: every path in the config must be absolute."""
-    data = cfg.to_dict()
-    data["data"]["shards"] = str(Path(cfg.data.shards).expanduser().absolute())
-    data["train"]["out"] = str(Path(cfg.train.out).expanduser().absolute())
-    if cfg.model.pretrained not in ("none", "timm"):
-        data["model"]["pretrained"] = str(Path(cfg.model.pretrained).expanduser().absolute())
-    return data
+    """Ray runs trials in their own working folders (and jobs start on other nodes): every path in the config
+    absolute, by the trainer's own rule (shards, run folder, resume, weights and the task's model folders)."""
+    from ..train.runsetup import absolute_paths as resolved  # torch: only where a sweep or job is made
+
+    return resolved(cfg).to_dict()
 
 
 def _update(path: Path, **fields: Any) -> dict[str, Any]:
