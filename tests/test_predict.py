@@ -91,7 +91,7 @@ def _reference(run: Path, video: Path, frame_size: int = SIZE, jpeg_quality: int
 
 @pytest.mark.slow
 def test_predict_matches_the_model_on_the_shard_path(run_dir, videos, tmp_path):
-    from avpea_dist.tasks.avel.commands import load_predictor, predict_videos
+    from avpea_dist.apps.predict import load_predictor, predict_videos
 
     predictor = load_predictor(run_dir / "config.yaml", run_dir / "best" / "adapters.safetensors", device="cpu",
                                batch_size=2)
@@ -121,7 +121,7 @@ def test_predict_matches_the_model_on_the_shard_path(run_dir, videos, tmp_path):
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
 
     # The 35 s clip in windows of 10 (10, 10, 10, 5) equals one pass over single seconds: windows cover it all.
-    frames_audio = __import__("avpea_dist.tasks.avel.commands", fromlist=["video_inputs"]).video_inputs(
+    frames_audio = __import__("avpea_dist.apps.predict", fromlist=["video_inputs"]).video_inputs(
         videos["long"], predictor.prep, SIZE)
     predictor.window_s = 1
     per_second = predictor.probabilities(*frames_audio)
@@ -163,7 +163,7 @@ def _manifest_copy(run: Path, classes: list[str] = NAMES, frame_size: int = 48, 
 def test_run_facts_come_from_the_run_folder(tmp_path, monkeypatch, caplog):
     """Class names and preprocessing from the run folder's copy of the manifest, whatever the current folder
     and wherever the shards went; without a copy or shards: numbered classes and a warning saying why."""
-    from avpea_dist.tasks.avel.commands import Preprocessing, run_facts, run_shards_manifest
+    from avpea_dist.apps.predict import Preprocessing, run_facts, run_shards_manifest
 
     run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
     run.mkdir(), elsewhere.mkdir()
@@ -187,7 +187,7 @@ def test_run_facts_come_from_the_run_folder(tmp_path, monkeypatch, caplog):
 
 def test_find_video_and_progress_lines(tmp_path, monkeypatch, capsys):
     from avpea_dist.data.decode import DecodeError
-    from avpea_dist.tasks.avel import commands
+    from avpea_dist.apps import predict as commands
 
     (tmp_path / "clips.mp4").mkdir()
     with pytest.raises(DecodeError, match="a folder, not a video file"):
@@ -221,7 +221,7 @@ def test_predict_from_another_folder_uses_the_run_folder(run_dir, videos, tmp_pa
     48 px / JPEG 75 preprocessing of the run's shards, so the result equals the model on those shards."""
     import argparse
 
-    from avpea_dist.tasks.avel.commands import load_predictor, predict_cmd
+    from avpea_dist.apps.predict import load_predictor, predict_cmd
 
     run = _run_elsewhere(run_dir, tmp_path)
     elsewhere = tmp_path / "elsewhere"
@@ -247,7 +247,7 @@ def test_long_video_window_by_window(run_dir, tmp_path, monkeypatch, capsys):
     next is decoded (memory does not grow with the video), progress lines off a terminal, and the same
     timeline as the whole video at once."""
     from avpea_dist.data import decode_windows as module
-    from avpea_dist.tasks.avel import commands
+    from avpea_dist.apps import predict as commands
     from tests.data.media import timed_mp4
 
     video = timed_mp4(tmp_path / "talk.mp4", 180.0, fps=1, size=32, aac_fast=True)
@@ -282,7 +282,7 @@ def test_long_video_window_by_window(run_dir, tmp_path, monkeypatch, capsys):
 def test_a_video_named_with_another_container_is_found_by_the_builders_rule(tmp_path):
     """`predict clip.mp4` when the downloader left clip.webm: the same rule as the shard builders."""
     from avpea_dist.data.decode import DecodeError
-    from avpea_dist.tasks.avel.commands import find_video
+    from avpea_dist.apps.predict import find_video
 
     (tmp_path / "clip.webm").write_bytes(b"x")
     assert find_video(tmp_path / "clip.mp4") == tmp_path / "clip.webm"

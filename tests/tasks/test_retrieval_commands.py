@@ -18,7 +18,7 @@ def test_search_on_ave_shards_names_both_schemas(synth_shards, tmp_path, capsys)
 
 
 def test_search_shards_folder_and_split_problems_are_one_line_each(synth_shards, tmp_path):
-    from avpea_dist.tasks.retrieval.commands import check_shards
+    from avpea_dist.apps.search import check_shards
 
     with pytest.raises(FileNotFoundError, match="is not a folder; give a folder of 'captions' shards"):
         check_shards(str(tmp_path / "nope"), "test")

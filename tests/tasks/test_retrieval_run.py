@@ -57,7 +57,7 @@ def test_two_rank_run_selects_on_val_and_tests_every_clip_once(tiny_run):
 @pytest.mark.slow
 def test_search_builds_the_index_once_then_reuses_it(tiny_run, tmp_path, monkeypatch, capsys):
     from avpea_dist import cli
-    from avpea_dist.tasks.retrieval.commands import search
+    from avpea_dist.apps.search import search
     from avpea_dist.apps import runmodel
 
     base, run = tiny_run

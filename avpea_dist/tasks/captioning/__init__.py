@@ -4,5 +4,5 @@ from ...plugins import TaskSpec
 from .config import CaptioningConfig
 
 SPEC = TaskSpec(name="captioning", task="avpea_dist.tasks.captioning.task:CaptioningTask", schema="captions",
-                section=CaptioningConfig, commands=("avpea_dist.tasks.captioning.commands",),
+                section=CaptioningConfig, commands=("avpea_dist.apps.caption",),
                 demo="avpea_dist.tasks.captioning.demo:DEMO")

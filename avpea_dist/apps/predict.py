@@ -98,9 +98,9 @@ def video_windows(video: str | Path, seconds: int, prep: Preprocessing, img_size
     import numpy as np
     import torch
 
-    from ...data.decode_windows import decode_windows
-    from ...data.features import fbank_segments, jpeg_bytes, normalise_fbank
-    from ...data.stream import decode_jpeg
+    from ..data.decode_windows import decode_windows
+    from ..data.features import fbank_segments, jpeg_bytes, normalise_fbank
+    from ..data.stream import decode_jpeg
 
     for frames, wave in decode_windows(video, seconds, window=window, size=prep.frame_size,
                                        sample_rate=prep.sample_rate):
@@ -121,8 +121,8 @@ def find_video(video: str | Path) -> Path:
     """The file a VIDEO argument names; ``DecodeError`` (the reason) when there is none. A path without its
     file is looked up by the shard builders' rule (``data.videos``): ``clip.mp4`` finds a ``clip.webm``
     that a downloader left instead."""
-    from ...data.decode import DecodeError
-    from ...data.videos import find_video as find_by_id
+    from ..data.decode import DecodeError
+    from ..data.videos import find_video as find_by_id
 
     path = Path(video)
     if path.is_dir():
@@ -171,7 +171,7 @@ def video_seconds(video: str | Path) -> int:
     """Whole seconds the video covers (a last partial second counts from half a second on)."""
     import av
 
-    from ...data.decode import DecodeError
+    from ..data.decode import DecodeError
 
     path = find_video(video)
     try:
@@ -221,8 +221,8 @@ def run_shards_manifest(run_dir: str | Path | None, shards: str | Path) -> tuple
     reader of ``apps.runmodel`` would plug in here."""
     import json
 
-    from ...data.manifest import read_manifest
-    from ...train.runfolder import RUN_MANIFEST
+    from ..data.manifest import read_manifest
+    from ..train.runfolder import RUN_MANIFEST
 
     copy = Path(run_dir) / RUN_MANIFEST if run_dir is not None else None
     if copy is not None and copy.is_file():
@@ -265,10 +265,10 @@ def load_predictor(config: Path, checkpoint: Path, *, device: str = "auto", wind
     folder ``run_dir`` (default: the config's folder, as ``RUN/config.yaml`` is)."""
     import torch
 
-    from ...config_load import load_config
-    from ...models.model import build_model
-    from ..registry import build_task
-    from ...train.export import load_trainable
+    from ..config_load import load_config
+    from ..models.model import build_model
+    from ..tasks.registry import build_task
+    from ..train.export import load_trainable
 
     cfg = load_config(config, list(overrides))
     if cfg.task != "avel":
@@ -297,9 +297,9 @@ def load_predictor(config: Path, checkpoint: Path, *, device: str = "auto", wind
 
 def predict_videos(predictor: Predictor, videos: list[str], out: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Every video in turn; -> (timelines written, one problem line per video that failed)."""
-    from ...data.decode import DecodeError
-    from ...fileio import atomic_write_bytes, atomic_write_json
-    from .timeline import summary_line, timeline_png
+    from ..data.decode import DecodeError
+    from ..fileio import atomic_write_bytes, atomic_write_json
+    from ..tasks.avel.timeline import summary_line, timeline_png
 
     done, problems, stems = [], [], set()
     for video in videos:

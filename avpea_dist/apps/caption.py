@@ -51,8 +51,8 @@ def caption_videos(run: str, videos: list[str], *, beam: int | None = None, whic
     """-> [{'video', 'caption'} or {'video', 'error'}] in the order of ``videos``."""
     import torch
 
-    from ...data.decode import DecodeError
-    from ...apps.runmodel import load_run, media_from_video
+    from ..data.decode import DecodeError
+    from .runmodel import load_run, media_from_video
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...fileio import atomic_write_bytes, sha256_file
+from ..fileio import atomic_write_bytes, sha256_file
 
 if TYPE_CHECKING:
     import torch
@@ -47,8 +47,8 @@ def _source(videos: str | None, shards: str | None, split: str) -> tuple[str, st
 def check_shards(shards: str, split: str) -> Path:
     """-> the manifest file of ``--shards``, once it is known to hold samples of the schema a retrieval
     run reads in ``split``; else one line naming what was found and what is needed."""
-    from ... import plugins
-    from ...data.manifest import LEGACY_SCHEMA, MANIFEST, read_manifest
+    from .. import plugins
+    from ..data.manifest import LEGACY_SCHEMA, MANIFEST, read_manifest
 
     need = plugins.task_spec("retrieval").schema
     builds = " or ".join(f"`avpea shards build {d.name}`" for d in plugins.dataset_specs().values()
@@ -131,7 +131,7 @@ def build_index(model: Any, cfg: Any, task: Any, files: list[Path], shards: str 
             tokens.append(t.float().cpu())
 
     if shards is not None:
-        from ...data.loaders import make_eval_loader
+        from ..data.loaders import make_eval_loader
 
         loader = make_eval_loader(shards, split, batch_size=batch_size, img_size=cfg.model.img_size, num_workers=0,
                                   rank=0, world_size=1, codec=task.codec(split, 0))
@@ -144,7 +144,7 @@ def build_index(model: Any, cfg: Any, task: Any, files: list[Path], shards: str 
                 [{"id": "?", "reason": f"unreadable sample (check: `avpea shards verify --decode {shards}`)"}]
                 * int(batch.get("skipped", 0)))
     else:
-        from ...apps.runmodel import media_from_video
+        from .runmodel import media_from_video
 
         pending: list[tuple[str, torch.Tensor, torch.Tensor]] = []
         for n, path in enumerate(files):
@@ -168,7 +168,7 @@ def score(model: Any, task: Any, index: dict[str, Any], query: str) -> torch.Ten
     """Cosine similarity (or the fine-grained one) of the query and every indexed clip -> (N,)."""
     import torch
 
-    from .head import fine_similarity
+    from ..tasks.retrieval.head import fine_similarity
 
     codec = task.codec("test", 0)
     batch = codec.collate([codec.parse({"captions": [query]}, "query")])
@@ -185,7 +185,7 @@ def search(run: str | Path, query: str, *, videos: str | None = None, shards: st
     """-> {"results": [{"rank", "id", "score", "caption"?}], "index": path, "reused": bool, "clips", "skipped"}."""
     import torch
 
-    from ...apps.runmodel import load_run
+    from .runmodel import load_run
 
     if not query.strip():
         raise ValueError("--query is empty; give a sentence describing what is seen and heard")
