@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..fileio import atomic_write_json, sha256_file
+from .index import INDEX, INDEX_DIR, RECORD_KEYS, withdraw, write_split_indexes
 from .manifest import MANIFEST
 from .plan import Shard
 
@@ -81,7 +82,7 @@ def clear_build(out: Path) -> list[str]:
         if (out / name).is_file():
             (out / name).unlink()
             removed.append(name)
-    for name in (MANIFEST, PARTS, ".decoded"):
+    for name in (INDEX, MANIFEST, INDEX_DIR, PARTS, ".decoded"):
         path = out / name
         if path.is_dir():
             shutil.rmtree(path)
@@ -126,6 +127,7 @@ def load_done(out: Path, fingerprint: str) -> dict[str, dict[str, Any]]:
 def mark_unfinished(out: Path) -> None:
     """A task about to rebuild shards of a finished folder: readers see ``complete: false`` (and a one-line
     'rerun to resume' error) until the final merge, not a manifest listing shards being rewritten."""
+    withdraw(out)  # index.json first: it is what readers take for "complete"
     path = out / MANIFEST
     if path.is_file():
         manifest = _read_json(path)
@@ -154,7 +156,7 @@ def merge_if_complete(out: Path, plan: list[Shard], tasks: int, run: str | None,
     given) have finished; -> it, else None. Only this layout's parts count: each holds its task's reused and new records, so a part
     left by an earlier job cannot make a shard that is being rebuilt look finished. Two tasks finishing
     together may both write the manifest: the same bytes, each write atomic."""
-    done: dict[str, dict[str, Any]] = {}
+    records: dict[str, dict[str, Any]] = {}
     for task in range(tasks):
         path = part_path(out, task, tasks)
         part = _read_json(path) if path.is_file() else {}
@@ -162,10 +164,13 @@ def merge_if_complete(out: Path, plan: list[Shard], tasks: int, run: str | None,
             return None
         if part["build"]["fingerprint"] != fingerprint:
             raise ValueError(f"{path} records a build of other annotations or options; delete {out / PARTS}")
-        done.update({name: {k: v for k, v in rec.items() if k != INPUTS}
-                     for name, rec in part["build"]["done"].items()})
-    if any(s.name not in done for s in plan):
+        records.update(part["build"]["done"])
+    if any(s.name not in records for s in plan):
         return None
-    manifest = make(done)
+    manifest = make({name: {k: v for k, v in rec.items() if k != INPUTS and k not in RECORD_KEYS}
+                     for name, rec in records.items()})
+    # index/ first, then the manifest, then index.json: readers take index.json as "complete"
+    body = write_split_indexes(out, manifest, records)
     atomic_write_json(out / MANIFEST, manifest)
+    atomic_write_json(out / INDEX, body)
     return manifest

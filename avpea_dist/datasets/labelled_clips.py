@@ -202,6 +202,9 @@ class ClipsRelease(Release):
         return json.dumps({"id": sample.id, "key": sample.key, "split": sample.split, "start": sample.start,
                            "end": sample.end, "labels": list(sample.labels)}).encode()
 
+    def labels(self, sample: Clip) -> list[int]:
+        return [self.index[label] for label in sample.labels]
+
     def identities(self, sample: Clip) -> list[dict[str, Any]]:
         # a segment is its video and its times (the rows' dedupe already keeps one of a repeated segment)
         return [{"id": sample.id, "start": sample.start, "end": sample.end}]
