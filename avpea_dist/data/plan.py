@@ -49,9 +49,10 @@ def task_shards(plan: list[Shard], task: int, tasks: int) -> list[Shard]:
     return plan[task::tasks]
 
 
-def fingerprint_inputs(files: Iterable[str | Path], options: dict[str, Any]) -> str:
+def fingerprint_inputs(files: Iterable[str | Path], options: dict[str, Any], records: Iterable[Any] = ()) -> str:
     """What a build is made from, hashed as a stream: each annotation file's name, size and bytes (1 MiB at a
-    time), then ``options`` as JSON. Its cost is one read of the annotation files and constant memory, however
+    time), ``options`` as JSON, then ``records`` (what else decided the plan, e.g. rows skipped for a missing
+    video) one JSON line at a time. Its cost is one read of the annotation files and constant memory, however
     many records they hold: the plan (a pure function of these) is not serialised to hash it."""
     h = hashlib.sha256()
     for path in files:
@@ -61,4 +62,6 @@ def fingerprint_inputs(files: Iterable[str | Path], options: dict[str, Any]) -> 
             while block := f.read(1 << 20):
                 h.update(block)
     h.update(json.dumps(options, sort_keys=True, default=str).encode())
+    for rec in records:
+        h.update(b"\n" + json.dumps(rec, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]

@@ -26,7 +26,8 @@ from ..fileio import atomic_open, sha256_file
 from .build import ordered_results, preprocessing
 from .index import tar_layout
 from .options import BuildOptions
-from .parts import INPUTS, intact, load_done, make_out, mark_unfinished, merge_if_complete, write_part
+from .parts import (INPUTS, append_record, finish_part, intact, load_done, make_out, mark_unfinished,
+                    merge_if_complete, start_part)
 from .plan import Shard, make_plan, task_shards
 from .videos import stamp
 
@@ -253,7 +254,7 @@ def build_task(out: Path, release: Release, opts: BuildOptions, *, task: int = 0
         else:
             changes.append(f"{s.name}: {change}")
     todo = [s for s in mine if s.name not in done]
-    write_part(out, task, tasks, fp, done, run=run, finished=False)
+    start_part(out, task, tasks, fp, done, run=run)
     if todo:
         mark_unfinished(out)
     if prepare is not None:
@@ -265,11 +266,11 @@ def build_task(out: Path, release: Release, opts: BuildOptions, *, task: int = 0
     try:
         for shard in todo:
             done[shard.name] = _write_shard(out, shard, release, videos, lambda: bar.update(1))
-            write_part(out, task, tasks, fp, done, run=run, finished=False)
+            append_record(out, task, tasks, shard.name, done[shard.name])
     finally:
         videos.close()
     bar.close()
-    write_part(out, task, tasks, fp, done, run=run, finished=True)
+    finish_part(out, task, tasks)
     seconds = time.perf_counter() - t0
     manifest = _merge(out, release, opts, plan, pre, fp, tasks, run)
     rate = (lambda n: round(n / seconds, 3) if paths and seconds > 0 else 0.0)

@@ -181,3 +181,101 @@ def test_split_stream_takes_the_index(synth_shards: Path, tmp_path: Path) -> Non
     shutil.copytree(synth_shards, old)
     (old / INDEX).unlink()
     assert SplitStream(old, "train", 32, AVELCodec(9)).span_of(1, 2) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Bookkeeping that stays linear at 2M records (issue 25)
+
+
+def test_progress_records_are_appended_never_rewritten(tmp_path: Path, no_decoding, monkeypatch) -> None:
+    out = tmp_path / "shards"
+    rewrites: list[str] = []
+    real = parts.atomic_write_text
+    monkeypatch.setattr(parts, "atomic_write_text", lambda p, t: (rewrites.append(Path(p).name), real(p, t)))
+    build(out, ToyRelease({"train": 20}), shard_size=2)
+    part = parts.part_path(out, 0, 1)
+    assert rewrites == [part.name]  # written whole once, when the task starts
+    lines = [json.loads(x) for x in part.read_text().splitlines()]
+    assert lines[0] == {"task": 0, "tasks": 1, "run": None, "fingerprint": lines[0]["fingerprint"]}
+    assert [x["shard"] for x in lines[1:-1]] == [f"train-{i:06d}" for i in range(10)] and lines[-1] == {
+        "finished": True}
+
+
+def test_restart_trusts_size_and_recorded_hash(tmp_path: Path, no_decoding, monkeypatch) -> None:
+    from avpea_dist.data import sharding
+    from avpea_dist.data.verify import verify
+
+    out = tmp_path / "shards"
+    build(out, ToyRelease({"train": 12}), shard_size=3)
+    flipped = out / "train-000001.tar"
+    data = bytearray(flipped.read_bytes())
+    data[600] ^= 1  # same size: trusted by a restart (no re-hash) ...
+    flipped.write_bytes(bytes(data))
+    cut = out / "train-000002.tar"
+    cut.write_bytes(cut.read_bytes()[:-512])  # ... another size: rebuilt
+    hashed: list[str] = []
+    real = sharding.sha256_file
+    monkeypatch.setattr(sharding, "sha256_file", lambda p: (hashed.append(Path(p).name), real(p))[1])
+    r = build(out, ToyRelease({"train": 12}), shard_size=3)
+    assert (r["stats"]["built_shards"], r["stats"]["reused_shards"]) == (1, 3) and hashed == [cut.name]
+    faults, _ = verify(out)  # the full check finds what the restart trusted
+    assert faults == [f"{flipped}: sha256 differs from the manifest (changed or truncated)"]
+
+
+def test_a_line_cut_short_by_a_kill_is_ignored(tmp_path: Path, no_decoding) -> None:
+    out = tmp_path / "shards"
+    build(out, ToyRelease({"train": 9}), shard_size=3)
+    part = parts.part_path(out, 0, 1)
+    lines = part.read_text().splitlines(keepends=True)
+    part.write_text("".join(lines[:3]) + lines[3][:40])  # two records kept, the third cut mid-line
+    (out / "manifest.json").unlink()
+    assert sorted(parts.read_part(part)["build"]["done"]) == ["train-000000", "train-000001"]
+    assert build(out, ToyRelease({"train": 9}), shard_size=3)["stats"]["built_shards"] == 1
+    part.write_text("".join(lines[:2]) + "{oops\n" + "".join(lines[2:]))
+    with pytest.raises(ValueError, match=r"task-0000-of-0001.jsonl, line 3 is not valid JSON .*delete the file"):
+        parts.read_part(part)
+
+
+def test_fingerprint_streams_files_and_options(tmp_path: Path) -> None:
+    from avpea_dist.data.plan import fingerprint_inputs
+
+    a = tmp_path / "a.csv"
+    a.write_bytes(b"x" * (3 << 20))  # over several read blocks
+    fp = fingerprint_inputs([a], {"k": 1}, [{"skip": 1}])
+    assert fp == fingerprint_inputs([a], {"k": 1}, [{"skip": 1}]) and len(fp) == 16
+    assert fp != fingerprint_inputs([a], {"k": 2}, [{"skip": 1}]) != fingerprint_inputs([a], {"k": 1})
+    a.write_bytes(b"x" * ((3 << 20) - 1) + b"y")
+    assert fp != fingerprint_inputs([a], {"k": 1}, [{"skip": 1}])
+
+
+def _damaged(tmp_path: Path) -> Path:
+    out = tmp_path / "shards"
+    build(out, ToyRelease({"train": 30, "val": 6}, bad=(7,)), shard_size=3)
+    cut = out / "train-000004.tar"
+    cut.write_bytes(cut.read_bytes()[:1536])
+    (out / "val-000001.tar").unlink()
+    return out
+
+
+def test_verify_progress_lines_without_a_terminal(tmp_path: Path, no_decoding, monkeypatch, capsys) -> None:
+    from avpea_dist.data import verify as verify_mod
+
+    out = _damaged(tmp_path)
+    monkeypatch.setattr(verify_mod, "LOG_EVERY_S", 0.0)
+    capsys.readouterr()
+    faults, _ = verify_mod.verify(out, progress=True)
+    assert f"{out / 'val-000001.tar'}: missing" in faults
+    assert f"{out / 'train-000004.tar'}: 1536 bytes, manifest says {10240}" in faults
+    log = capsys.readouterr().err.splitlines()  # not a terminal: log lines, the last one the total
+    assert log[-1].startswith("verify: 12/12 shards (100.0 %)") and len(log) == 13
+    with pytest.raises(ValueError, match="--workers 0"):
+        verify_mod.verify(out, workers=0)
+
+
+@pytest.mark.slow
+def test_verify_workers_give_the_same_faults_in_the_same_order(tmp_path: Path, no_decoding) -> None:
+    from avpea_dist.data.verify import verify
+
+    out = _damaged(tmp_path)
+    one = verify(out, workers=1)
+    assert len(one[0]) >= 3 and verify(out, workers=3) == one
