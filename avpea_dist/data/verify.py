@@ -17,10 +17,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from ..fileio import sha256_file
 from .index import INDEX, load_index, tar_layout
 from .manifest import LEGACY_SCHEMA, read_manifest
-from .tario import iter_raw_samples
+from .tario import _TAR_ERRORS, RawSample, ShardFile, _samples
 
 LOG_EVERY_S = 30.0
 """Without a terminal: one progress line (stderr) at most this often."""
@@ -37,24 +36,29 @@ def _check_shard(job: tuple[str, dict[str, Any], int, bool, list[int] | None, in
     size = path.stat().st_size
     if size != sh["bytes"]:
         faults.append(f"{path}: {size} bytes, manifest says {sh['bytes']}")
-    if sha256_file(path) != sh["sha256"]:
-        faults.append(f"{path}: sha256 differs from the manifest (changed or truncated)")
     keys: list[str] = []
-    good = 0
-    for raw in iter_raw_samples(path):
-        if raw.error:
-            faults.append(f"{path}: {_plain(raw.error)}")
-            continue
-        keys.append(raw.key)
-        if decode:
-            from .stream import SampleError, decode_media
-
-            try:
-                decode_media(raw, frame_size=frame_size, img_size=frame_size)
-            except SampleError as e:
-                faults.append(f"{path}: {e}")
+    good, digest = 0, ""
+    with ShardFile(path, hashing=True) as f:  # one read: hashed while its samples are walked
+        for raw in _walk(f, path):
+            if raw.error:
+                faults.append(f"{path}: {_plain(raw.error)}")
                 continue
-        good += 1
+            keys.append(raw.key)
+            if decode:
+                from .stream import SampleError, decode_media
+
+                try:
+                    decode_media(raw, frame_size=frame_size, img_size=frame_size)
+                except SampleError as e:
+                    faults.append(f"{path}: {e}")
+                    continue
+            good += 1
+        try:
+            digest = f.hexdigest_to_end()
+        except OSError:
+            pass  # the file shrank mid-read: the sample count and the hash say so
+    if digest != sh["sha256"]:
+        faults.append(f"{path}: sha256 differs from the manifest (changed or truncated)")
     if good != sh["samples"]:
         faults.append(f"{path}: {good} readable samples, manifest says {sh['samples']}")
     if offsets is not None and not faults:
@@ -66,6 +70,14 @@ def _check_shard(job: tuple[str, dict[str, Any], int, bool, list[int] | None, in
             faults.append(f"{path}: sample offsets differ from {INDEX}'s index (rerun the build command to "
                           f"rewrite the index)")
     return faults, keys
+
+
+def _walk(f: ShardFile, path: Path) -> Iterator[RawSample]:
+    """The samples of an open shard; a read that fails ends with one corrupt sample naming why."""
+    try:
+        yield from _samples(f, path.name)
+    except _TAR_ERRORS as e:
+        yield RawSample("", error=f"truncated or unreadable shard {path.name}: {e}")
 
 
 def _jobs(root: Path, m: dict[str, Any], decode: bool) -> Iterator[tuple[str, tuple]]:
