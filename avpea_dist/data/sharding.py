@@ -190,12 +190,18 @@ def _write_shard(out: Path, shard: Shard, release: Release, videos: Decoded, tic
     return rec
 
 
-def _index_fields(out: Path, shard: Shard, rec: dict[str, Any], release: Release) -> dict[str, Any]:
+def _index_fields(out: Path, shard: Shard, rec: dict[str, Any], release: Release) -> dict[str, Any] | None:
     """A reused shard recorded before its samples' offsets (and labels) were: read them from its tar headers
-    (512 bytes a member), so a resumed older build still gets a full index."""
+    (512 bytes a member), so a resumed older build still gets a full index; None (rebuild it) when the
+    headers no longer read as the record says."""
     if rec["file"] is None or ("offsets" in rec and "data_end" in rec):
         return rec
-    keys, offsets, data_end = tar_layout(out / rec["file"])
+    try:
+        keys, offsets, data_end = tar_layout(out / rec["file"])
+    except (tarfile.TarError, OSError):
+        return None
+    if len(keys) != rec["samples"]:
+        return None
     rec = {**rec, "offsets": offsets, "data_end": data_end}
     by_key = {sample.key: sample for sample in shard.clips}
     labels = [release.labels(by_key[k]) if k in by_key else None for k in keys]
@@ -249,10 +255,10 @@ def build_task(out: Path, release: Release, opts: BuildOptions, *, task: int = 0
         if rec is None or not intact(out, rec):
             continue
         change = _change(rec.get(INPUTS), _inputs(release, s))
-        if change == "unchanged":
-            done[s.name] = _index_fields(out, s, rec, release)
-        else:
+        if change != "unchanged":
             changes.append(f"{s.name}: {change}")
+        elif (full := _index_fields(out, s, rec, release)) is not None:
+            done[s.name] = full  # else: its tar no longer reads as recorded, rebuilt like a lost one
     todo = [s for s in mine if s.name not in done]
     start_part(out, task, tasks, fp, done, run=run)
     if todo:

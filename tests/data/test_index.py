@@ -143,6 +143,20 @@ def test_resumed_older_build_still_gets_offsets_and_labels(tmp_path: Path, no_de
         assert got.labels.ids.tolist() == idx.labels.ids.tolist()
 
 
+def test_older_record_whose_tar_no_longer_reads_is_rebuilt(tmp_path: Path, no_decoding) -> None:
+    out = tmp_path / "shards"
+    build(out, ToyRelease(SIZES))
+    for part in (out / "parts").iterdir():
+        _strip_index_fields(part)
+    bad = out / "train-000002.tar"
+    data = bytearray(bad.read_bytes())
+    data[0:100] = b"\xff" * 100  # the first header: same size, unreadable
+    bad.write_bytes(bytes(data))
+    r = build(out, ToyRelease(SIZES))
+    assert (r["stats"]["built_shards"], r["stats"]["changed_shards"]) == (1, 0)
+    assert load_index(out, "train").span(2, 0)[0] == 0
+
+
 def _strip_index_fields(part: Path) -> None:
     """Remove the index's fields from every record of a progress file (one JSON line per record)."""
     try:  # one JSON document (task-*.json) ...
