@@ -10,6 +10,7 @@ and a log line every ``LOG_EVERY_S`` seconds otherwise.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import tarfile
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from ..fileio import sha256_file
 from .index import INDEX, load_index, tar_layout
 from .manifest import LEGACY_SCHEMA, read_manifest
 from .tario import _TAR_ERRORS, RawSample, ShardFile, _samples
@@ -84,7 +86,10 @@ def _jobs(root: Path, m: dict[str, Any], decode: bool) -> Iterator[tuple[str, tu
     frame_size = int(m["preprocessing"]["frame_size"])
     indexed = (root / INDEX).is_file()
     for split, s in m["splits"].items():
-        idx = load_index(root, split) if indexed and s["shards"] else None
+        try:
+            idx = load_index(root, split) if indexed and s["shards"] else None
+        except ValueError:  # reported by _index_faults; the shards are still checked against the manifest
+            idx = None
         for n, sh in enumerate(s["shards"]):
             offsets = data_end = None
             if idx is not None and idx.offsets is not None and n < len(idx.files) and idx.files[n] == sh["file"]:
@@ -99,9 +104,17 @@ def _index_faults(root: Path, m: dict[str, Any]) -> list[str]:
     if not (root / INDEX).is_file():
         return []
     faults = []
+    try:
+        entries = json.loads((root / INDEX).read_text())["splits"]
+    except (ValueError, KeyError, TypeError):
+        entries = {}  # load_index below names what is wrong with it
     for split, s in m["splits"].items():
         if not s["shards"]:
             continue
+        npz = root / str(entries.get(split, {}).get("file", ""))
+        if npz.is_file() and sha256_file(npz) != entries[split].get("sha256"):
+            faults.append(f"{npz}: sha256 differs from {INDEX} (changed after the build); rerun the build command "
+                          f"to rewrite the index")
         try:
             idx = load_index(root, split)
         except ValueError as e:

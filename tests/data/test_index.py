@@ -78,10 +78,17 @@ def test_stale_or_broken_index_is_refused_with_the_fix(tmp_path: Path, no_decodi
     build(out, ToyRelease(SIZES))
     npz = out / "index" / "train.npz"
     good = npz.read_bytes()
-    npz.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
-    with pytest.raises(ValueError, match=r"train.npz: does not match its size and sha256 in index.json .*rerun "
+    npz.write_bytes(good + b"\0")
+    with pytest.raises(ValueError, match=r"train.npz: does not match its size in index.json .*rerun "
                                          r"the same `avpea shards build`"):
         load_index(out, "train")
+    at = good.index(b"offsets.npy") + 200  # inside the offsets array's bytes: same size, the CRC-32 says so
+    npz.write_bytes(good[:at] + bytes([good[at] ^ 1]) + good[at + 1:])
+    with pytest.raises(ValueError, match=r"train.npz: unreadable \(Bad CRC-32"):
+        load_index(out, "train")
+    from avpea_dist.data.verify import verify
+
+    assert any("train.npz: sha256 differs from index.json" in f for f in verify(out)[0])
     npz.write_bytes(good)
     with pytest.raises(ValueError, match="split 'test' has no shards \\(splits with shards: train, val\\)"):
         load_index(out, "test")
