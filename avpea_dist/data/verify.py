@@ -8,60 +8,79 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from ..fileio import sha256_file
+from .. import storage
 from .manifest import LEGACY_SCHEMA, read_manifest
-from .tario import iter_raw_samples
+from .tario import _TAR_ERRORS, RawSample, ShardFile, _samples
 
 
 def verify(shards_dir: str | Path, decode: bool = False) -> tuple[list[str], list[str]]:
     """-> (faults, notes). A fault is anything that differs from the manifest; ``decode`` also decodes
     every sample's media as the loaders do (JPEG, npy) and checks that its json is an object naming the
-    sample's key. What the json holds is the task's to judge: its codec checks it when the loaders read it."""
-    root = Path(shards_dir)
+    sample's key. What the json holds is the task's to judge: its codec checks it when the loaders read it.
+    ``shards_dir`` may be a URL (``storage``): each shard is read once, hashed while its samples are walked."""
+    root = shards_dir if storage.is_url(shards_dir) else Path(shards_dir)
     m = read_manifest(root)
     faults: list[str] = []
     notes: list[str] = []
     listed = set()
+    present = storage.listdir(str(root))  # {} on an HTTP server: each shard is then asked for by name
     frame_size = int(m["preprocessing"]["frame_size"])
     for split, s in m["splits"].items():
         keys: set[str] = set()
         for sh in s["shards"]:
-            path = root / sh["file"]
+            path = storage.join(root, sh["file"])
+            shown = storage.redact(path)
             listed.add(sh["file"])
-            if not path.is_file():
-                faults.append(f"{path}: missing")
+            try:
+                size = present[sh["file"]] if sh["file"] in present else storage.size(path)
+            except FileNotFoundError:
+                faults.append(f"{shown}: missing")
                 continue
-            size = path.stat().st_size
             if size != sh["bytes"]:
-                faults.append(f"{path}: {size} bytes, manifest says {sh['bytes']}")
-            if sha256_file(path) != sh["sha256"]:
-                faults.append(f"{path}: sha256 differs from the manifest (changed or truncated)")
-            good = 0
-            for raw in iter_raw_samples(path):
-                if raw.error:
-                    faults.append(f"{path}: {_plain(raw.error)}")
-                    continue
-                if raw.key in keys:
-                    faults.append(f"{path}: duplicate key '{raw.key}' in split '{split}'")
-                keys.add(raw.key)
-                if decode:
-                    from .stream import SampleError, decode_media
-
-                    try:
-                        decode_media(raw, frame_size=frame_size, img_size=frame_size)
-                    except SampleError as e:
-                        faults.append(f"{path}: {e}")
+                faults.append(f"{shown}: {size} bytes, manifest says {sh['bytes']}")
+            good, digest = 0, ""
+            with ShardFile(path, hashing=True) as f:
+                for raw in _walk(f, path):
+                    if raw.error:
+                        faults.append(f"{shown}: {_plain(raw.error)}")
                         continue
-                good += 1
+                    if raw.key in keys:
+                        faults.append(f"{shown}: duplicate key '{raw.key}' in split '{split}'")
+                    keys.add(raw.key)
+                    if decode:
+                        from .stream import SampleError, decode_media
+
+                        try:
+                            decode_media(raw, frame_size=frame_size, img_size=frame_size)
+                        except SampleError as e:
+                            faults.append(f"{shown}: {e}")
+                            continue
+                    good += 1
+                try:
+                    digest = f.hexdigest_to_end()
+                except OSError:
+                    pass  # the object vanished or shrank mid-read: the sample count and the hash say so
+            if digest != sh["sha256"]:
+                faults.append(f"{shown}: sha256 differs from the manifest (changed or truncated)")
+                f.drop_cached()
             if good != sh["samples"]:
-                faults.append(f"{path}: {good} readable samples, manifest says {sh['samples']}")
-    for extra in sorted(p.name for p in root.glob("*.tar") if p.name not in listed):
-        notes.append(f"{root / extra}: not in the manifest (ignored by the loaders)")
-    for tmp in sorted(p.name for p in root.glob(".*.tmp")):
-        notes.append(f"{root / tmp}: leftover of an interrupted write (safe to delete)")
+                faults.append(f"{shown}: {good} readable samples, manifest says {sh['samples']}")
+    names = present if present else {}
+    for extra in sorted(n for n in names if n.endswith(".tar") and n not in listed):
+        notes.append(f"{storage.redact(storage.join(root, extra))}: not in the manifest (ignored by the loaders)")
+    for tmp in sorted(n for n in names if n.startswith(".") and n.endswith(".tmp")):
+        notes.append(f"{storage.redact(storage.join(root, tmp))}: leftover of an interrupted write (safe to delete)")
     return faults, notes
+
+
+def _walk(f: ShardFile, path: str) -> Iterator[RawSample]:
+    """The samples of an open shard; a read that fails ends with one corrupt sample naming why."""
+    try:
+        yield from _samples(f, storage.name_of(path))
+    except _TAR_ERRORS as e:
+        yield RawSample("", error=f"truncated or unreadable shard {storage.name_of(path)}: {storage.redact(e)}")
 
 
 _OBJECT_REPR = re.compile(r"\s*@?\s*<[\w.]+ object at 0x[0-9a-f]+>")
@@ -78,7 +97,7 @@ def describe(shards_dir: str | Path) -> str:
     m = read_manifest(shards_dir)
     pre = m["preprocessing"]
     schema = m.get("schema", LEGACY_SCHEMA)
-    lines = [f"shards   {Path(shards_dir)}  (format {m['format']} v{m['version']}, schema {schema}, source "
+    lines = [f"shards   {storage.redact(shards_dir)}  (format {m['format']} v{m['version']}, schema {schema}, source "
              f"{m['source']})",
              "sample schema (one tar member per row; key = one per annotation record, json id = video id):"]
     members = dict(m.get("members") or {})
