@@ -305,3 +305,13 @@ def listdir_recursive(root: str) -> dict[str, int]:
     found = retrying("list", root, lambda: fs.find(prefix, detail=True, withdirs=False))
     return {name[len(prefix) + 1:]: int(info.get("size") or 0) for name, info in found.items()
             if name.startswith(prefix + "/")}
+
+
+def check_secret_free(url: str, setting: str) -> str:
+    """``url`` unchanged, or a ValueError when it carries a password or token: ``setting`` is stored (run
+    folders, configs, logs), and credentials must come from their standard places instead."""
+    if redact(url) != str(url):
+        raise ValueError(f"{setting}={redact(url)} carries credentials in the URL; it would be stored in the run "
+                         f"folder. Give S3 keys through AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or ~/.aws, and "
+                         f"HTTP passwords through ~/.netrc, and drop them from the URL")
+    return url
