@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
+from .. import storage
 from . import exit_with
 from .features import load_npy, normalise_fbank
 from .manifest import SEGMENTS as NUM_SEGMENTS
@@ -122,13 +123,14 @@ class SplitStream(IterableDataset):
         if not (callable(getattr(codec, "parse", None)) and callable(getattr(codec, "collate", None))):
             raise TypeError(f"codec={codec!r} is not a SampleCodec (parse, collate): pass the run's task's "
                             f"codec, codec=task.codec(split, epoch)")
-        self.dir = Path(shards_dir)
+        self.dir = shards_dir if storage.is_url(shards_dir) else Path(shards_dir)
         manifest = read_manifest(self.dir)
-        s = split_entry(manifest, split, self.dir / MANIFEST)
-        self.files = [str(self.dir / sh["file"]) for sh in s["shards"]]
+        s = split_entry(manifest, split, storage.redact(storage.join(self.dir, MANIFEST)))
+        self.files = [storage.join(self.dir, sh["file"]) for sh in s["shards"]]
         self.counts = [int(sh["samples"]) for sh in s["shards"]]
         self.sha256 = [sh.get("sha256") for sh in s["shards"]]
-        missing = [f for f in self.files if not Path(f).is_file()]
+        # a remote shard missing when read counts like any unreadable shard: no request per shard here
+        missing = [] if storage.is_url(self.dir) else [f for f in self.files if not Path(f).is_file()]
         if missing:
             raise FileNotFoundError(f"shard {missing[0]} listed in {self.dir / MANIFEST} is missing "
                                     f"({len(missing)} in all); copy the whole folder again or {FIX}")

@@ -18,8 +18,9 @@ import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator
 
+import numpy as np
 import webdataset as wds
 
 from .. import storage
@@ -215,6 +216,28 @@ def _key(name: str) -> str:
     return wds.tariterators.base_plus_ext(name)[0] or name
 
 
+_SPANS: dict[str, tuple[Any, int | None]] = {}
+
+
+def note_spans(path: str | Path, offsets: Any, data_end: int | None) -> None:
+    """Record where each sample of a shard starts (its first tar header, in order) and where the last one's
+    bytes end (None: unknown), from the index or a header walk; ``read_piece`` then bounds a piece it is given
+    without an ``end`` by them, so a remote read fetches exactly the piece's bytes."""
+    _SPANS[str(path)] = (offsets, data_end)
+
+
+def _piece_end(path: str | Path, offset: int, samples: int) -> int | None:
+    known = _SPANS.get(str(path))
+    if known is None:
+        return None
+    offsets, data_end = known
+    i = int(np.searchsorted(offsets, offset))
+    if i >= len(offsets) or int(offsets[i]) != offset:
+        return None
+    j = i + samples
+    return int(offsets[j]) if j < len(offsets) else data_end
+
+
 def sample_offsets(path: str | Path, upto: int) -> list[int]:
     """Byte offsets of the first header of samples 0..upto (fewer if the tar ends first), from headers alone:
     the tar reader seeks over member data, so this costs 512 bytes a member."""
@@ -230,6 +253,8 @@ def sample_offsets(path: str | Path, upto: int) -> list[int]:
                     last = _key(info.name)
     except _TAR_ERRORS:
         pass  # a damaged header ends the walk; the piece reader reports the samples it cannot reach
+    if storage.is_url(str(path)) and len(_SPANS.get(str(path), ((), None))[0]) < len(offsets):
+        note_spans(path, np.asarray(offsets, dtype=np.int64), None)  # the last sample's end stays unknown
     return offsets
 
 
@@ -269,6 +294,8 @@ def read_piece(path: str | Path, start: int, stop: int, count: int, sha256: str 
     damaged; a store that does not answer raises ``storage.StorageError``."""
     name, want = storage.name_of(path), stop - start
     whole = start == 0 and stop == count and sha256 is not None
+    if end is None and offset is not None and not whole:
+        end = _piece_end(path, offset, want)
     got, error, digest = 0, None, ""
     if offset is not None:
         try:

@@ -112,6 +112,7 @@ class FaultProxy:
         self.faults = 0
         self.stop_event = threading.Event()
         self.open: list[socket.socket] = []
+        self.bytes_down = 0  # bytes relayed from the server to clients (what a client fetched)
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -170,12 +171,16 @@ class FaultProxy:
             up = socket.create_connection((LOOPBACK, self.upstream))
             with self.lock:
                 self.open.append(up)
-            t = threading.Thread(target=_pipe, args=(up, conn), daemon=True)
+            t = threading.Thread(target=_pipe, args=(up, conn, self._count), daemon=True)
             t.start()
             _pipe(conn, up)
             t.join(30)
         except OSError:
             pass
+
+    def _count(self, n: int) -> None:
+        with self.lock:
+            self.bytes_down += n
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -207,13 +212,15 @@ def _read_request_head(conn: socket.socket) -> None:
         left -= len(chunk)
 
 
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
+def _pipe(src: socket.socket, dst: socket.socket, count=None) -> None:
     try:
         while True:
             data = src.recv(65536)
             if not data:
                 break
             dst.sendall(data)
+            if count is not None:
+                count(len(data))
     except OSError:
         pass
     finally:
