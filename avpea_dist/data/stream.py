@@ -4,7 +4,7 @@ Every sample's json goes through the task's codec (``data.codec.SampleCodec``): 
 Training batches come from ``train_stream.TrainStream`` (every training sample once per epoch across ranks,
 exact resume; see ``epoch_plan``); ``loaders`` wraps both streams in DataLoaders. Evaluation: the split's
 samples, in manifest order, are cut into contiguous ranges per rank and per worker (positions within shards, from the
-manifest's counts), so each is decoded exactly once across all ranks; corrupt or missing ones are counted in
+index's counts, ``index.load_index``), so each is decoded exactly once across all ranks; corrupt or missing ones are counted in
 ``skipped`` instead.
 """
 
@@ -25,8 +25,9 @@ from .. import storage
 from . import exit_with
 from .features import load_npy, normalise_fbank
 from .manifest import SEGMENTS as NUM_SEGMENTS
-from .manifest import FBANK_FRAMES, FIX, FRAME_MEMBERS, MANIFEST, MEL_BINS, MEMBERS, read_manifest, split_entry
-from .tario import RawSample, iter_raw_samples
+from .index import load_index
+from .manifest import FBANK_FRAMES, FRAME_MEMBERS, MEL_BINS, MEMBERS
+from .tario import RawSample, iter_raw_samples, note_spans
 
 if TYPE_CHECKING:
     from .codec import SampleCodec
@@ -124,20 +125,41 @@ class SplitStream(IterableDataset):
             raise TypeError(f"codec={codec!r} is not a SampleCodec (parse, collate): pass the run's task's "
                             f"codec, codec=task.codec(split, epoch)")
         self.dir = shards_dir if storage.is_url(shards_dir) else Path(shards_dir)
-        manifest = read_manifest(self.dir)
-        s = split_entry(manifest, split, storage.redact(storage.join(self.dir, MANIFEST)))
-        self.files = [storage.join(self.dir, sh["file"]) for sh in s["shards"]]
-        self.counts = [int(sh["samples"]) for sh in s["shards"]]
-        self.sha256 = [sh.get("sha256") for sh in s["shards"]]
-        # a remote shard missing when read counts like any unreadable shard: no request per shard here
-        missing = [] if storage.is_url(self.dir) else [f for f in self.files if not Path(f).is_file()]
-        if missing:
-            raise FileNotFoundError(f"shard {missing[0]} listed in {self.dir / MANIFEST} is missing "
-                                    f"({len(missing)} in all); copy the whole folder again or {FIX}")
+        self.split = split
+        # Loaded once per process (index.json, or manifest.json for an older folder). Shards are not
+        # checked here: one missing when read counts like any unreadable shard, not a per-epoch stat of each.
+        self.index = load_index(shards_dir, split)
+        self.files = [self.index.url(i) for i in range(len(self.index.files))]
+        self.counts = [int(c) for c in self.index.counts]
+        self.sha256 = list(self.index.sha256)
+        self._note_spans()
         self.codec = codec
-        self.frame_size = int(manifest["preprocessing"]["frame_size"])
+        self.frame_size = int(self.index.header["preprocessing"]["frame_size"])
         self.img_size = img_size
         self.owner_pid = os.getpid()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A DataLoader worker loads the index itself (once per process) rather than receive a pickled copy.
+        return {k: v for k, v in self.__dict__.items() if k != "index"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.index = load_index(self.dir, self.split)
+        self._note_spans()
+
+    def _note_spans(self) -> None:
+        """Give the byte reader each remote shard's sample offsets: a piece read without an explicit end is then
+        fetched as exactly its bytes (``tario.note_spans``)."""
+        if self.index.offsets is None or not self.files or not storage.is_url(self.files[0]):
+            return
+        for i, path in enumerate(self.files):
+            a = int(self.index.starts[i])
+            note_spans(path, self.index.offsets[a:a + self.counts[i]], int(self.index.data_end[i]))
+
+    def span_of(self, shard: int, pos: int) -> tuple[int, int] | None:
+        """Byte range ``[start, end)`` of sample ``pos`` of shard ``shard`` (from the index); None for a folder
+        built before the index, where the caller walks tar headers (``tario.sample_offsets``)."""
+        return self.index.span(shard, pos)
 
     def decode(self, raw: RawSample) -> dict[str, Any]:
         return decode_sample(raw, frame_size=self.frame_size, img_size=self.img_size, codec=self.codec)
