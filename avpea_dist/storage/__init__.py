@@ -118,6 +118,13 @@ def filesystem(url: str) -> Any:
     fs = _FS.get(key)
     if fs is None:
         s = settings()
+        try:
+            import aiohttp  # noqa: F401  (both filesystems run on it)
+            if scheme == "s3":
+                import s3fs  # noqa: F401
+        except ImportError as e:
+            raise ValueError(f"{scheme}:// shards need {e.name}, which is not installed: pip install "
+                             f"'avpea-dist[s3]' (docs/storage.md)") from None
         if scheme == "s3":
             import s3fs
 
