@@ -23,6 +23,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "remote"))
+sys.path.insert(0, str(HERE.parent))  # this tree's avpea_dist, not another installed copy
 
 from servers import FaultProxy, RangeServer, moto_server, s3_env  # noqa: E402
 
@@ -95,6 +96,9 @@ def main() -> None:
     www = Path(tempfile.mkdtemp(prefix="www-", dir=args.work))
     http = RangeServer(www)
     s3_proxy, http_proxy = FaultProxy(port), FaultProxy(http.port)
+    # before any worker process starts: forkserver workers keep the environment the server started with
+    os.environ["AWS_ENDPOINT_URL"] = s3_proxy.url
+    storage.configure()
     result: dict = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": start_machine,
                     "clips": args.clips, "epochs": args.epochs, "sizes": {}}
     try:
@@ -107,8 +111,6 @@ def main() -> None:
                 upload(local, f"s3://bench/shards{size}")
                 shutil.copytree(local, www / f"shards{size}")
                 row = {"clip_bytes": round(clip_bytes)}
-                os.environ["AWS_ENDPOINT_URL"] = s3_proxy.url
-                storage.configure()
                 for name, url, proxy in (("local", str(local), None),
                                          ("s3", f"s3://bench/shards{size}", s3_proxy),
                                          ("http", f"{http_proxy.url}/shards{size}", http_proxy)):

@@ -132,6 +132,7 @@ class SplitStream(IterableDataset):
         self.files = [self.index.url(i) for i in range(len(self.index.files))]
         self.counts = [int(c) for c in self.index.counts]
         self.sha256 = list(self.index.sha256)
+        self.storage = storage.settings()  # retries, timeouts and cache travel to the loader workers
         self._note_spans()
         self.codec = codec
         self.frame_size = int(self.index.header["preprocessing"]["frame_size"])
@@ -144,6 +145,8 @@ class SplitStream(IterableDataset):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        if storage.settings() != self.storage:  # a forkserver worker starts with the defaults, not the run's
+            storage.configure(**vars(self.storage))
         self.index = load_index(self.dir, self.split)
         self._note_spans()
 
