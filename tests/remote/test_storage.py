@@ -25,6 +25,7 @@ def _keys(path, start, stop, count, sha=None, offset=0, end=None):
     return [r.key for r in out[:-1]], [r.members for r in out[:-1]], out[-1]
 
 
+@pytest.mark.slow
 def test_a_small_object_survives_resets_and_throttling_and_a_stall_is_bounded(s3, moto, proxy_to, monkeypatch):
     import os
 
@@ -45,6 +46,27 @@ def test_a_small_object_survives_resets_and_throttling_and_a_stall_is_bounded(s3
     with pytest.raises(storage.StorageError, match=f"read bytes 0-9 of {s3}/x.bin failed 2 times"):
         storage.read_range(f"{s3}/x.bin", 0, 10)
     assert time.monotonic() - t0 < 8
+
+
+def test_http_pieces_fetch_exactly_their_bytes_and_a_reset_is_retried(http_server, proxy_to):
+    with open(http_server.httpd.root / "a.tar", "wb") as f:
+        w = tario.TarShardWriter(f)
+        for i in range(6):
+            w.write(f"k{i}", {"json": b"{}", "bin": bytes([i]) * (3000 + i)})
+        w.close()
+    local = str(http_server.httpd.root / "a.tar")
+    offsets = tario.sample_offsets(local, 6)
+    proxy = proxy_to(http_server.port)
+    storage.configure(retries=2, backoff_s=0.01, timeout_s=5)
+    proxy.arm("reset", 1)
+    url = f"{proxy.url}/a.tar"
+    before = tario.bytes_fetched()
+    out = list(tario.read_piece(url, 2, 4, 6, None, offsets[2], end=offsets[4]))
+    assert [r.key for r in out[:-1]] == ["k2", "k3"] and out[-1].missing == 0
+    assert out[0].members["bin"] == bytes([2]) * 3002
+    assert tario.bytes_fetched() - before == offsets[4] - offsets[2] and proxy.faults == 1
+    with pytest.raises(FileNotFoundError):
+        storage.size(f"{http_server.url}/nope.tar")
 
 
 @pytest.fixture
