@@ -28,12 +28,12 @@ sys.path.insert(0, str(HERE.parent))  # this tree's avpea_dist, not another inst
 from servers import FaultProxy, RangeServer, moto_server, s3_env  # noqa: E402
 
 
-def machine() -> str:
+def machine(when: str = "at the start") -> str:
     import platform
 
     load = os.getloadavg()
     return (f"{platform.node()}: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
-            f"load {load[0]:.1f}/{load[1]:.1f} (1/5 min) at the start")
+            f"load {load[0]:.1f}/{load[1]:.1f} (1/5 min) {when}")
 
 
 def build(root: Path, clips: int, frame_size: int) -> Path:
@@ -133,7 +133,7 @@ def main() -> None:
     result["ratio_to_local"] = top["ratio_to_local"]
     result["bytes_per_sample"] = {k: top[k]["bytes_per_sample"] for k in ("s3", "http")}
     result["bytes_ratio"] = {k: top[k]["bytes_ratio"] for k in ("s3", "http")}
-    result["machine_after"] = machine()
+    result["machine_after"] = machine("at the end")
     from avpea_dist.fileio import atomic_write_json
 
     atomic_write_json(args.json, result)
