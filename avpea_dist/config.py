@@ -100,6 +100,18 @@ class DataConfig:
     """Batches per rank per virtual epoch; 0 derives it from the train split size and the world size."""
     max_bad_fraction: float = 0.01
     """Share of corrupt samples a rank may skip before the run stops with an error."""
+    cache_dir: str = ""
+    """Node-local folder caching whole shards read from s3:// or http(s):// (shared by the node's ranks and
+    workers; least recently used evicted); '' reads every byte from the store each time."""
+    cache_bytes: int = 0
+    """Size bound of data.cache_dir in bytes; 0 = unbounded."""
+    storage_retries: int = 5
+    """Retries of one failed request to s3:// or http(s):// (reset, timeout, 5xx, 503 SlowDown) before the
+    run stops with an error naming the URL."""
+    storage_backoff_s: float = 0.5
+    """First wait before a retry; doubled each retry (capped at 20 s) and drawn at random below (jitter)."""
+    storage_timeout_s: float = 60.0
+    """Connect/read timeout of one request to remote storage: a stalled store counts as a failed attempt."""
     sampling: str = "sequential"
     """Which train samples an epoch reads: 'sequential' (each once, in a seeded order) or 'balanced' (drawn with
     replacement, weighted by the sum of 1 / label frequency over each sample's labels, as AudioSet recipes do;
@@ -117,6 +129,10 @@ class DataConfig:
         _positive("data.epoch_batches", self.epoch_batches, zero_ok=True)
         if not 0 <= self.max_bad_fraction <= 1:
             raise ConfigError(f"data.max_bad_fraction={self.max_bad_fraction} must lie in [0, 1]")
+        _positive("data.cache_bytes", self.cache_bytes, zero_ok=True)
+        _positive("data.storage_retries", self.storage_retries, zero_ok=True)
+        _positive("data.storage_backoff_s", self.storage_backoff_s, zero_ok=True)
+        _positive("data.storage_timeout_s", self.storage_timeout_s)
 
 
 @dataclass

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import storage
 from ..fileio import atomic_write_bytes, sha256_file
 
 if TYPE_CHECKING:
@@ -41,10 +42,12 @@ def _source(videos: str | None, shards: str | None, split: str) -> tuple[str, st
         listing = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
         return f"videos:{folder.resolve()}", _digest(listing), files
     manifest = check_shards(shards, split)
-    return f"shards:{Path(shards).resolve()}:{split}", _digest([sha256_file(manifest), split]), []
+    where = storage.check_secret_free(shards, "--shards") if storage.is_url(shards) else Path(shards).resolve()
+    digest = hashlib.sha256(storage.read_bytes(str(manifest))).hexdigest()  # s3:// and http(s):// too
+    return f"shards:{where}:{split}", _digest([digest, split]), []
 
 
-def check_shards(shards: str, split: str) -> Path:
+def check_shards(shards: str, split: str) -> Path | str:
     """-> the manifest file of ``--shards``, once it is known to hold samples of the schema a retrieval
     run reads in ``split``; else one line naming what was found and what is needed."""
     from .. import plugins
@@ -53,11 +56,15 @@ def check_shards(shards: str, split: str) -> Path:
     need = plugins.task_spec("retrieval").schema
     builds = " or ".join(f"`avpea shards build {d.name}`" for d in plugins.dataset_specs().values()
                          if d.schema == need) or "a dataset writing them"
-    folder = Path(shards)
-    if not (folder / MANIFEST).is_file():
+    if storage.is_url(shards):
+        folder: Any = shards  # read_manifest names a missing manifest at a URL itself
+    elif not (Path(shards) / MANIFEST).is_file():
+        folder = Path(shards)
         what = "is not a folder" if not folder.is_dir() else f"holds no {MANIFEST} (not a shard folder)"
         raise FileNotFoundError(f"--shards {shards} {what}; give a folder of '{need}' shards, as {builds} "
                                 f"writes them")
+    else:
+        folder = Path(shards)
     manifest = read_manifest(folder)
     found = manifest.get("schema", LEGACY_SCHEMA)
     if found != need:
@@ -68,7 +75,7 @@ def check_shards(shards: str, split: str) -> Path:
     if not entry or not entry.get("shards"):
         have = ", ".join(k for k, v in manifest["splits"].items() if v.get("shards")) or "none"
         raise ValueError(f"--shards {shards}: split '{split}' holds no sample; pass --split with one of: {have}")
-    return folder / MANIFEST
+    return storage.join(folder, MANIFEST) if storage.is_url(folder) else folder / MANIFEST
 
 
 def _digest(obj: Any) -> str:

@@ -49,15 +49,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     _register_synth(ss)
 
     v = ss.add_parser("verify", help="re-hash every shard and recount its samples against the manifest")
-    v.add_argument("dir", help="shard folder holding manifest.json")
+    v.add_argument("dir", help="shard folder holding manifest.json, or its s3:// or http(s):// URL")
     v.add_argument("--decode", action="store_true", help="also decode every sample as the loaders do")
     v.add_argument("--workers", type=int, default=1, help="processes checking shards at once (default 1)")
     v.set_defaults(func=verify_cmd)
 
     i = ss.add_parser("inspect", help="print the sample schema, counts per split and the class histogram")
-    i.add_argument("dir", help="shard folder holding manifest.json")
+    i.add_argument("dir", help="shard folder holding manifest.json, or its s3:// or http(s):// URL")
     i.add_argument("--json", action="store_true", help="print the manifest (without build records) as JSON")
     i.set_defaults(func=inspect_cmd)
+
+    u = ss.add_parser("upload", help="upload a finished shard folder to s3://bucket/prefix (shards first, the "
+                      "manifest and index last; a rerun uploads only what is missing)")
+    u.add_argument("dir", help="local shard folder holding manifest.json")
+    u.add_argument("url", help="s3://bucket/prefix (endpoint and keys: AWS_ENDPOINT_URL, AWS_* variables, ~/.aws)")
+    u.set_defaults(func=upload_cmd)
+
+    d = ss.add_parser("download", help="copy shards from s3:// or http(s):// into a local folder, each checked "
+                      "against its sha256")
+    d.add_argument("url", help="s3://bucket/prefix or http(s)://host/path of a shard folder")
+    d.add_argument("dir", help="local folder to write (new, empty, or an earlier copy: only what differs is fetched)")
+    d.set_defaults(func=download_cmd)
 
 
 def _register_synth(ss: argparse._SubParsersAction) -> None:
@@ -88,7 +100,11 @@ def build_options(p: argparse.ArgumentParser, builder: Any, workers: int | None 
     defaults = builder.defaults
     min_seconds = defaults.get("min_seconds", 8.0)
     p.add_argument("--out", required=True, help="shard folder to write: new, empty, or holding an earlier build of "
-                   "it (a rerun resumes it and rebuilds the shards whose videos changed)")
+                   "it (a rerun resumes it and rebuilds the shards whose videos changed); or s3://bucket/prefix: "
+                   "built in --stage, then uploaded (a rerun uploads only what is missing)")
+    p.add_argument("--stage", default="", help="with --out s3://...: the local folder the build runs in (default "
+                   "$AVPEA_STAGE_DIR/<hash of the URL>, else ~/.cache/avpea/stage/<hash of the URL>; on a shared "
+                   "filesystem for a split build)")
     p.add_argument("--rebuild", action="store_true", help="remove the earlier build in --out first (its manifest, "
                    "part records and shards; nothing else) and build anew, e.g. with other options")
     p.add_argument("--workers", type=int, default=(os.cpu_count() or 1) if workers is None else workers,
@@ -176,25 +192,73 @@ def report(m: dict, out: str, strict: bool, builder: Any = None) -> int:
     return 1 if skipped and strict else 0
 
 
+def _storage_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A store that does not answer (retries spent): its one line, exit 2, as for any user error."""
+    def run(args: argparse.Namespace) -> int:
+        from ..storage import StorageError
+
+        try:
+            return handler(args)
+        except StorageError as e:
+            print(f"avpea shards {args.shards_command}: error: {e}", file=sys.stderr)
+            return 2
+    return run
+
+
+def staged(args: argparse.Namespace) -> str | None:
+    """For ``--out s3://...``: point ``args.out`` at the local staging folder; -> the URL (None for a folder)."""
+    from .. import storage
+
+    if not storage.is_url(args.out):
+        return None
+    url = storage.check_secret_free(args.out, "--out")
+    if not storage.url_writable(url):
+        raise ValueError(f"--out {storage.redact(url)}: builds are written to a folder or to s3://bucket/prefix "
+                         f"(an HTTP server is read-only here)")
+    default = Path(os.environ.get("AVPEA_STAGE_DIR") or Path.home() / ".cache" / "avpea" / "stage")
+    import hashlib
+
+    args.out = str(Path(args.stage) if args.stage else default / hashlib.sha256(url.encode()).hexdigest()[:16])
+    print(f"building in the staging folder {args.out}, then uploading to {url}")
+    return url
+
+
+def upload_built(stage: str, url: str) -> None:
+    """The finished staged build to ``url``: shards, then manifest and index last (``data.remote.upload``)."""
+    from ..data.remote import upload
+
+    st = upload(stage, url, say=print)
+    print(f"uploaded {st['uploaded']} shards ({st['bytes'] / 1e6:.1f} MB) to {url}; {st['skipped']} were there "
+          f"already")
+
+
+@_storage_errors
 def build_cmd(args: argparse.Namespace) -> int:
     builder = plugins.load(plugins.dataset_spec(args.dataset).builder)
     opts = options_from(args, args.workers)
+    url = staged(args)
     prepare_out(args)
     m = builder.build(args.out, opts, progress=sys.stderr.isatty(), **builder.source(args))
     _print_run(m)
-    return report(m, args.out, args.strict, builder)
+    if url is not None:
+        upload_built(args.out, url)
+    return report(m, url or args.out, args.strict, builder)
 
 
+@_storage_errors
 def build_synth_cmd(args: argparse.Namespace) -> int:
     spec = plugins.dataset_spec(args.dataset)
     builder, synth = plugins.load(spec.builder), plugins.load(spec.synth)
     root = Path(args.root)
     opts = options_from(args, args.workers)
+    url = staged(args)
     prepare_out(args)
     synth.make(root, progress=sys.stderr.isatty(), **synth.options(args))
     m = builder.build(args.out, opts, progress=sys.stderr.isatty(), **synth.source(root))
     _print_run(m)
-    return report(m, args.out, args.strict, builder)
+    if url is not None:
+        upload_built(args.out, url)
+    return report(m, url or args.out, args.strict, builder)
 
 
 def synth_cmd(args: argparse.Namespace) -> int:
@@ -237,6 +301,9 @@ def _submit_build(args: argparse.Namespace) -> int:
     spec = plugins.dataset_spec(args.dataset)
     builder = plugins.load(spec.builder)
     opts = options_from(args, args.workers or args.cpus_per_task or 1)
+    url = staged(args)  # the tasks build into the staging folder (shared by the nodes); the upload follows
+    if url is not None:
+        args.out = str(Path(args.out).resolve())
     prepare_out(args, clear=not args.dry_run)  # once, before the tasks start: they must not clear each other's work
     if args.synth_alias:
         synth = plugins.load(spec.synth)
@@ -248,7 +315,9 @@ def _submit_build(args: argparse.Namespace) -> int:
     manifest, rc = submit_build(args, args.dataset, opts, source, synth_options, what=f"shards build {name}")
     if manifest is None:
         return rc
-    return report(manifest, str(args.out), args.strict, builder)
+    if url is not None:
+        upload_built(args.out, url)
+    return report(manifest, url or str(args.out), args.strict, builder)
 
 
 def _absolute(source: dict[str, Any]) -> dict[str, Any]:
@@ -256,7 +325,9 @@ def _absolute(source: dict[str, Any]) -> dict[str, Any]:
     return {k: v.resolve() if isinstance(v, Path) else v for k, v in source.items()}
 
 
+@_storage_errors
 def verify_cmd(args: argparse.Namespace) -> int:
+    from .. import storage
     from ..data.verify import verify
 
     faults, notes = verify(args.dir, decode=args.decode, workers=args.workers, progress=True)
@@ -264,10 +335,30 @@ def verify_cmd(args: argparse.Namespace) -> int:
         print(f"note: {n}")
     for f in faults:
         print(f"FAULT: {f}")
-    print(f"{args.dir}: {'OK' if not faults else f'{len(faults)} faults'}")
+    print(f"{storage.redact(args.dir)}: {'OK' if not faults else f'{len(faults)} faults'}")
     return 1 if faults else 0
 
 
+@_storage_errors
+def upload_cmd(args: argparse.Namespace) -> int:
+    from .. import storage
+
+    upload_built(args.dir, storage.check_secret_free(args.url, "URL"))
+    return 0
+
+
+@_storage_errors
+def download_cmd(args: argparse.Namespace) -> int:
+    from .. import storage
+    from ..data.remote import download
+
+    st = download(args.url, args.dir, say=print)
+    print(f"downloaded {st['downloaded']} shards ({st['bytes'] / 1e6:.1f} MB) from {storage.redact(args.url)} into "
+          f"{args.dir}, each checked against its sha256; {st['skipped']} were there already")
+    return 0
+
+
+@_storage_errors
 def inspect_cmd(args: argparse.Namespace) -> int:
     import json
 

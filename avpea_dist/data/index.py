@@ -22,6 +22,7 @@ the last sample's bytes end, before the tar trailer) and, optionally, ``label_pt
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tarfile
@@ -32,7 +33,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .. import plugins
+from .. import plugins, storage
 from ..fileio import atomic_open
 from .manifest import FIX, LEGACY_SCHEMA, MANIFEST, read_manifest, split_entry
 
@@ -201,6 +202,14 @@ def load_index(root: str | Path, split: str) -> SplitIndex:
     """The index of ``split`` under ``root``; loaded once per process (reloaded only when ``index.json`` or,
     for an old folder, ``manifest.json`` is replaced: one stat per call). Errors name the file and the fix."""
     root_s = str(root)
+    if storage.is_url(root_s):  # s3:// or http(s)://: read once per process (no stat to watch a replacement)
+        cached = _LOADED.get((root_s, split))
+        if cached is not None:
+            return cached[1]
+        indexed = storage.exists(storage.join(root_s, INDEX))
+        index = _read_index(root_s, split) if indexed else _from_manifest(root_s, split)
+        _LOADED[(root_s, split)] = ((0, 0, 0), index)
+        return index
     marker = Path(root_s) / INDEX
     if not marker.is_file():
         marker = Path(root_s) / MANIFEST
@@ -220,9 +229,9 @@ def _bad(path: Path, what: str) -> ValueError:
     return ValueError(f"{path}: {what}; {_REBUILD}, or {FIX}")
 
 
-def _header(path: Path) -> dict[str, Any]:
+def _header(path: Path | str) -> dict[str, Any]:
     try:
-        h = json.loads(path.read_text())
+        h = json.loads(storage.read_bytes(str(path)))
     except (ValueError, UnicodeDecodeError) as e:
         raise _bad(path, f"not valid JSON ({e})") from None
     if not isinstance(h, dict) or h.get("format") != FORMAT:
@@ -240,21 +249,24 @@ def _header(path: Path) -> dict[str, Any]:
 
 
 def _read_index(root: str, split: str) -> SplitIndex:
-    path = Path(root) / INDEX
+    path: Path | str = storage.join(root, INDEX) if storage.is_url(root) else Path(root) / INDEX
     h = _header(path)
     entry = h["splits"].get(split)
     if not isinstance(entry, dict) or not entry.get("shards"):
         have = ", ".join(k for k, v in h["splits"].items() if isinstance(v, dict) and v.get("shards")) or "none"
         raise ValueError(f"{path}: split '{split}' has no shards (splits with shards: {have})")
-    npz = Path(root) / str(entry.get("file", ""))
-    if not npz.is_file():
-        raise _bad(npz, f"missing (index.json lists it for split '{split}')")
+    npz: Path | str = (storage.join(root, str(entry.get("file", ""))) if storage.is_url(root)
+                       else Path(root) / str(entry.get("file", "")))
+    try:
+        data = storage.read_bytes(str(npz))  # one read (a request when remote), then checked in memory
+    except (FileNotFoundError, IsADirectoryError):
+        raise _bad(npz, f"missing (index.json lists it for split '{split}')") from None
     # Start-up is per rank and must stay under a second at 2M records: the size is checked here and every
     # array's bytes by the zip's CRC-32 as numpy reads them; the sha256 (a second pass) is `shards verify`'s.
-    if npz.stat().st_size != entry.get("bytes"):
+    if len(data) != entry.get("bytes"):
         raise _bad(npz, "does not match its size in index.json (changed after the build)")
     try:
-        with np.load(npz, allow_pickle=False) as z:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
             a = {k: z[k] for k in z.files}
     except (OSError, ValueError, zipfile.BadZipFile) as e:  # a CRC mismatch included
         raise _bad(npz, f"unreadable ({e})") from None
@@ -281,7 +293,7 @@ def _read_index(root: str, split: str) -> SplitIndex:
 def _from_manifest(root: str, split: str) -> SplitIndex:
     """A folder built before the index: what the manifest lists, without per-sample offsets or labels."""
     m = read_manifest(root)
-    s = split_entry(m, split, Path(root) / MANIFEST)
+    s = split_entry(m, split, storage.join(root, MANIFEST) if storage.is_url(root) else Path(root) / MANIFEST)
     counts = np.array([int(sh["samples"]) for sh in s["shards"]], dtype=np.int64)
     return SplitIndex(root, split, m, [str(sh["file"]) for sh in s["shards"]], counts,
                       np.array([int(sh.get("bytes", 0)) for sh in s["shards"]], dtype=np.int64),

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .. import plugins
+from .. import plugins, storage
 
 FORMAT = "avpea-shards"
 VERSION = 1
@@ -42,12 +42,16 @@ def member_names(json_doc: str) -> dict[str, str]:
 
 
 def read_manifest(shards_dir: str | Path) -> dict[str, Any]:
-    """The validated ``manifest.json`` of a shard folder; errors name the file and the fix."""
-    path = Path(shards_dir) / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: '{shards_dir}' holds no built shards; {FIX}")
+    """The validated ``manifest.json`` of a shard folder or URL prefix (``s3://``, ``http(s)://``: read through
+    ``storage``); errors name the file and the fix."""
+    path = storage.redact(storage.join(shards_dir, MANIFEST))
     try:
-        m = json.loads(path.read_text())
+        text = storage.read_bytes(storage.join(shards_dir, MANIFEST))
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise FileNotFoundError(f"{path} not found: '{storage.redact(shards_dir)}' holds no built shards; "
+                                f"{FIX}") from None
+    try:
+        m = json.loads(text)
     except (ValueError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not valid JSON ({e}); {FIX}") from None
     if not isinstance(m, dict) or m.get("format") != FORMAT:

@@ -21,12 +21,13 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
+from .. import storage
 from . import exit_with
 from .features import load_npy, normalise_fbank
 from .manifest import SEGMENTS as NUM_SEGMENTS
 from .index import load_index
 from .manifest import FBANK_FRAMES, FRAME_MEMBERS, MEL_BINS, MEMBERS
-from .tario import RawSample, iter_raw_samples
+from .tario import RawSample, iter_raw_samples, note_spans
 
 if TYPE_CHECKING:
     from .codec import SampleCodec
@@ -123,13 +124,16 @@ class SplitStream(IterableDataset):
         if not (callable(getattr(codec, "parse", None)) and callable(getattr(codec, "collate", None))):
             raise TypeError(f"codec={codec!r} is not a SampleCodec (parse, collate): pass the run's task's "
                             f"codec, codec=task.codec(split, epoch)")
-        self.dir, self.split = Path(shards_dir), split
+        self.dir = shards_dir if storage.is_url(shards_dir) else Path(shards_dir)
+        self.split = split
         # Loaded once per process (index.json, or manifest.json for an older folder). Shards are not
         # checked here: one missing when read counts like any unreadable shard, not a per-epoch stat of each.
         self.index = load_index(shards_dir, split)
         self.files = [self.index.url(i) for i in range(len(self.index.files))]
         self.counts = [int(c) for c in self.index.counts]
         self.sha256 = list(self.index.sha256)
+        self.storage = storage.settings()  # retries, timeouts and cache travel to the loader workers
+        self._note_spans()
         self.codec = codec
         self.frame_size = int(self.index.header["preprocessing"]["frame_size"])
         self.img_size = img_size
@@ -141,7 +145,19 @@ class SplitStream(IterableDataset):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        if storage.settings() != self.storage:  # a forkserver worker starts with the defaults, not the run's
+            storage.configure(**vars(self.storage))
         self.index = load_index(self.dir, self.split)
+        self._note_spans()
+
+    def _note_spans(self) -> None:
+        """Give the byte reader each remote shard's sample offsets: a piece read without an explicit end is then
+        fetched as exactly its bytes (``tario.note_spans``)."""
+        if self.index.offsets is None or not self.files or not storage.is_url(self.files[0]):
+            return
+        for i, path in enumerate(self.files):
+            a = int(self.index.starts[i])
+            note_spans(path, self.index.offsets[a:a + self.counts[i]], int(self.index.data_end[i]))
 
     def span_of(self, shard: int, pos: int) -> tuple[int, int] | None:
         """Byte range ``[start, end)`` of sample ``pos`` of shard ``shard`` (from the index); None for a folder

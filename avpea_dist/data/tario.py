@@ -5,29 +5,42 @@ shard read from its first byte to its last, hashes them on the way (sha256), so 
 its manifest entry costs no second pass. ``read_piece`` yields samples ``[start, stop)`` of one shard with
 webdataset's ``tar_file_iterator`` and ``group_by_keys`` (nothing extracted to disk, nothing unpickled),
 then one ``PieceEnd`` saying how many planned samples never came and, for a damaged shard, one line
-naming it. A piece that starts mid-shard is reached by ``sample_offsets``, which reads tar headers only.
+naming it. A piece that starts mid-shard is reached by the index's byte offsets or, for a folder built
+before them, by ``sample_offsets``, which reads tar headers only. Paths may be ``s3://`` or ``http(s)://``
+URLs (``avpea_dist.storage``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator
 
+import numpy as np
 import webdataset as wds
+
+from .. import storage
+from ..storage.cache import ShardCache
 
 # Members that would be unpickled by generic decoders: never accepted.
 PICKLE_SUFFIXES = (".pyd", ".pth", ".pt", ".pickle", ".pkl", ".ckpt")
 _TAR_ERRORS = (tarfile.TarError, EOFError, OSError, ValueError)
-_BYTES_READ = [0]  # this process's bytes taken from shard files (the benchmark's measure)
+_BYTES_READ = [0]  # this process's bytes delivered by shard readers (the benchmark's measure)
+_BYTES_FETCHED = [0]  # bytes this process fetched from remote storage (read-ahead and cache fills included)
 
 
 def bytes_read() -> int:
     """Bytes this process has read from shard files so far."""
     return _BYTES_READ[0]
+
+
+def bytes_fetched() -> int:
+    """Bytes this process has fetched from remote storage so far."""
+    return _BYTES_FETCHED[0]
 
 
 @dataclass
@@ -64,14 +77,33 @@ class TarShardWriter:
 
 
 class ShardFile(io.RawIOBase):
-    """An unbuffered shard file that counts what it reads and, with ``hashing``, hashes it in order (then it
-    refuses to seek, so the digest is of the whole file or of nothing)."""
+    """An unbuffered shard reader over a local path or an ``s3://`` / ``http(s)://`` URL (``storage``) that
+    counts what it delivers and, with ``hashing``, hashes it in order (then it refuses to seek, so the digest
+    is of the whole file or of nothing). ``end``: exclusive byte bound; a remote reader then requests exactly
+    ``[offset, end)``. Without it a remote reader fetches growing blocks (1 MiB, doubling to 8 MiB) and keeps
+    the last one, so a header walk's seeks are served from memory. With ``storage.settings().cache_dir`` a
+    remote shard is first copied whole into the node's cache (``storage.cache``) and read from there."""
 
-    def __init__(self, path: str | Path, offset: int = 0, hashing: bool = False) -> None:
+    def __init__(self, path: str | Path, offset: int = 0, hashing: bool = False, end: int | None = None) -> None:
         super().__init__()
-        self._f = open(path, "rb", buffering=0)
-        self._f.seek(offset)
+        self.url = str(path)
         self._sha = hashlib.sha256() if hashing and offset == 0 else None
+        self._end = end
+        self._f = None
+        self._pos = offset
+        self._block = _FIRST_BLOCK
+        self._buf, self._buf_at = b"", 0
+        self._size: int | None = None
+        self.cached: Path | None = None
+        if storage.is_url(self.url):
+            cache = _cache()
+            if cache is not None:
+                self.cached = cache.get(self.url, lambda tmp: _download(self.url, tmp))
+                self._f = open(self.cached, "rb", buffering=0)
+        else:
+            self._f = open(path, "rb", buffering=0)
+        if self._f is not None:
+            self._f.seek(offset)
 
     def readable(self) -> bool:
         return True
@@ -79,20 +111,61 @@ class ShardFile(io.RawIOBase):
     def seekable(self) -> bool:
         return self._sha is None
 
+    def _limit(self) -> int:
+        if self._end is not None:
+            return self._end
+        if self._size is None:
+            self._size = storage.size(self.url)
+        return self._size
+
+    def _fill(self, want: int) -> None:
+        """Fetch the block at ``_pos`` (at least ``want`` bytes when the object has them)."""
+        limit = self._limit()
+        n = min(limit - self._pos, self._block if self._end is None else limit - self._pos)
+        n = max(n, min(want, limit - self._pos))
+        if n <= 0:
+            self._buf, self._buf_at = b"", self._pos
+            return
+        self._buf = storage.read_range(self.url, self._pos, self._pos + n)
+        self._buf_at = self._pos
+        _BYTES_FETCHED[0] += len(self._buf)
+        if len(self._buf) < n:  # the object ends before the bound: it is shorter than its manifest entry
+            self._end = self._size = self._pos + len(self._buf)
+        self._block = min(self._block * 2, _MAX_BLOCK)
+
     def readinto(self, b) -> int:  # type: ignore[override]
-        n = self._f.readinto(b) or 0
+        view = memoryview(b)
+        if self._end is not None:
+            view = view[:max(0, self._end - self._pos)]
+        if self._f is not None:
+            n = self._f.readinto(view) or 0
+        else:
+            if not self._buf_at <= self._pos < self._buf_at + len(self._buf):
+                self._fill(len(view))
+            at = self._pos - self._buf_at
+            chunk = self._buf[at:at + len(view)] if at >= 0 else b""
+            n = len(chunk)
+            view[:n] = chunk
+        self._pos += n
         _BYTES_READ[0] += n
         if self._sha is not None:
-            self._sha.update(memoryview(b)[:n])
+            self._sha.update(view[:n])
         return n
 
     def seek(self, pos: int, whence: int = 0) -> int:
         if self._sha is not None:
             raise io.UnsupportedOperation("a hashing shard reader only reads forward")
-        return self._f.seek(pos, whence)
+        if whence == 1:
+            pos += self._pos
+        elif whence == 2:
+            pos += self._limit() if self._f is None else os.fstat(self._f.fileno()).st_size
+        self._pos = pos
+        if self._f is not None:
+            self._f.seek(pos)
+        return pos
 
     def tell(self) -> int:
-        return self._f.tell()
+        return self._pos
 
     def hexdigest_to_end(self) -> str:
         """Read what the tar reader left (end-of-archive blocks) and return the digest of the whole file."""
@@ -100,13 +173,69 @@ class ShardFile(io.RawIOBase):
             pass
         return self._sha.hexdigest() if self._sha is not None else ""
 
+    def drop_cached(self) -> None:
+        """Forget this shard's cache entry (it failed its hash check)."""
+        cache = _cache()
+        if self.cached is not None and cache is not None:
+            cache.drop(self.url)
+
     def close(self) -> None:
-        self._f.close()
+        if self._f is not None:
+            self._f.close()
+        self._buf = b""
         super().close()
+
+
+_FIRST_BLOCK, _MAX_BLOCK = 1 << 20, 8 << 20
+_CACHES: dict[tuple[str, int], ShardCache] = {}
+
+
+def _cache() -> ShardCache | None:
+    s = storage.settings()
+    if not s.cache_dir:
+        return None
+    key = (s.cache_dir, s.cache_bytes)
+    if key not in _CACHES:
+        _CACHES[key] = ShardCache(s.cache_dir, s.cache_bytes)
+    return _CACHES[key]
+
+
+def _download(url: str, target: Path) -> None:
+    """Copy a whole remote shard to ``target`` in 8 MiB ranges (each retried on its own)."""
+    total = storage.size(url)
+    with open(target, "wb") as out:
+        for at in range(0, total, _MAX_BLOCK):
+            data = storage.read_range(url, at, min(total, at + _MAX_BLOCK))
+            _BYTES_FETCHED[0] += len(data)
+            if len(data) != min(total, at + _MAX_BLOCK) - at:
+                raise OSError(f"{storage.redact(url)}: short read at byte {at} ({len(data)} bytes)")
+            out.write(data)
 
 
 def _key(name: str) -> str:
     return wds.tariterators.base_plus_ext(name)[0] or name
+
+
+_SPANS: dict[str, tuple[Any, int | None]] = {}
+
+
+def note_spans(path: str | Path, offsets: Any, data_end: int | None) -> None:
+    """Record where each sample of a shard starts (its first tar header, in order) and where the last one's
+    bytes end (None: unknown), from the index or a header walk; ``read_piece`` then bounds a piece it is given
+    without an ``end`` by them, so a remote read fetches exactly the piece's bytes."""
+    _SPANS[str(path)] = (offsets, data_end)
+
+
+def _piece_end(path: str | Path, offset: int, samples: int) -> int | None:
+    known = _SPANS.get(str(path))
+    if known is None:
+        return None
+    offsets, data_end = known
+    i = int(np.searchsorted(offsets, offset))
+    if i >= len(offsets) or int(offsets[i]) != offset:
+        return None
+    j = i + samples
+    return int(offsets[j]) if j < len(offsets) else data_end
 
 
 def sample_offsets(path: str | Path, upto: int) -> list[int]:
@@ -124,6 +253,8 @@ def sample_offsets(path: str | Path, upto: int) -> list[int]:
                     last = _key(info.name)
     except _TAR_ERRORS:
         pass  # a damaged header ends the walk; the piece reader reports the samples it cannot reach
+    if storage.is_url(str(path)) and len(_SPANS.get(str(path), ((), None))[0]) < len(offsets):
+        note_spans(path, np.asarray(offsets, dtype=np.int64), None)  # the last sample's end stays unknown
     return offsets
 
 
@@ -154,17 +285,21 @@ def _samples(f: BinaryIO, url: str) -> Iterator[RawSample]:
 
 
 def read_piece(path: str | Path, start: int, stop: int, count: int, sha256: str | None,
-               offset: int | None = 0) -> Iterator[RawSample | PieceEnd]:
-    """Samples ``[start, stop)`` of a shard the manifest says holds ``count`` (``offset``: byte offset of
-    sample ``start``; None when the tar ends before it), then one ``PieceEnd``. A shard read whole is also
-    hashed and compared with ``sha256``; a partly read one is only counted, so an epoch boundary or a resume
-    that reads part of a shard never raises a false alarm."""
-    name, want = Path(path).name, stop - start
+               offset: int | None = 0, end: int | None = None) -> Iterator[RawSample | PieceEnd]:
+    """Samples ``[start, stop)`` of a shard (a path or URL) the manifest says holds ``count`` (``offset``: byte
+    offset of sample ``start``; None when the tar ends before it; ``end``: where sample ``stop - 1``'s bytes
+    end, from the index, so a remote read fetches exactly the piece), then one ``PieceEnd``. A shard read
+    whole is also hashed and compared with ``sha256``; a partly read one is only counted, so an epoch boundary
+    or a resume that reads part of a shard never raises a false alarm. A vanished or short object counts as
+    damaged; a store that does not answer raises ``storage.StorageError``."""
+    name, want = storage.name_of(path), stop - start
     whole = start == 0 and stop == count and sha256 is not None
+    if end is None and offset is not None and not whole:
+        end = _piece_end(path, offset, want)
     got, error, digest = 0, None, ""
     if offset is not None:
         try:
-            with ShardFile(path, offset, hashing=whole) as f:
+            with ShardFile(path, offset, hashing=whole, end=None if whole else end) as f:
                 for raw in _samples(f, name):
                     if got < want:
                         yield raw
@@ -173,6 +308,8 @@ def read_piece(path: str | Path, start: int, stop: int, count: int, sha256: str 
                         break
                 if whole:
                     digest = f.hexdigest_to_end()
+                    if digest != sha256:
+                        f.drop_cached()
         except _TAR_ERRORS as e:  # OSError included: a shard deleted or unreadable mid-run
             error = f"{type(e).__name__}: {e}"
     problem = None
@@ -189,6 +326,6 @@ def iter_raw_samples(path: str | Path) -> Iterator[RawSample]:
     """Yield the samples of one whole shard in order; a shard cut short ends with one corrupt sample."""
     try:
         with ShardFile(path) as f:
-            yield from _samples(f, Path(path).name)
+            yield from _samples(f, storage.name_of(path))
     except _TAR_ERRORS as e:
-        yield RawSample("", error=f"truncated or unreadable shard {Path(path).name}: {e}")
+        yield RawSample("", error=f"truncated or unreadable shard {storage.name_of(path)}: {storage.redact(e)}")

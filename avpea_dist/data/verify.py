@@ -10,6 +10,7 @@ and a log line every ``LOG_EVERY_S`` seconds otherwise.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sys
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from ..fileio import sha256_file
+from .. import storage
 from .index import INDEX, load_index, tar_layout
 from .manifest import LEGACY_SCHEMA, read_manifest
 from .tario import _TAR_ERRORS, RawSample, ShardFile, _samples
@@ -29,21 +30,23 @@ LOG_EVERY_S = 30.0
 
 def _check_shard(job: tuple[str, dict[str, Any], int, bool, list[int] | None, int | None]
                  ) -> tuple[list[str], list[str]]:
-    """One shard against its manifest entry (and its index offsets, when given) -> (faults, its sample keys)."""
-    path_s, sh, frame_size, decode, offsets, data_end = job
-    path = Path(path_s)
-    if not path.is_file():
-        return [f"{path}: missing"], []
+    """One shard (a path or URL) against its manifest entry (and its index offsets, when given) -> (faults, its
+    sample keys). The shard is read once: hashed while its samples are walked."""
+    path, sh, frame_size, decode, offsets, data_end = job
+    shown = storage.redact(path)
+    try:
+        size = storage.size(path)
+    except FileNotFoundError:
+        return [f"{shown}: missing"], []
     faults: list[str] = []
-    size = path.stat().st_size
     if size != sh["bytes"]:
-        faults.append(f"{path}: {size} bytes, manifest says {sh['bytes']}")
+        faults.append(f"{shown}: {size} bytes, manifest says {sh['bytes']}")
     keys: list[str] = []
     good, digest = 0, ""
-    with ShardFile(path, hashing=True) as f:  # one read: hashed while its samples are walked
+    with ShardFile(path, hashing=True) as f:
         for raw in _walk(f, path):
             if raw.error:
-                faults.append(f"{path}: {_plain(raw.error)}")
+                faults.append(f"{shown}: {_plain(raw.error)}")
                 continue
             keys.append(raw.key)
             if decode:
@@ -52,39 +55,57 @@ def _check_shard(job: tuple[str, dict[str, Any], int, bool, list[int] | None, in
                 try:
                     decode_media(raw, frame_size=frame_size, img_size=frame_size)
                 except SampleError as e:
-                    faults.append(f"{path}: {e}")
+                    faults.append(f"{shown}: {e}")
                     continue
             good += 1
         try:
             digest = f.hexdigest_to_end()
         except OSError:
-            pass  # the file shrank mid-read: the sample count and the hash say so
+            pass  # the object vanished or shrank mid-read: the hash and the sample count say so
+        if digest != sh["sha256"]:
+            f.drop_cached()
     if digest != sh["sha256"]:
-        faults.append(f"{path}: sha256 differs from the manifest (changed or truncated)")
+        faults.append(f"{shown}: sha256 differs from the manifest (changed or truncated)")
     if good != sh["samples"]:
-        faults.append(f"{path}: {good} readable samples, manifest says {sh['samples']}")
+        faults.append(f"{shown}: {good} readable samples, manifest says {sh['samples']}")
     if offsets is not None and not faults:
         try:
-            _, found, end = tar_layout(path)
+            _, found, end = _layout(path)
         except (tarfile.TarError, OSError):
             found, end = [], -1
         if (found, end) != (offsets, data_end):
-            faults.append(f"{path}: sample offsets differ from {INDEX}'s index (rerun the build command to "
+            faults.append(f"{shown}: sample offsets differ from {INDEX}'s index (rerun the build command to "
                           f"rewrite the index)")
     return faults, keys
 
 
-def _walk(f: ShardFile, path: Path) -> Iterator[RawSample]:
+def _layout(path: str) -> tuple[list[str], list[int], int]:
+    if not storage.is_url(path):
+        return tar_layout(path)
+    keys: list[str] = []
+    offsets: list[int] = []
+    end = 0
+    with ShardFile(path) as f, tarfile.open(fileobj=f, mode="r:") as tar:  # headers only: data is sought over
+        for info in tar:
+            key = info.name.split(".", 1)[0]
+            if not keys or keys[-1] != key:
+                keys.append(key)
+                offsets.append(info.offset)
+            end = info.offset_data + -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+    return keys, offsets, end
+
+
+def _walk(f: ShardFile, path: str) -> Iterator[RawSample]:
     """The samples of an open shard; a read that fails ends with one corrupt sample naming why."""
     try:
-        yield from _samples(f, path.name)
+        yield from _samples(f, storage.name_of(path))
     except _TAR_ERRORS as e:
-        yield RawSample("", error=f"truncated or unreadable shard {path.name}: {e}")
+        yield RawSample("", error=f"truncated or unreadable shard {storage.name_of(path)}: {storage.redact(e)}")
 
 
-def _jobs(root: Path, m: dict[str, Any], decode: bool) -> Iterator[tuple[str, tuple]]:
+def _jobs(root: Any, m: dict[str, Any], decode: bool) -> Iterator[tuple[str, tuple]]:
     frame_size = int(m["preprocessing"]["frame_size"])
-    indexed = (root / INDEX).is_file()
+    indexed = storage.exists(storage.join(root, INDEX))
     for split, s in m["splits"].items():
         try:
             idx = load_index(root, split) if indexed and s["shards"] else None
@@ -96,24 +117,24 @@ def _jobs(root: Path, m: dict[str, Any], decode: bool) -> Iterator[tuple[str, tu
                 lo = int(idx.starts[n])
                 offsets = idx.offsets[lo:lo + int(idx.counts[n])].tolist()
                 data_end = int(idx.data_end[n])
-            yield split, (str(root / sh["file"]), sh, frame_size, decode, offsets, data_end)
+            yield split, (storage.join(root, sh["file"]), sh, frame_size, decode, offsets, data_end)
 
 
-def _index_faults(root: Path, m: dict[str, Any]) -> list[str]:
+def _index_faults(root: Any, m: dict[str, Any]) -> list[str]:
     """The readers' index lists what the manifest lists (same shards, counts and hashes, per split)."""
-    if not (root / INDEX).is_file():
+    if not storage.exists(storage.join(root, INDEX)):
         return []
     faults = []
     try:
-        entries = json.loads((root / INDEX).read_text())["splits"]
+        entries = json.loads(storage.read_bytes(storage.join(root, INDEX)))["splits"]
     except (ValueError, KeyError, TypeError):
         entries = {}  # load_index below names what is wrong with it
     for split, s in m["splits"].items():
         if not s["shards"]:
             continue
-        npz = root / str(entries.get(split, {}).get("file", ""))
-        if npz.is_file() and sha256_file(npz) != entries[split].get("sha256"):
-            faults.append(f"{npz}: sha256 differs from {INDEX} (changed after the build); rerun the build command "
+        npz = storage.join(root, str(entries.get(split, {}).get("file", "")))
+        if storage.exists(npz) and hashlib.sha256(storage.read_bytes(npz)).hexdigest() != entries[split].get("sha256"):
+            faults.append(f"{storage.redact(npz)}: sha256 differs from {INDEX} (changed after the build); rerun the build command "
                           f"to rewrite the index")
         try:
             idx = load_index(root, split)
@@ -122,7 +143,7 @@ def _index_faults(root: Path, m: dict[str, Any]) -> list[str]:
             continue
         listed = [(sh["file"], sh["samples"], sh["sha256"]) for sh in s["shards"]]
         if list(zip(idx.files, idx.counts.tolist(), idx.sha256)) != listed:
-            faults.append(f"{root / INDEX}: split '{split}' lists other shards than the manifest; rerun the build "
+            faults.append(f"{storage.redact(storage.join(root, INDEX))}: split '{split}' lists other shards than the manifest; rerun the build "
                           f"command to rewrite the index")
     return faults
 
@@ -173,7 +194,7 @@ def verify(shards_dir: str | Path, decode: bool = False, *, workers: int = 1,
     manifest order whatever their number."""
     if workers < 1:
         raise ValueError(f"--workers {workers}: must be >= 1")
-    root = Path(shards_dir)
+    root = shards_dir if storage.is_url(shards_dir) else Path(shards_dir)  # s3:// and http(s):// too
     m = read_manifest(root)
     faults: list[str] = _index_faults(root, m)
     notes: list[str] = []
@@ -187,15 +208,16 @@ def verify(shards_dir: str | Path, decode: bool = False, *, workers: int = 1,
             seen = keys.setdefault(split, set())
             for key in shard_keys:
                 if key in seen:
-                    faults.append(f"{job[0]}: duplicate key '{key}' in split '{split}'")
+                    faults.append(f"{storage.redact(job[0])}: duplicate key '{key}' in split '{split}'")
                 seen.add(key)
             tick()
     finally:
         close()
-    for extra in sorted(p.name for p in root.glob("*.tar") if p.name not in listed):
-        notes.append(f"{root / extra}: not in the manifest (ignored by the loaders)")
-    for tmp in sorted(p.name for p in root.glob(".*.tmp")):
-        notes.append(f"{root / tmp}: leftover of an interrupted write (safe to delete)")
+    present = storage.listdir(str(root))  # {} on an HTTP server, which lists nothing
+    for extra in sorted(n for n in present if n.endswith(".tar") and n not in listed):
+        notes.append(f"{storage.redact(storage.join(root, extra))}: not in the manifest (ignored by the loaders)")
+    for tmp in sorted(n for n in present if n.startswith(".") and n.endswith(".tmp")):
+        notes.append(f"{storage.redact(storage.join(root, tmp))}: leftover of an interrupted write (safe to delete)")
     return faults, notes
 
 
@@ -213,7 +235,7 @@ def describe(shards_dir: str | Path) -> str:
     m = read_manifest(shards_dir)
     pre = m["preprocessing"]
     schema = m.get("schema", LEGACY_SCHEMA)
-    lines = [f"shards   {Path(shards_dir)}  (format {m['format']} v{m['version']}, schema {schema}, source "
+    lines = [f"shards   {storage.redact(shards_dir)}  (format {m['format']} v{m['version']}, schema {schema}, source "
              f"{m['source']})",
              "sample schema (one tar member per row; key = one per annotation record, json id = video id):"]
     members = dict(m.get("members") or {})

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
+from .. import storage
 from ..config import Config
 
 if TYPE_CHECKING:
@@ -40,8 +41,11 @@ class ShardData:
         from ..tasks.registry import build_task
 
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
-        self.dir = Path(cfg.data.shards)
-        if not cfg.data.shards or not self.dir.is_dir():
+        d = cfg.data
+        storage.configure(retries=d.storage_retries, backoff_s=d.storage_backoff_s, timeout_s=d.storage_timeout_s,
+                          cache_dir=d.cache_dir, cache_bytes=d.cache_bytes)  # loader workers inherit it
+        self.dir = d.shards if storage.is_url(d.shards) else Path(d.shards)
+        if not d.shards or not (storage.is_url(d.shards) or self.dir.is_dir()):
             raise FileNotFoundError(missing_shards(cfg.data.shards))
         self.manifest = read_manifest(self.dir)
         self.task = task or build_task(cfg, self.manifest)

@@ -17,6 +17,7 @@ import torch.distributed as dist
 from ..runtime import world as avdist
 from ..config import Config, ConfigError, RefusedOnRankZero
 from ..config_load import config_from_dict, dump_yaml
+from .. import storage
 from ..fileio import atomic_write_json, atomic_write_text
 from .checkpoint import find_resumable, read_manifest, tag_for, verify
 from .engine import resolve_precision
@@ -50,6 +51,8 @@ def absolute_paths(cfg: Config) -> Config:
 
 
 def _absolute(path: str) -> str:
+    if storage.is_url(path):  # s3:// and http(s):// shards are absolute already (and hold no secret)
+        return storage.check_secret_free(path, "data.shards")
     return os.path.abspath(os.path.expanduser(path))
 
 
