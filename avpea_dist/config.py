@@ -188,8 +188,8 @@ class TrainConfig:
     eval_every, ckpt_every and log_every still count optimizer steps."""
     allow_resume_changes: list[str] = field(default_factory=list)
     """Settings a resume may change although the run then differs from an uninterrupted one, e.g.
-    [data.batch_size, train.seed]. Allowed: data (the shards' content), data.batch_size, data.epoch_batches,
-    data.shuffle_buffer, optim.grad_accum, train.seed, model.pretrained, model.img_size, model.mel_bins,
+    [data.batch_size, train.seed]. Allowed: data (the shards' content), data.global_batch, data.batch_size,
+    data.epoch_batches, data.shuffle_buffer, optim.grad_accum, train.seed, model.pretrained, model.img_size, model.mel_bins,
     model.audio_frames, model.num_segments, model.adapter_activation, and the keys the task's spec allows
     (e.g. avel.loss)."""
 

@@ -6,7 +6,8 @@ reads its contiguous slice of every global batch, cut into micro-batches, and wo
 exactly its samples' byte ranges: the samples of one micro-batch are grouped by shard, runs of neighbouring
 positions are read as one range (``tario.read_piece`` from the sample's byte offset), and nothing else is
 taken from disk. Offsets come from the shards' reader index (``SplitStream.span_of``); for folders built
-before the index existed they come from one tar-header walk per shard, cached per process.
+before the index existed they come from one tar-header walk per shard, made by the rank's process (cached
+there across epochs) and handed to its workers.
 
 * every rank yields exactly ``(epoch_batches - start_batch) * accum`` micro-batches; ``start_batch=k``
   starts at global batch k with nothing read for the batches before it (a resume, at any world size);
@@ -21,6 +22,7 @@ verify`` does); a damaged tar is still found, named and counted.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -37,7 +39,18 @@ if TYPE_CHECKING:
 _MAX_REPLACEMENT_DRAWS = 64
 _REPLACE = 2  # keeps the replacement draws apart from the order's stream
 _ADDRESS = re.compile(r" @ <[^<>]* at 0x[0-9a-f]+>")
-_OFFSETS: dict[str, list[int]] = {}  # per process: tar-header walks of shards without an index
+_OFFSETS: dict[tuple, list[int]] = {}  # per process: tar-header walks of shards without an index
+
+
+def _header_walk(path: str, count: int) -> list[int]:
+    try:  # a shard rewritten in place (a rebuild during a long-lived process) is walked again
+        st = os.stat(path)
+        key: tuple = (path, st.st_size, st.st_mtime_ns)
+    except OSError:  # not a local file (a URL): its name is its identity
+        key = (path,)
+    if key not in _OFFSETS:
+        _OFFSETS[key] = sample_offsets(path, count)
+    return _OFFSETS[key]
 
 
 class TrainStream(SplitStream):
@@ -76,6 +89,16 @@ class TrainStream(SplitStream):
         # Only this rank's slices travel to the workers: (epoch_batches, G / W) sample numbers.
         self.mine = np.stack([rank_slice(order, b, g, rank, world_size) for b in range(epoch_batches)]) \
             if epoch_batches else np.zeros((0, g // world_size), np.int64)
+        self.offsets = self._walk_headers()
+
+    def _walk_headers(self) -> dict[int, list[int]]:
+        """Without a reader index: the sample offsets of the shards this rank reads, walked once in the rank's
+        process (cached there across epochs) and handed to its workers, instead of once per worker."""
+        span_of = getattr(self, "span_of", None)
+        if span_of is not None and span_of(0, 0) is not None:
+            return {}
+        shards = {self.locate(int(n))[0] for n in np.unique(self.mine[self.start_batch:])}
+        return {s: _header_walk(self.files[s], self.counts[s]) for s in sorted(shards)}
 
     def __len__(self) -> int:
         return (self.epoch_batches - self.start_batch) * self.accum
@@ -106,10 +129,7 @@ class TrainStream(SplitStream):
         span = span_of(shard, pos) if span_of is not None else None
         if span is not None:
             return int(span[0])
-        path = self.files[shard]
-        if path not in _OFFSETS:
-            _OFFSETS[path] = sample_offsets(path, self.counts[shard])
-        offsets = _OFFSETS[path]
+        offsets = self.offsets.get(shard) or _header_walk(self.files[shard], self.counts[shard])
         return offsets[pos] if pos < len(offsets) else None
 
     def read_samples(self, numbers: np.ndarray) -> tuple[list[RawSample | None], list[str]]:
