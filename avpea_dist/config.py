@@ -189,9 +189,9 @@ class TrainConfig:
     allow_resume_changes: list[str] = field(default_factory=list)
     """Settings a resume may change although the run then differs from an uninterrupted one, e.g.
     [data.batch_size, train.seed]. Allowed: data (the shards' content), data.global_batch, data.batch_size,
-    data.epoch_batches, data.shuffle_buffer, optim.grad_accum, train.seed, model.pretrained, model.img_size, model.mel_bins,
-    model.audio_frames, model.num_segments, model.adapter_activation, and the keys the task's spec allows
-    (e.g. avel.loss)."""
+    data.epoch_batches, data.shuffle_buffer, optim.grad_accum, train.seed, model.pretrained, model.img_size,
+    model.mel_bins, model.audio_frames, model.num_segments, model.adapter_activation, and the keys the task's
+    spec allows (e.g. avel.loss)."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "eval_every", "log_every", "ckpt_every", "keep_checkpoints", "max_skipped_steps"):
