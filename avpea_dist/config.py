@@ -20,7 +20,8 @@ from .plugins import task_spec, task_specs
 # Settings a resume from a checkpoint may change only when the user says so (train.allow_resume_changes):
 # each breaks the exact continuation (data order, batch composition, inputs, objective). 'data' stands for
 # the shards' content (a fingerprint of the manifest's shard hashes), not the folder's path.
-RESUME_OVERRIDABLE = ("data", "data.global_batch", "data.batch_size", "data.epoch_batches", "data.shuffle_buffer", "optim.grad_accum",
+RESUME_OVERRIDABLE = ("data", "data.global_batch", "data.batch_size", "data.epoch_batches", "data.shuffle_buffer",
+                      "optim.grad_accum",
                       "train.seed", "model.pretrained", "model.img_size",
                       "model.mel_bins", "model.audio_frames", "model.num_segments", "model.adapter_activation")
 

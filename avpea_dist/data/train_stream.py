@@ -55,8 +55,8 @@ def _header_walk(path: str, count: int) -> list[int]:
 
 class TrainStream(SplitStream):
     """Yields exactly ``(epoch_batches - start_batch) * accum`` micro-batches of ``batch_size`` across its
-    DataLoader's workers, whatever their number. ``global_batch`` (default ``batch_size * world_size``) must be a multiple of
-    ``world_size * batch_size``; ``epoch_batches`` and ``start_batch`` count global batches."""
+    DataLoader's workers, whatever their number. ``global_batch`` (default ``batch_size * world_size``) must be
+    a multiple of ``world_size * batch_size``; ``epoch_batches`` and ``start_batch`` count global batches."""
 
     def __init__(self, shards_dir: str | Path, *, batch_size: int, img_size: int, shuffle_buffer: int, seed: int,
                  rank: int, world_size: int, epoch: int, epoch_batches: int, start_batch: int = 0,
