@@ -108,8 +108,17 @@ class DataConfig:
     train samples // data.global_batch (the at most global_batch - 1 left over differ every epoch)."""
     max_bad_fraction: float = 0.01
     """Share of corrupt samples a rank may skip before the run stops with an error."""
+    sampling: str = "sequential"
+    """Which train samples an epoch reads: 'sequential' (each once, in a seeded order) or 'balanced' (drawn with
+    replacement, weighted by the sum of 1 / label frequency over each sample's labels, as AudioSet recipes do;
+    needs shards whose index has labels: VGGSound, AudioSet)."""
+    epoch_samples: int = 0
+    """Samples per 'balanced' epoch across all ranks; 0: as many as the train split holds."""
 
     def __post_init__(self) -> None:
+        if self.sampling not in ("sequential", "balanced"):
+            raise ConfigError(f"data.sampling={self.sampling!r} must be 'sequential' or 'balanced'")
+        _positive("data.epoch_samples", self.epoch_samples, zero_ok=True)
         _positive("data.batch_size", self.batch_size)
         _positive("data.num_workers", self.num_workers, zero_ok=True)
         _positive("data.shuffle_buffer", self.shuffle_buffer)
