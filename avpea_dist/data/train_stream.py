@@ -79,13 +79,8 @@ class TrainStream(SplitStream):
         self.epoch_batches, self.start_batch = epoch_batches, start_batch
         self.starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
         self.total = int(sum(self.counts))
-        index = None
-        if sampling == "balanced":
-            from .index import load_index
-
-            index = load_index(self.dir, "train")
         order = epoch_order(self.counts, seed=seed, epoch=epoch, samples=epoch_batches * g,
-                            shuffle_buffer=shuffle_buffer, sampling=sampling, index=index)
+                            shuffle_buffer=shuffle_buffer, sampling=sampling, index=self.index)
         # Only this rank's slices travel to the workers: (epoch_batches, G / W) sample numbers.
         self.mine = np.stack([rank_slice(order, b, g, rank, world_size) for b in range(epoch_batches)]) \
             if epoch_batches else np.zeros((0, g // world_size), np.int64)
@@ -94,8 +89,7 @@ class TrainStream(SplitStream):
     def _walk_headers(self) -> dict[int, list[int]]:
         """Without a reader index: the sample offsets of the shards this rank reads, walked once in the rank's
         process (cached there across epochs) and handed to its workers, instead of once per worker."""
-        span_of = getattr(self, "span_of", None)
-        if span_of is not None and span_of(0, 0) is not None:
+        if not self.counts or self.span_of(0, 0) is not None:
             return {}
         shards = {self.locate(int(n))[0] for n in np.unique(self.mine[self.start_batch:])}
         return {s: _header_walk(self.files[s], self.counts[s]) for s in sorted(shards)}
@@ -125,8 +119,7 @@ class TrainStream(SplitStream):
 
     def _offset(self, shard: int, pos: int) -> int | None:
         """Byte offset of a sample's first tar header; None when the shard's tar ends before it."""
-        span_of = getattr(self, "span_of", None)  # the reader index (bk); absent or None: walk the headers
-        span = span_of(shard, pos) if span_of is not None else None
+        span = self.span_of(shard, pos)  # None for a folder built before the reader index: walk the headers
         if span is not None:
             return int(span[0])
         offsets = self.offsets.get(shard) or _header_walk(self.files[shard], self.counts[shard])

@@ -139,3 +139,15 @@ def test_damaged_shards_are_named_counted_and_replaced_the_same_at_any_world_siz
     resumed = list(make_train_loader(shards, batch_size=1, num_workers=0, rank=2, world_size=4, start_batch=3,
                                      **kw))
     assert [b["key"][0] for b in resumed] == [b["key"][2] for b in one[3:]]
+
+
+def test_balanced_sampling_is_cut_into_global_batches_the_same_way() -> None:
+    from .test_balanced import _index
+
+    idx = _index([[0]] * 90 + [[1]] * 10)
+    order = epoch_order([100], seed=4, epoch=2, samples=60, shuffle_buffer=10, sampling="balanced", index=idx)
+    assert np.array_equal(order, epoch_order([100], seed=4, epoch=2, samples=60, shuffle_buffer=10,
+                                             sampling="balanced", index=idx))
+    assert 0.3 < np.mean(order >= 90) < 0.7  # the rare class drawn about as often as the common one
+    with pytest.raises(ValueError, match="needs the split's reader index"):
+        epoch_order([100], seed=4, epoch=2, samples=60, shuffle_buffer=10, sampling="balanced")
