@@ -13,7 +13,7 @@ of the epoch and the classes per micro-batch (``--batch`` clips) under two label
 ``shards build`` now cuts them), beside random sampling's exact expectation. Records go to
 ``benchmarks/results/stream_bytes.json``.
 
-    python benchmarks/stream_bytes.py
+    python benchmarks/stream_bytes.py [--both]
 """
 
 from __future__ import annotations
@@ -74,6 +74,15 @@ def write_split(root: Path, samples: int, shard_size: int, frame_kb: float) -> i
     return sum(s["bytes"] for s in shards)
 
 
+def add_index(root: Path) -> None:
+    """The readers' index a finished build writes (offsets from the tar headers, outside the count)."""
+    from avpea_dist.data.index import INDEX, write_split_indexes
+    from avpea_dist.fileio import atomic_write_json
+
+    body = write_split_indexes(root, json.loads((root / "manifest.json").read_text()), {})
+    atomic_write_json(root / INDEX, body)
+
+
 def measure(root: Path, ranks: int, workers: int, batch: int, buffer: int) -> dict:
     """One epoch of every rank's and worker's reads at global batch ``ranks * batch``: each worker starts with
     an empty header cache, as a worker process does, and each rank's stream walks its shards' headers once
@@ -122,6 +131,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--shuffle-buffer", type=int, default=500)
     ap.add_argument("--work", default=None, help="scratch folder (default: a temp folder)")
+    ap.add_argument("--both", action="store_true", help="also measure the folder without its reader index (as "
+                    "built before the index existed: header walks locate the samples)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
@@ -129,11 +140,19 @@ def main() -> None:
         total = write_split(root, args.samples, args.shard_size, args.frame_kb)
         per_sample = total / args.samples
         rows = []
-        for ranks, workers in LAYOUTS:
-            row = measure(root, ranks, workers, args.batch, args.shuffle_buffer)
-            row["bytes_per_sample_delivered"] = round(row["bytes_read"] / row["samples_delivered"] / per_sample, 4)
-            rows.append(row)
-            print(json.dumps(row))
+        for indexed in (True, False) if args.both else (True,):
+            if indexed:
+                add_index(root)
+            else:
+                for path in (root / "index.json", root / "index" / "train.npz"):
+                    path.unlink()
+            for ranks, workers in LAYOUTS:
+                row = measure(root, ranks, workers, args.batch, args.shuffle_buffer)
+                assert row["indexed"] == indexed
+                row["bytes_per_sample_delivered"] = round(row["bytes_read"] / row["samples_delivered"] / per_sample,
+                                                          4)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     record = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
               "split": f"{args.samples} samples in shards of {args.shard_size}, {per_sample / 1e3:.0f} kB per sample "
                        f"on disk (ten ~{args.frame_kb:g} kB frames + float16 fbank + json)",
@@ -142,6 +161,7 @@ def main() -> None:
               "classes_per_batch_random_sampling": round(random_sampling(labelings(args.samples)["shuffled_shards"],
                                                                          args.batch), 3),
               "shuffle_buffer": args.shuffle_buffer,
+              "order": "elastic: global batch = ranks x batch, the epoch's order a function of (seed, epoch) only",
               "rows": rows}
     RESULTS.mkdir(exist_ok=True)
     from avpea_dist.fileio import atomic_write_json
