@@ -108,14 +108,22 @@ def test_batches_mix_classes_as_random_sampling_does(tmp_path: Path) -> None:
 
 
 def test_a_worker_reads_only_its_samples_bytes(tmp_path: Path) -> None:
-    """64 ranks x 6 workers of one epoch read each delivered sample's bytes about once (the header walks of
-    a folder without a reader index included, once per shard per process)."""
+    """64 ranks x 6 workers of one epoch read each delivered sample's bytes about once, located by the reader
+    index (issue 24's bound: <= 1.5x)."""
+    from avpea_dist.data import train_stream
+    from avpea_dist.data.index import INDEX, write_split_indexes
+    from avpea_dist.fileio import atomic_write_json
+
     write_split(tmp_path / "s", list(range(20)) * 40, shard_size=100, pad=20_000)
+    body = write_split_indexes(tmp_path / "s", read_manifest(tmp_path / "s"), {})
+    atomic_write_json(tmp_path / "s" / INDEX, body)
     per_sample = sum(p.stat().st_size for p in (tmp_path / "s").glob("*.tar")) / 800
+    train_stream._OFFSETS.clear()
     before = bytes_read()
     keys = [k for b in _global_batches(tmp_path / "s", world=64, micro=1, workers=6, g=64) for k in b]
     ratio = (bytes_read() - before) / (len(keys) * per_sample)
     assert len(keys) == 768 and ratio <= 1.5, ratio
+    assert not train_stream._OFFSETS  # no header walk: every offset came from the index
 
 
 def test_damaged_shards_are_named_counted_and_replaced_the_same_at_any_world_size(synth_shards: Path,
