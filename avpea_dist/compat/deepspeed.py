@@ -54,3 +54,23 @@ def checkpoint_safe_types(strict: bool = False) -> list[type]:
             if strict:
                 raise
     return found
+
+
+def zero_flat_partitions(optimizer: Any) -> list[tuple[Any, Any]]:
+    """ZeRO 1/2: (this rank's flat fp32 partition, the wrapped torch optimizer) per parameter group.
+
+    The partitions are the parameters the wrapped optimizer steps and keys its state by
+    (``single_partition_of_fp32_groups``, ``optimizer``: attributes, no public accessor).
+    """
+    inner = optimizer.optimizer
+    return [(flat, inner) for flat in optimizer.single_partition_of_fp32_groups]
+
+
+def zero_link_optimizer_states(optimizer: Any) -> None:
+    """ZeRO 1/2: point every parameter's fragment mapping at the current optimizer state tensors.
+
+    DeepSpeed links them lazily after its first step (``_lazy_init_hp_params_optimizer_state``); the
+    ``safe_get/set_full_optimizer_state`` helpers need the link, also when the state was put in by hand.
+    """
+    optimizer._hp_optimizer_states_linked = False
+    optimizer._lazy_init_hp_params_optimizer_state()
