@@ -20,7 +20,7 @@ from .plugins import task_spec, task_specs
 # Settings a resume from a checkpoint may change only when the user says so (train.allow_resume_changes):
 # each breaks the exact continuation (data order, batch composition, inputs, objective). 'data' stands for
 # the shards' content (a fingerprint of the manifest's shard hashes), not the folder's path.
-RESUME_OVERRIDABLE = ("data", "data.batch_size", "data.epoch_batches", "data.shuffle_buffer", "optim.grad_accum",
+RESUME_OVERRIDABLE = ("data", "data.global_batch", "data.batch_size", "data.epoch_batches", "data.shuffle_buffer", "optim.grad_accum",
                       "train.seed", "model.pretrained", "model.img_size",
                       "model.mel_bins", "model.audio_frames", "model.num_segments", "model.adapter_activation")
 
@@ -91,13 +91,20 @@ class DataConfig:
     shards: str = ""
     """Folder holding manifest.json and the split shards written by `avpea shards build` (required to train)."""
     batch_size: int = 8
-    """Clips per rank per micro-step (each clip is num_segments segments)."""
+    """Clips per rank per micro-step (each clip is num_segments segments). With data.global_batch set it is the
+    cap: each rank's micro-batch is the largest divisor of global_batch / world size that is <= batch_size, and
+    the accumulation steps make up the rest (optim.grad_accum is then derived, not read)."""
+    global_batch: int = 0
+    """Clips per optimizer step over all ranks and accumulation steps: the run's unit, the same at every world
+    size (the epoch's order and each global batch's samples depend on train.seed and the epoch only). 0 (configs
+    from before it existed): world size x data.batch_size x optim.grad_accum of the run's first start."""
     num_workers: int = 4
     """Loader worker processes per rank (0 decodes in the training process)."""
     shuffle_buffer: int = 500
     """Raw (undecoded) samples held for shuffling per worker."""
     epoch_batches: int = 0
-    """Batches per rank per virtual epoch; 0 derives it from the train split size and the world size."""
+    """Global batches (optimizer steps' worth of clips) per virtual epoch; 0: one pass over the train split,
+    train samples // data.global_batch (the at most global_batch - 1 left over differ every epoch)."""
     max_bad_fraction: float = 0.01
     """Share of corrupt samples a rank may skip before the run stops with an error."""
 
@@ -106,6 +113,7 @@ class DataConfig:
         _positive("data.num_workers", self.num_workers, zero_ok=True)
         _positive("data.shuffle_buffer", self.shuffle_buffer)
         _positive("data.epoch_batches", self.epoch_batches, zero_ok=True)
+        _positive("data.global_batch", self.global_batch, zero_ok=True)
         if not 0 <= self.max_bad_fraction <= 1:
             raise ConfigError(f"data.max_bad_fraction={self.max_bad_fraction} must lie in [0, 1]")
 
@@ -155,6 +163,10 @@ class TrainConfig:
     """Evaluate on val (and keep the best model) every this many steps."""
     log_every: int = 10
     """Write a metrics line every this many steps."""
+    log_samples: bool = False
+    """Record which samples each optimizer step saw: rank 0 appends one line per step to
+    RUN/samples/epoch_<e>.jsonl ({epoch, step, world_size, keys: the global batch's sample keys, sorted});
+    `avpea run samples RUN --check` reads them."""
     ckpt_every: int = 500
     """Save a resumable checkpoint every this many steps (also at every evaluation)."""
     keep_checkpoints: int = 2
@@ -172,7 +184,7 @@ class TrainConfig:
     """Show a progress bar on rank 0."""
     epochs: int = 0
     """When > 0, the run length in passes over the training split; it replaces train.steps with
-    ceil(epochs * epoch_batches / optim.grad_accum), so a run means the same on 1 GPU and on 32.
+    epochs * epoch_batches (global batches per epoch), so a run means the same on 1 GPU and on 32.
     eval_every, ckpt_every and log_every still count optimizer steps."""
     allow_resume_changes: list[str] = field(default_factory=list)
     """Settings a resume may change although the run then differs from an uninterrupted one, e.g.

@@ -1,4 +1,5 @@
-"""DataLoaders over the two streams: the training loader (exact, resumable) and the eval loader (exactly once).
+"""DataLoaders over the two streams: the training loader (global batches, resumable at any world size) and the
+eval loader (exactly once).
 
 The caller passes the run's task's codec (``task.codec(split, epoch)``): the data layer has no default task.
 Workers start from ``worker_context`` (forkserver, the streams' modules preloaded).
@@ -32,14 +33,19 @@ def _loader(dataset: IterableDataset, num_workers: int) -> DataLoader:
 
 def make_train_loader(shards_dir: str | Path, *, codec: SampleCodec, batch_size: int, img_size: int,
                       num_workers: int, shuffle_buffer: int, seed: int, rank: int, world_size: int, epoch: int,
-                      epoch_batches: int, start_batch: int = 0) -> DataLoader:
-    """Exactly ``epoch_batches - start_batch`` batches (``len()`` says so), a pure function of the arguments;
-    ``codec`` (the task's, for this epoch) turns each sample's json into the batch's task fields."""
-    if num_workers < 0:  # before TrainStream plans for max(1, num_workers) workers
+                      epoch_batches: int, start_batch: int = 0, global_batch: int | None = None,
+                      sampling: str = "sequential") -> DataLoader:
+    """This rank's micro-batches (``batch_size`` clips) of global batches ``start_batch..epoch_batches - 1`` of
+    the epoch (``len()`` says how many), a pure function of the arguments and the same global batches at any
+    ``world_size`` and ``num_workers`` (``train_stream``). ``global_batch`` defaults to ``batch_size *
+    world_size`` (one micro-batch per rank per global batch); ``codec`` (the task's, for this epoch) turns each
+    sample's json into the batch's task fields."""
+    if num_workers < 0:
         raise ValueError(f"num_workers={num_workers} must be >= 0")
     return _loader(TrainStream(shards_dir, batch_size=batch_size, img_size=img_size, shuffle_buffer=shuffle_buffer,
                                seed=seed, rank=rank, world_size=world_size, epoch=epoch, epoch_batches=epoch_batches,
-                               start_batch=start_batch, workers=max(1, num_workers), codec=codec), num_workers)
+                               start_batch=start_batch, global_batch=global_batch, sampling=sampling, codec=codec),
+                   num_workers)
 
 
 def make_eval_loader(shards_dir: str | Path, split: str, *, codec: SampleCodec, batch_size: int, img_size: int,

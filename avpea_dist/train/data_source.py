@@ -2,8 +2,9 @@
 
 ``ShardData`` binds the config and the task to the streaming loaders of ``avpea_dist.data.loaders``: it reads
 the shard manifest, builds the run's task from it (``tasks.registry.build_task``: the schema and the task's
-own checks), and hands ``task.codec(split, epoch)`` to the loaders. Anything with ``epoch_batches``,
-``train_batches`` and ``eval_batches`` can stand in (the tests of the loop's arithmetic use in-memory
+own checks), resolves the global batch into this rank's micro-batch and accumulation (``batching``), and
+hands ``task.codec(split, epoch)`` to the loaders. Anything with ``epoch_batches`` (global batches per
+epoch), ``train_batches`` and ``eval_batches`` can stand in (the tests of the loop's arithmetic use in-memory
 batches); a stand-in without ``task`` gets the config's task built without a manifest.
 
 Every split the job will read is checked when the source is made, before the model is built or a step is
@@ -16,7 +17,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
-from ..config import Config
+from ..config import Config, ConfigError
 
 if TYPE_CHECKING:
     from ..tasks.base import Task
@@ -24,8 +25,13 @@ if TYPE_CHECKING:
 
 class DataSource(Protocol):
     epoch_batches: int
+    """Global batches per virtual epoch."""
+    grad_accum: int
+    """This rank's micro-batches per global batch (a stand-in without it: ``optim.grad_accum``)."""
 
-    def train_batches(self, epoch: int, start_batch: int) -> Iterable[dict[str, Any]]: ...
+    def train_batches(self, epoch: int, start_batch: int) -> Iterable[dict[str, Any]]:
+        """This rank's micro-batches of global batches ``start_batch..`` of the epoch, ``grad_accum`` each."""
+        ...
 
     def eval_batches(self, split: str) -> Iterable[dict[str, Any]]: ...
 
@@ -36,7 +42,8 @@ class ShardData:
 
     def __init__(self, cfg: Config, rank: int, world_size: int, task: "Task | None" = None,
                  splits: tuple[str, ...] | None = None) -> None:
-        from ..data.manifest import default_epoch_batches, read_manifest
+        from ..data.epoch_plan import epoch_global_batches
+        from ..data.manifest import read_manifest
         from ..tasks.registry import build_task
 
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
@@ -51,17 +58,22 @@ class ShardData:
             problem = split_problem(self.manifest, split, self.dir)
             if problem:
                 raise ValueError(problem)
-        self.epoch_batches = cfg.data.epoch_batches or default_epoch_batches(
-            self.manifest, "train", cfg.data.batch_size, world_size)
+        self.global_batch, self.micro_batch, self.grad_accum = batching(cfg, world_size)
+        self.sampling = getattr(cfg.data, "sampling", "sequential")
+        samples = int(self.manifest["splits"]["train"]["samples"])
+        if self.sampling == "balanced" and getattr(cfg.data, "epoch_samples", 0):
+            samples = int(cfg.data.epoch_samples)  # a balanced epoch's draws
+        self.epoch_batches = epoch_global_batches(samples, self.global_batch, cfg.data.epoch_batches)
 
     def train_batches(self, epoch: int, start_batch: int) -> Iterable[dict[str, Any]]:
         from ..data.loaders import make_train_loader
 
         d = self.cfg.data
-        return make_train_loader(self.dir, batch_size=d.batch_size, img_size=self.cfg.model.img_size,
+        return make_train_loader(self.dir, batch_size=self.micro_batch, img_size=self.cfg.model.img_size,
                                  num_workers=d.num_workers, shuffle_buffer=d.shuffle_buffer, seed=self.cfg.train.seed,
                                  rank=self.rank, world_size=self.world_size, epoch=epoch,
                                  epoch_batches=self.epoch_batches, start_batch=start_batch,
+                                 global_batch=self.global_batch, sampling=self.sampling,
                                  codec=self.task.codec("train", epoch))
 
     def eval_batches(self, split: str) -> Iterable[dict[str, Any]]:
@@ -74,6 +86,20 @@ class ShardData:
     def label_histogram(self, split: str) -> list[int] | None:
         hist = self.manifest["splits"].get(split, {}).get("segment_histogram")
         return list(hist) if hist else None
+
+
+def batching(cfg: Config, world_size: int) -> tuple[int, int, int]:
+    """(global batch, micro-batch, accumulation steps) of one rank at ``world_size``: ``data.global_batch``
+    (0: world x data.batch_size x optim.grad_accum) split by ``epoch_plan.split_global_batch`` with
+    ``data.batch_size`` as the micro-batch cap; a world size that cannot divide it is one ConfigError."""
+    from ..data.epoch_plan import resolve_global_batch, split_global_batch
+
+    g = resolve_global_batch(cfg.data.global_batch, world_size, cfg.data.batch_size, cfg.optim.grad_accum)
+    try:
+        micro, accum = split_global_batch(g, world_size, cfg.data.batch_size)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return g, micro, accum
 
 
 _USES = {"train": "the run trains on it",

@@ -61,10 +61,43 @@ class LoopState:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def data_position(step: int, grad_accum: int, epoch_batches: int) -> tuple[int, int]:
-    """(virtual epoch, batch within it) of the first micro-batch of optimizer step ``step``."""
-    micro = step * grad_accum
-    return micro // epoch_batches, micro % epoch_batches
+@dataclass(frozen=True)
+class DataPosition:
+    """Where the training stream stands: ``batch`` global batches of virtual epoch ``epoch`` consumed (a
+    skipped step consumes its batch too), counted in global batches of ``global_batch`` clips. It is the
+    same on every rank and means the same at every world size: a resume at any world size restarts there."""
+
+    epoch: int = 0
+    batch: int = 0
+    global_batch: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DataPosition":
+        return cls(int(d["epoch"]), int(d["batch"]), int(d.get("global_batch", 0)))
+
+    def restart(self, global_batch: int, epoch_batches: int) -> tuple[int, int]:
+        """(epoch, first global batch) to restart the stream at with ``global_batch`` clips per batch and
+        ``epoch_batches`` per epoch: the position itself, or (a global batch changed by
+        train.allow_resume_changes) the first batch not wholly consumed, in clips."""
+        batch = self.batch
+        if self.global_batch and self.global_batch != global_batch:
+            batch = -(-self.batch * self.global_batch // global_batch)
+        return (self.epoch + 1, 0) if batch >= epoch_batches else (self.epoch, batch)
+
+
+def data_position_of(state: "LoopState", epoch_batches: int, accum: int) -> DataPosition:
+    """The loop state's data position (``state.extra['data_position']``); checkpoints from before it existed
+    stored this rank's micro-batches consumed (``micro_batches``), read here at ``accum`` per global batch
+    (exact only at the world size they were written at)."""
+    saved = state.extra.get("data_position")
+    if isinstance(saved, dict):
+        return DataPosition.from_dict(saved)
+    micro = int(state.extra.get("micro_batches", state.step * accum))
+    batches = micro // max(1, accum)
+    return DataPosition(batches // epoch_batches, batches % epoch_batches, 0)
 
 
 def keys_digest(keys: Iterable[str]) -> int:

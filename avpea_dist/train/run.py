@@ -31,11 +31,12 @@ from .engine import build_engine
 from .evaluate import evaluate_task, scalars
 from .export import export_trainable, load_trainable
 from .hooks import NO_HOOKS, TrainHooks
-from .loop import LoopState, StepResult, TrainingError, data_position, train_step
+from .loop import DataPosition, LoopState, StepResult, TrainingError, data_position_of, train_step
 from .metrics import MetricsLog, TrainStats, append_jsonl
 from .resume import resume_signature
 from .runfolder import RUN_MANIFEST, copy_text_folder
 from .runsetup import absolute_paths, choose_resume, set_determinism, write_run_files
+from .samples_log import SamplesLog
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ def run_training(cfg: Config, *, on_eval: OnEval | None = None, data: DataSource
     any folder."""
     cfg = absolute_paths(cfg)
     info = avdist.world_info_from_env()
+    cfg = with_global_batch(cfg, info.world_size)
     set_determinism(cfg.train.seed, cfg.train.deterministic)
     backend = avdist.init_process_group(info, cfg.dist.backend, cfg.dist.timeout_s)
     previous_handlers: dict[int, object] = {}
@@ -67,6 +69,33 @@ def run_training(cfg: Config, *, on_eval: OnEval | None = None, data: DataSource
         avdist.teardown(barrier=ok)
 
 
+def with_global_batch(cfg: Config, world_size: int) -> Config:
+    """``cfg`` with ``data.global_batch`` resolved, so config.yaml and every checkpoint's resume signature carry
+    the run's unit. A config without one (0) keeps the global batch its run folder started with (config.yaml
+    records it), so a rerun on another number of ranks continues the same run; a new run takes world x
+    data.batch_size x optim.grad_accum. A world size that cannot divide it is refused here, before anything
+    starts."""
+    from .data_source import batching
+
+    if cfg.data.global_batch == 0 and cfg.train.resume != "none":
+        g = _started_global_batch(Path(cfg.train.out))
+        if g:
+            cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, global_batch=g))
+    g, _, _ = batching(cfg, world_size)
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, global_batch=g))
+
+
+def _started_global_batch(run_dir: Path) -> int:
+    """The resolved data.global_batch in a run folder's config.yaml (0: none, or unreadable)."""
+    import yaml
+
+    try:
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        return int((saved.get("data") or {}).get("global_batch") or 0)
+    except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError):
+        return 0
+
+
 class Trainer:
     """One rank's run, built in ``__init__`` (in the order a seed's numbers depend on), run by ``run``."""
 
@@ -82,19 +111,23 @@ class Trainer:
         self.data = data if data is not None else ShardData(cfg, info.rank, info.world_size)
         manifest = getattr(self.data, "manifest", None)
         self.task = getattr(self.data, "task", None) or build_task(cfg, manifest)
-        self.steps = cfg.train.total_steps(self.data.epoch_batches, cfg.optim.grad_accum)
+        # A stand-in data source without a global batch of its own takes the config's layout.
+        self.accum = int(getattr(self.data, "grad_accum", cfg.optim.grad_accum))
+        self.micro = int(getattr(self.data, "micro_batch", cfg.data.batch_size))
+        self.global_batch = int(getattr(self.data, "global_batch", 0) or cfg.data.global_batch
+                                or self.micro * self.accum * info.world_size)
+        self.steps = cfg.train.total_steps(self.data.epoch_batches, 1)
         if cfg.train.epochs > 0:
-            log.info("train.epochs=%d: %d optimizer steps (%d batches per rank per epoch, grad_accum %d); "
+            log.info("train.epochs=%d: %d optimizer steps (%d global batches of %d clips per epoch); "
                      "train.steps is not used", cfg.train.epochs, self.steps, self.data.epoch_batches,
-                     cfg.optim.grad_accum)
+                     self.global_batch)
         self.signature = {**resume_signature(cfg, info.world_size, manifest), **self.task.signature()}
         resume_from = choose_resume(cfg, self.ckpt_root, info.rank, self.signature)
         self.build(backend, manifest)
         self.state = self.restore(resume_from)
         self.resumed = resume_from is not None
-        clips_per_step = cfg.data.batch_size * cfg.optim.grad_accum * info.world_size
         self.metrics = MetricsLog(self.run_dir, self.main, self.state.step if self.resumed else None, self.steps,
-                                  cfg.train.progress, clips_per_step)
+                                  cfg.train.progress, self.global_batch)
         self.note_world_change()
         self.last_saved = self.state.step if self.resumed else -1
         self.stats = TrainStats()
@@ -116,8 +149,11 @@ class Trainer:
                 copy_text_folder(cfg.data.shards, manifest, self.run_dir)
         # The engine's schedule runs over the resolved length (train.epochs may have set it); the engine also
         # stores the frozen backbone in bf16 when training in bf16.
+        # ... and its micro-batch and accumulation are this world size's share of the global batch.
         self.engine, self.scheduler = build_engine(
-            model, dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=self.steps)))
+            model, dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=self.steps),
+                                       data=dataclasses.replace(cfg.data, batch_size=self.micro),
+                                       optim=dataclasses.replace(cfg.optim, grad_accum=self.accum)))
         install_checkpoint_engine(self.engine, self.hooks)
         if cfg.model.compile:
             self.engine.compile()  # in place: the module, its state-dict names and checkpoints stay the same
@@ -163,27 +199,29 @@ class Trainer:
         return result
 
     def train(self) -> str:
-        """The step loop; -> 'finished' or 'preempted' (a checkpoint saved)."""
-        cfg, state, g = self.cfg, self.state, self.cfg.optim.grad_accum
+        """The step loop; -> 'finished' or 'preempted' (a checkpoint saved). Each step takes one global batch:
+        this rank's ``accum`` micro-batches of it."""
+        cfg, state, g = self.cfg, self.state, self.accum
         self.data_problems = int(all_reduce_(torch.tensor([float(len(self.problems))]))[0].item())  # a resume's
-        micro = state.extra.get("micro_batches", state.step * g)
-        epoch, start = data_position(micro, 1, self.data.epoch_batches)
-        batches = self.train_batches(epoch, start)
+        epochs = self.data.epoch_batches
+        epoch, batch = data_position_of(state, epochs, g).restart(self.global_batch, epochs)
+        state.extra.pop("micro_batches", None)  # the old per-rank position; data_position replaces it
+        samples = SamplesLog(self.run_dir, cfg.train.log_samples, self.main, epoch, batch)
+        batches = self.train_batches(epoch, batch)
         while state.step < self.steps:
-            group = []
-            for _ in range(g):
-                batch = next(batches, None)
-                if batch is None:  # the virtual epoch is over: the next one reshuffles
-                    epoch += 1
-                    batches = self.train_batches(epoch, 0)
-                    batch = next(batches)
-                group.append(batch)
-                _note_problems(batch, self.problems)
-            micro += g
+            if batch == epochs:  # the virtual epoch is over: the next one reshuffles
+                epoch, batch = epoch + 1, 0
+                batches = self.train_batches(epoch, 0)
+            group = [next(batches) for _ in range(g)]
+            for b in group:
+                _note_problems(b, self.problems)
             self.hooks.before_step(self.engine)
             r = train_step(self.engine, group, self.device, self.task.loss, self.hooks)
             self.hooks.after_step(self.engine, r)
-            state.extra["micro_batches"] = micro
+            samples.record([k for b in group for k in b.get("key", ())], epoch=epoch, batch=batch,
+                           step=state.step + 1, epoch_batches=epochs)
+            batch += 1
+            state.extra["data_position"] = DataPosition(epoch, batch, self.global_batch).to_dict()
             stop = self.after_step(r, epoch)
             if r.applied and (state.step % cfg.train.eval_every == 0 or state.step == self.steps):
                 self.validate()
@@ -210,8 +248,12 @@ class Trainer:
         state.bad_samples += r.bad
         state.seen_samples += r.seen
         too_bad = state.bad_samples > cfg.data.max_bad_fraction * (state.bad_samples + state.seen_samples)
-        flags = all_reduce_(torch.tensor([float(preempt.stop_requested()), float(too_bad), float(len(self.problems))]))
+        flags = all_reduce_(torch.tensor([float(preempt.stop_requested()), float(too_bad), float(len(self.problems)),
+                                          float(r.bad), float(r.seen)], dtype=torch.float64))
         self.data_problems = int(flags[2].item())  # distinct damaged-shard reports, summed over ranks
+        totals = state.extra.setdefault("data_totals", {"bad": 0, "seen": 0})  # world-wide: the same on every rank
+        totals["bad"] += int(flags[3].item())
+        totals["seen"] += int(flags[4].item())
         if r.applied:
             state.step += 1
             state.consecutive_skips = 0

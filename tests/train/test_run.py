@@ -151,8 +151,8 @@ class _DamagedShardData(MemoryData):
 
 def test_epochs_set_the_run_length_and_every_metric_is_recorded(tmp_path, caplog):
     cfg = _cfg(tmp_path / "r", "train.epochs=1", "optim.grad_accum=3", "train.eval_every=100")
-    result = run_training(cfg, data=_DamagedShardData(cfg, 0))  # 4 batches an epoch: ceil(1 * 4 / 3) = 2 steps
-    assert result["steps"] == 2 and result["step"] == 2
+    result = run_training(cfg, data=_DamagedShardData(cfg, 0))  # 4 global batches (of 3 micro-batches) an epoch
+    assert result["steps"] == 4 and result["step"] == 4
     assert result["data_problems"] == 2 and result["test_skipped"] == 0 and result["val_skipped"] == 0
     warned = [r.getMessage() for r in caplog.records if "sha256 mismatch" in r.getMessage()]
     assert len(warned) == 1, warned
@@ -171,7 +171,7 @@ def test_epochs_set_the_run_length_and_every_metric_is_recorded(tmp_path, caplog
         (rec,) = [r for r in records if r.get("split") == split]
         parts = [rec["accuracy_event"], rec["accuracy_background"]]  # None where a split has no such segment
         assert 0 <= parts[0] <= 1 and (parts[1] is None or 0 <= parts[1] <= 1) and rec["skipped"] == 0
-    assert json.loads((tmp_path / "r" / "run.json").read_text())["steps"] == 2
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["steps"] == 4
 
 
 def test_epochs_need_a_whole_batch_per_epoch():

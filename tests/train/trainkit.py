@@ -46,17 +46,20 @@ def fake_batch(cfg: Config, seed: int, nan: bool = False) -> dict[str, Any]:
 
 
 class MemoryData:
-    """A DataSource of deterministic in-memory batches (position = (epoch, batch)), per rank."""
+    """A DataSource of deterministic in-memory batches, per rank: ``epoch_batches`` global batches an epoch,
+    each ``optim.grad_accum`` micro-batches of this rank (micro-batch position = (epoch, k))."""
 
     def __init__(self, cfg: Config, rank: int, epoch_batches: int = 4, eval_batches: int = 2,
                  nan_at: set[int] = frozenset(), bad_per_batch: int = 0) -> None:
         self.cfg, self.rank, self.epoch_batches, self.n_eval = cfg, rank, epoch_batches, eval_batches
+        self.grad_accum = cfg.optim.grad_accum
         self.nan_at, self.bad_per_batch = nan_at, bad_per_batch
         self.consumed = 0
 
     def train_batches(self, epoch: int, start_batch: int):
-        for k in range(start_batch, self.epoch_batches):
-            pos = epoch * self.epoch_batches + k
+        per_epoch = self.epoch_batches * self.grad_accum
+        for k in range(start_batch * self.grad_accum, per_epoch):
+            pos = epoch * per_epoch + k
             b = fake_batch(self.cfg, 1000 * self.rank + pos, nan=pos in self.nan_at)
             b["skipped"] = self.bad_per_batch
             self.consumed += 1
