@@ -4,13 +4,15 @@
 
 One process (gloo, 1 rank) builds configs/avel_vitl.yaml's structure (ViT-L/16, random-init backbone, small
 inputs: the trainable state does not depend on them), takes one AdamW step on random gradients so the
-moments exist, and times, at ZeRO 1 (the partitioned path) and ZeRO 0:
+moments exist, and times, at ZeRO 1 (the partitioned path), then at ZeRO 0:
   save_total         the whole checkpoint save (DeepSpeed's files + trainable.safetensors + rank files)
   consolidate        gathering the trainable state by name and serializing it (part of save_total)
   load_same          a resume at the same world size and stage (DeepSpeed's own files)
-  load_other         a resume at the other stage (the consolidated file re-partitioned)
-and the size of trainable.safetensors beside DeepSpeed's files. Wall-clock seconds, median of --reps;
-the machine's load average is printed with them.
+  load_other         (ZeRO 0) the ZeRO 1 checkpoint loaded into a fresh ZeRO 0 engine: the consolidated
+                     file re-partitioned
+and the size of trainable.safetensors beside DeepSpeed's files. Wall-clock seconds, median of --reps; the
+machine's load average is printed with them. One rank: the gather's all-reduces move nothing here (on W ranks
+each rank sends its partition once per tensor).
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def timed(fn, reps: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     avdist.init_process_group(avdist.world_info_from_env(), "gloo", 600)
@@ -85,20 +87,23 @@ def main() -> None:
     out = {"load_average": os.getloadavg(), "cpus": os.cpu_count(), "torch_threads": 1}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "checkpoints"
-        engines = {s: engine_at(s) for s in (1, 0)}
-        for s, e in engines.items():
-            one_step(e)
-        out["trainable_parameters"] = sum(p.numel() for p in engines[0].module.parameters() if p.requires_grad)
-        for stage, other in ((1, 0), (0, 1)):
-            eng = engines[stage]
+        previous = None
+        for stage in (1, 0):
+            eng = engine_at(stage)
+            r = {}
+            if previous is not None:  # the other stage's checkpoint, re-partitioned into this engine
+                r["load_other_s"] = timed(lambda: load_checkpoint(eng, previous), args.reps)
+            one_step(eng)
+            out["trainable_parameters"] = sum(p.numel() for p in eng.module.parameters() if p.requires_grad)
             step = 10 + stage
-            r = {"save_total_s": timed(lambda: save_checkpoint(eng, root, step, {"step": step}, keep=10), args.reps),
-                 "consolidate_s": timed(lambda: consolidated_bytes(eng), args.reps)}
-            folder = root / f"step_{step:08d}"
-            r["files_mb"] = {p.name: round(p.stat().st_size / 2**20, 1) for p in sorted(folder.iterdir())}
-            r["load_same_s"] = timed(lambda: load_checkpoint(eng, folder), args.reps)
-            r["load_other_s"] = timed(lambda: load_checkpoint(engines[other], folder), args.reps)
+            r["consolidate_s"] = timed(lambda: consolidated_bytes(eng), args.reps)
+            r["save_total_s"] = timed(lambda: save_checkpoint(eng, root, step, {"step": step}, keep=10), args.reps)
+            previous = root / f"step_{step:08d}"
+            r["files_mb"] = {p.name: round(p.stat().st_size / 2**20, 1) for p in sorted(previous.iterdir())}
+            r["load_same_s"] = timed(lambda: load_checkpoint(eng, previous), args.reps)
             out[f"zero{stage}"] = r
+            print(json.dumps({f"zero{stage}": r}), flush=True)
+            del eng
     out["load_average_after"] = os.getloadavg()
     print(json.dumps(out, indent=2))
     if args.json:

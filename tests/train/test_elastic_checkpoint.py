@@ -103,11 +103,11 @@ def _close(a: dict, b: dict) -> None:
 
 def test_resume_at_other_world_sizes_and_zero_stages(tmp_path):
     root = str(tmp_path / "checkpoints")
-    base = run_ranks(_phase, 2, 2, root, False, world=2)[0]  # 2 ranks at ZeRO 2, checkpoint at step 2
+    base = run_ranks(_phase, 2, 2, root, False, world=2, timeout=600)[0]  # 2 ranks at ZeRO 2, checkpoint at step 2
     saved = base["saved"]
     assert any(k.startswith("exp_avg_sq/") for k in saved) and saved[next(k for k in saved if k.startswith("step/"))] == 2
     for world, stage in ((1, 0), (3, 1)):
-        results = run_ranks(_phase, world, stage, root, True, world=world)
+        results = run_ranks(_phase, world, stage, root, True, world=world, timeout=600)
         got = results[0]
         # Exactly the saved state, re-partitioned: weights, both moments, AdamW's step; the schedule's position.
         assert got["loaded"].keys() == saved.keys()
@@ -132,14 +132,14 @@ def test_a_checkpoint_without_the_consolidated_state_is_refused_at_another_world
     import json
 
     root = tmp_path / "checkpoints"
-    run_ranks(_save_only, str(root), world=1)
+    run_ranks(_save_only, str(root), world=1, timeout=600)
     folder = next(root.glob("step_*"))
     (folder / "trainable.safetensors").unlink()
     manifest = json.loads((folder / MANIFEST).read_text())
     del manifest["files"]["trainable.safetensors"]
     manifest["files"] = {n: sha256_file(folder / n) for n in manifest["files"]}
     (folder / MANIFEST).write_text(json.dumps(manifest))
-    results = run_ranks(_load_error, str(folder), world=2)
+    results = run_ranks(_load_error, str(folder), world=2, timeout=600)
     assert "holds no trainable.safetensors" in results[0] and "relaunch with 1 ranks" in results[0]
 
 
