@@ -12,8 +12,8 @@ measured cost), universal checkpoints need an offline conversion step with pickl
 without running code.
 
 ZeRO 1/2 partitions are gathered and scattered with DeepSpeed's own fragment helpers
-(``deepspeed.utils.safe_get_full_fp32_param`` / ``safe_{get,set}_full_optimizer_state``), so the padding
-and alignment of its flat buffers never leak into the file.
+(``safe_get_full_fp32_param`` / ``safe_{get,set}_full_optimizer_state``, through compat/deepspeed.py), so the
+padding and alignment of its flat buffers never leak into the file.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..compat.deepspeed import zero_flat_partitions, zero_link_optimizer_states
+from ..compat.deepspeed import (full_fp32_param, full_optimizer_state, set_full_fp32_param, set_full_optimizer_state,
+                                zero_flat_partitions, zero_link_optimizer_states)
+from ..compat.torch import scheduler_position
 from .safeload import CheckpointError
 
 CONSOLIDATED = "trainable.safetensors"
@@ -54,8 +56,6 @@ def gather_trainable(engine: Any) -> tuple[dict[str, torch.Tensor], dict[str, st
     ``step/<name>``; the metadata holds the schedule's position and DeepSpeed's counters (JSON strings).
     Every rank returns the full state (the partitions are all-reduced); rank 0 writes it.
     """
-    from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_optimizer_state
-
     out: dict[str, torch.Tensor] = {}
     stage = _zero_stage(engine)
     params = _trainable(engine)
@@ -72,9 +72,9 @@ def gather_trainable(engine: Any) -> tuple[dict[str, torch.Tensor], dict[str, st
             zero_link_optimizer_states(opt)
         group_step = _zero_group_steps(opt, steps)
         for name, p in params:
-            out[f"param/{name}"] = safe_get_full_fp32_param(p).detach().cpu().clone()
+            out[f"param/{name}"] = full_fp32_param(p).detach().cpu().clone()
             for key in keys if linked else ():
-                out[f"{key}/{name}"] = safe_get_full_optimizer_state(p, key).detach().cpu().clone()
+                out[f"{key}/{name}"] = full_optimizer_state(p, key).detach().cpu().clone()
             if id(p) in group_step:
                 out[f"step/{name}"] = torch.tensor(group_step[id(p)], dtype=torch.float32)
     elif stage == 0:
@@ -88,10 +88,11 @@ def gather_trainable(engine: Any) -> tuple[dict[str, torch.Tensor], dict[str, st
                     out[f"step/{name}"] = torch.tensor(float(value), dtype=torch.float32)
     else:
         raise CheckpointError(f"ZeRO stage {stage} is not supported by the checkpoints (use dist.zero_stage 0, 1 or 2)")
-    sched = engine.lr_scheduler.state_dict() if getattr(engine, "lr_scheduler", None) is not None else {}
+    sched = engine.lr_scheduler
+    position = scheduler_position(sched) if sched is not None else {}
     meta = {"format": "avpea-trainable", "version": "1", "zero_stage": str(stage),
             "world_size": str(dist.get_world_size() if dist.is_initialized() else 1),
-            "schedule": json.dumps({k: sched[k] for k in ("last_epoch", "_step_count") if k in sched}),
+            "schedule": json.dumps(position),
             "engine": json.dumps({"global_steps": int(engine.global_steps), "global_samples": int(engine.global_samples),
                                   "skipped_steps": int(getattr(engine, "skipped_steps", 0))})}
     return out, meta
@@ -122,7 +123,6 @@ def zero_stage_of(engine: Any) -> int:
 def load_consolidated(engine: Any, path: Path) -> dict[str, Any]:
     """Put a consolidated trainable state into a freshly built engine of any world size and ZeRO stage.
     Every rank reads the whole file and keeps its own partition; returns the file's metadata (decoded)."""
-    from deepspeed.utils import safe_set_full_fp32_param, safe_set_full_optimizer_state
     from safetensors import safe_open
 
     try:
@@ -154,10 +154,10 @@ def load_consolidated(engine: Any, path: Path) -> dict[str, Any]:
             _zero_fill_state(opt, params, tensors, keys)
             for name, p in params:
                 value = tensors[f"param/{name}"].to(p.device)
-                safe_set_full_fp32_param(p, value)
+                set_full_fp32_param(p, value)
                 p.data.copy_(value.to(p.dtype))  # the module's copy, which the next forward reads
                 for key in keys:
-                    safe_set_full_optimizer_state(p, tensors[f"{key}/{name}"].to(p.device), key)
+                    set_full_optimizer_state(p, tensors[f"{key}/{name}"].to(p.device), key)
         else:
             opt = _plain_optimizer(engine)
             for name, p in params:
