@@ -46,3 +46,10 @@ def set_scheduler_last_lr(sched: Any, rates: list[float]) -> None:
     rates exactly as LambdaLR does and must leave the schedule's position where it is.
     """
     sched._last_lr = rates
+
+
+def scheduler_position(sched: Any) -> dict[str, int]:
+    """The position fields of an ``LRScheduler``'s state dict: ``last_epoch`` and the private ``_step_count``
+    (how often ``step`` ran); ``load_state_dict({**state, **position})`` puts them back."""
+    state = sched.state_dict()
+    return {k: int(state[k]) for k in ("last_epoch", "_step_count") if k in state}

@@ -5,6 +5,8 @@ Layout under ``RUN/checkpoints``::
     step_00000300/            one folder per checkpoint (tag)
         mp_rank_00_model_states.pt            DeepSpeed: trainable weights, scheduler, (ZeRO-0) optimizer
         zero_pp_rank_R_mp_rank_00_optim_states.pt   DeepSpeed ZeRO-1/2: rank R's optimizer partition
+        trainable.safetensors the same trainable state consolidated by parameter name (rank 0; see
+                              elastic.py): what a resume at another world size or ZeRO stage loads
         rank_R.json           our loop state of rank R (step, data position, skip counters)
         rank_R_rng.safetensors                rank R's torch RNG states
         manifest.json         written last, by rank 0, after a barrier: every file's sha256 and the
@@ -28,7 +30,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any, Iterator
@@ -40,18 +41,13 @@ from ..compat.deepspeed import engine_config, torch_checkpoint_engine
 from ..compat.torch import scheduler_state_at_live_position, set_scheduler_last_lr
 from ..fileio import atomic_open, sha256_file
 from ..runtime.world import comm_device
+from .ckptfolder import MANIFEST, complete_tags, find_resumable, list_tags, read_manifest, tag_for, verify  # noqa: F401
+from .elastic import CONSOLIDATED, consolidated_bytes, load_consolidated, merge_loop_states, rank_seed
+from .elastic import zero_stage_of as _zero_stage
 from .hooks import NO_HOOKS, TrainHooks
 from .safeload import CheckpointError, safe_torch_load  # noqa: F401  (CheckpointError re-exported)
 
 log = logging.getLogger(__name__)
-
-_TAG = re.compile(r"^step_(\d{8})$")
-MANIFEST = "manifest.json"
-
-
-def tag_for(step: int) -> str:
-    return f"step_{step:08d}"
-
 
 @contextlib.contextmanager
 def _open(path: Path, hooks: TrainHooks) -> Iterator[Any]:
@@ -144,57 +140,6 @@ def _rank_world() -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Finding checkpoints
-
-
-def list_tags(root: Path) -> list[tuple[int, Path]]:
-    if not root.is_dir():
-        return []
-    out = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _TAG.match(p.name))]
-    return sorted(out)
-
-
-def read_manifest(folder: Path) -> dict[str, Any] | None:
-    path = folder / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) and isinstance(manifest.get("files"), dict) else None
-
-
-def verify(folder: Path) -> str | None:
-    """None when ``folder`` is a complete checkpoint whose files all match their hashes; else why not."""
-    manifest = read_manifest(folder)
-    if manifest is None:
-        return "no readable manifest.json (the save did not finish)"
-    for name, digest in manifest["files"].items():
-        path = folder / name
-        if not path.is_file():
-            return f"'{name}' is missing"
-        if sha256_file(path) != digest:
-            return f"'{name}' does not match its sha256 in the manifest (corrupted after the save)"
-    return None
-
-
-def find_resumable(root: Path) -> tuple[Path | None, list[str]]:
-    """The newest complete, hash-verified checkpoint under ``root`` and the reasons others were passed over."""
-    skipped = []
-    for _, folder in reversed(list_tags(root)):
-        problem = verify(folder)
-        if problem is None:
-            return folder, skipped
-        skipped.append(f"{folder.name}: {problem}")
-    return None, skipped
-
-
-def complete_tags(root: Path) -> list[tuple[int, Path]]:
-    return [(s, p) for s, p in list_tags(root) if read_manifest(p) is not None]
-
-
-# ---------------------------------------------------------------------------------------------
 # Saving
 
 
@@ -229,11 +174,17 @@ def save_checkpoint(engine: Any, root: Path, step: int, loop_state: dict[str, An
     try:
         # Every rank enters DeepSpeed's save even after an error (it then writes nothing): its barriers
         # must stay matched across ranks, or the all-reduce below would pair with one of them.
+        # The consolidated copy first: its gather is collective and raises no OSError, so every rank
+        # reaches it whatever happens to its files below.
+        trainable, _ = consolidated_bytes(engine, keep=rank == 0)
         if dist.is_initialized():
             hooks.before_barrier()  # DeepSpeed's save opens with a barrier
         engine.save_checkpoint(str(root), tag=tag, client_state={}, save_latest=False,
                                exclude_frozen_parameters=True)
         if not ce.errors:
+            if rank == 0:
+                _write(folder / CONSOLIDATED, trainable, hooks)
+            del trainable
             _write_json(folder / f"rank_{rank}.json", {"rank": rank, "world_size": world, **loop_state}, hooks)
             _write(folder / f"rank_{rank}_rng.safetensors", st_save(_rng_state()), hooks)
     except OSError as e:
@@ -252,7 +203,8 @@ def save_checkpoint(engine: Any, root: Path, step: int, loop_state: dict[str, An
             expected = {f"rank_{r}.json" for r in range(world)}
             if not expected <= set(files):
                 raise OSError(f"rank files missing: {sorted(expected - set(files))} (is the folder shared?)")
-            _write_json(folder / MANIFEST, {"tag": tag, "step": step, "world_size": world, **(meta or {}),
+            _write_json(folder / MANIFEST, {"tag": tag, "step": step, "world_size": world,
+                                            "zero_stage": _zero_stage(engine), **(meta or {}),
                                             "files": {n: sha256_file(folder / n) for n in files}}, hooks)
             _write(root / "latest", (tag + "\n").encode(), hooks)
         except OSError as e:
@@ -313,15 +265,20 @@ def prune(root: Path, keep: int, protect: set[str], hooks: TrainHooks = NO_HOOKS
 # Loading
 
 
-def load_checkpoint(engine: Any, folder: Path) -> dict[str, Any]:
-    """Collective: restore engine state, RNG and this rank's loop state from a complete checkpoint folder."""
+def load_checkpoint(engine: Any, folder: Path, seed: int = 0) -> dict[str, Any]:
+    """Collective: restore engine state, RNG and this rank's loop state from a complete checkpoint folder.
+
+    At the world size and ZeRO stage it was written with, DeepSpeed's files and each rank's RNG states are
+    loaded (bit for bit); at any other, the consolidated trainable state (``elastic.py``), the old ranks'
+    loop states merged, and torch's RNG seeded from (``seed``, step, rank). Then the returned state holds
+    ``extra.world_change``: {"step", "from": {"world_size", "zero_stage"}, "to": {...}} (the run logs it)."""
     problem = verify(folder)
     if problem is not None:
         raise CheckpointError(f"checkpoint '{folder}' is not usable: {problem}; delete it to resume from an "
                               f"older one, or set train.resume=none with a new train.out")
     rank, world = _rank_world()
     try:
-        state = _load_local(engine, folder, rank, world)
+        state = _load_local(engine, folder, rank, world, seed)
         failure = ""
     except CheckpointError as e:
         state, failure = {}, str(e)
@@ -330,6 +287,13 @@ def load_checkpoint(engine: Any, folder: Path) -> dict[str, Any]:
         raise CheckpointError(failure or f"another rank could not load checkpoint '{folder}' (see its error); "
                                          f"delete the folder to resume from an older one")
     return state
+
+
+def saved_layout(manifest: dict[str, Any]) -> tuple[int | None, int | None]:
+    """(world size, ZeRO stage) a checkpoint was written with; the stage of older manifests from their
+    resume signature."""
+    stage = manifest.get("zero_stage", (manifest.get("resume") or {}).get("dist.zero_stage"))
+    return manifest.get("world_size"), stage
 
 
 _HYPER = ("betas", "eps", "weight_decay")
@@ -369,29 +333,46 @@ def _follow_config(engine: Any, configured: tuple[dict[str, Any], list[dict[str,
     set_scheduler_last_lr(sched, rates)
 
 
-def _load_local(engine: Any, folder: Path, rank: int, world: int) -> dict[str, Any]:
-    from safetensors.torch import load_file
-
-    manifest = read_manifest(folder) or {}
-    if manifest.get("world_size") != world:
-        raise CheckpointError(f"checkpoint '{folder}' was written by {manifest.get('world_size')} ranks, this job "
-                              f"has {world}: exact resume needs the same world size (data order and ZeRO "
-                              f"partitions depend on it); relaunch with {manifest.get('world_size')} ranks")
-    configured = _configured_schedule(engine)
-    path, _ = engine.load_checkpoint(str(folder.parent), tag=folder.name, load_module_strict=False,
-                                     load_optimizer_states=True, load_lr_scheduler_states=True)
-    if path is None:
-        raise CheckpointError(f"DeepSpeed found no model states in '{folder}'")
-    _follow_config(engine, configured)
-    name = f"rank_{rank}.json"
+def _read_rank_file(folder: Path, name: str, reader: Any) -> Any:
     try:
-        state = json.loads((folder / name).read_text())
-        name = f"rank_{rank}_rng.safetensors"
-        rng = load_file(str(folder / name))
+        return reader(folder / name)
     except Exception as e:  # a damaged or hostile rank file (its manifest may vouch for it): every rank stops
         raise CheckpointError(f"checkpoint '{folder}': '{name}' is unreadable ({type(e).__name__}: {e}); "
                               f"delete the folder to resume from an older one") from None
-    torch.set_rng_state(rng["torch_cpu"])
-    if "torch_cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state(rng["torch_cuda"])
+
+
+def _json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def _load_local(engine: Any, folder: Path, rank: int, world: int, seed: int) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    saved_world, saved_stage = saved_layout(read_manifest(folder) or {})
+    stage = _zero_stage(engine)
+    configured = _configured_schedule(engine)
+    if saved_world == world and saved_stage in (None, stage):
+        path, _ = engine.load_checkpoint(str(folder.parent), tag=folder.name, load_module_strict=False,
+                                         load_optimizer_states=True, load_lr_scheduler_states=True)
+        if path is None:
+            raise CheckpointError(f"DeepSpeed found no model states in '{folder}'")
+        _follow_config(engine, configured)
+        state = _read_rank_file(folder, f"rank_{rank}.json", _json)
+        rng = _read_rank_file(folder, f"rank_{rank}_rng.safetensors", lambda p: load_file(str(p)))
+        torch.set_rng_state(rng["torch_cpu"])
+        if "torch_cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["torch_cuda"])
+        return state
+    if not isinstance(saved_world, int) or not (folder / CONSOLIDATED).is_file():
+        raise CheckpointError(f"checkpoint '{folder}' was written by {saved_world} ranks at ZeRO stage {saved_stage} "
+                              f"and holds no {CONSOLIDATED} (it predates resuming at another world size); relaunch "
+                              f"with {saved_world} ranks and dist.zero_stage={saved_stage}, or start a new train.out")
+    load_consolidated(engine, folder / CONSOLIDATED)
+    _follow_config(engine, configured)
+    states = [_read_rank_file(folder, f"rank_{r}.json", _json) for r in range(saved_world)]
+    state = merge_loop_states(states, rank, world)
+    torch.manual_seed(rank_seed(seed, int(state.get("step", 0)), rank))
+    state.setdefault("extra", {})["world_change"] = {"step": int(state.get("step", 0)),
+                             "from": {"world_size": saved_world, "zero_stage": saved_stage},
+                             "to": {"world_size": world, "zero_stage": stage}}
     return state

@@ -3,8 +3,11 @@
 Every checkpoint's manifest records the settings that bind it (``resume_signature``). On a rerun, rank 0
 compares them with the current config before any file is written:
 
-* the model's structure, the world size, the ZeRO stage and the resolved precision are *fixed*: the
-  checkpoint cannot be loaded otherwise. Refused; the way out is the old value or a new ``train.out``.
+* the model's structure and the resolved precision are *fixed*: the checkpoint cannot be loaded
+  otherwise. Refused; the way out is the old value or a new ``train.out``.
+* the world size and the ZeRO stage (``ELASTIC``) may change freely: the checkpoint's consolidated
+  trainable state is re-partitioned (``elastic.py``) and the run's log says the world changed. A checkpoint
+  written before that copy existed is refused at another world size or stage (``elastic_problem``).
 * settings that change the data order, the batches, the inputs or the objective (``RESUME_OVERRIDABLE``,
   the shards' content among them) break the exact continuation. Refused unless named in
   ``train.allow_resume_changes``; then resumed with a warning.
@@ -27,6 +30,9 @@ from ..config import RESUME_OVERRIDABLE, Config, ConfigError
 from ..config_load import config_from_dict
 from ..plugins import task_spec
 from .engine import resolve_precision
+
+ELASTIC = ("world_size", "dist.zero_stage")
+"""Recorded in every signature, accepted when they change (the load re-partitions the state)."""
 
 MODEL_FIXED = ("backbone", "modalities", "adapters", "bottleneck", "adapter_placement", "adapter_gate",
                "adapter_heads", "adapter_norm", "train_backbone_norms")
@@ -88,7 +94,8 @@ def check_resume(saved: dict[str, Any], current: dict[str, Any], allowed: list[s
     ``overridable``: the settings that may change when ``allowed`` names them (``overridable_keys(cfg)``)."""
     fixed, exact, accepted = [], [], []
     for name, now in current.items():
-        if name not in saved or saved[name] == now or (name == "data" and None in (saved[name], now)):
+        if (name not in saved or saved[name] == now or name in ELASTIC
+                or (name == "data" and None in (saved[name], now))):
             continue
         change = (name, saved[name], now)
         if name not in overridable:
@@ -111,11 +118,20 @@ def check_resume(saved: dict[str, Any], current: dict[str, Any], allowed: list[s
 
 def _fixed_message(fixed: list[tuple[str, Any, Any]], folder: Path) -> str:
     was = ", ".join(f"{n} was {_show(a)}, now {_show(b)}" for n, a, b in fixed)
-    names = {n for n, _, _ in fixed}
-    if names == {"world_size"}:
-        way = f"relaunch with {fixed[0][1]} ranks, or start a new run with another train.out"
-    else:
-        back = " ".join(f"{n}={_show(a)}" for n, a, _ in fixed if n != "world_size")
-        way = (f"set {back} to resume it, or start a new run with another train.out "
-               f"(e.g. train.out={folder.parent.parent}_new)")
+    back = " ".join(f"{n}={_show(a)}" for n, a, _ in fixed)
+    way = (f"set {back} to resume it, or start a new run with another train.out "
+           f"(e.g. train.out={folder.parent.parent}_new)")
     return f"the checkpoint '{folder}' belongs to another model or layout ({was}); it cannot be resumed so: {way}"
+
+
+def elastic_problem(saved: dict[str, Any], current: dict[str, Any], folder: Path, consolidated: str) -> str:
+    """Why ``folder`` cannot be resumed at the current world size / ZeRO stage ('' when it can): only a
+    checkpoint holding the consolidated trainable state (file ``consolidated``) can be re-partitioned."""
+    changed = [(n, saved[n], current[n]) for n in ELASTIC
+               if n in saved and n in current and saved[n] is not None and saved[n] != current[n]]
+    if not changed or (folder / consolidated).is_file():
+        return ""
+    was = ", ".join(f"{n} was {_show(a)}, now {_show(b)}" for n, a, b in changed)
+    back = " and ".join(f"{a} ranks" if n == "world_size" else f"{n}={_show(a)}" for n, a, _ in changed)
+    return (f"the checkpoint '{folder}' predates resuming at another world size or ZeRO stage ({was}; it holds no "
+            f"{consolidated}): relaunch with {back}, or start a new run with another train.out")

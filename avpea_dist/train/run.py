@@ -129,6 +129,7 @@ class Trainer:
         self.resumed = resume_from is not None
         self.metrics = MetricsLog(self.run_dir, self.main, self.state.step if self.resumed else None, self.steps,
                                   cfg.train.progress, self.global_batch)
+        self.note_world_change()
         self.last_saved = self.state.step if self.resumed else -1
         self.stats = TrainStats()
         self.problems: list[str] = self.state.extra.setdefault("problems", [])
@@ -164,11 +165,22 @@ class Trainer:
         if resume_from is None:
             torch.manual_seed(self.cfg.train.seed * 1000 + self.info.rank)  # each rank its own random stream
             return LoopState()
-        loaded = load_checkpoint(self.engine, resume_from)  # restores the RNG states too
+        loaded = load_checkpoint(self.engine, resume_from, self.cfg.train.seed)  # restores the RNG states too
         self.hooks.after_load(self.engine, resume_from, loaded)
         state = LoopState.from_dict(loaded)
         log.info("rank %d resumed from %s (step %d)", self.info.rank, resume_from, state.step)
         return state
+
+    def note_world_change(self) -> None:
+        """The log says when a resume changed the world size or ZeRO stage: from what to what, at which step."""
+        change = self.state.extra.pop("world_change", None)
+        if not change:
+            return
+        was, now = change["from"], change["to"]
+        self.metrics.write({"step": change["step"], "event": "world_change", "from": was, "to": now,
+                            "time": time.time()})
+        self.metrics.message(f"resumed at step {change['step']} with another world: {was['world_size']} ranks at "
+                             f"ZeRO {was['zero_stage']} -> {now['world_size']} ranks at ZeRO {now['zero_stage']}")
 
     # ------------------------------------------------------------------------------------------
     # The job

@@ -21,7 +21,8 @@ from .. import storage
 from ..fileio import atomic_write_json, atomic_write_text
 from .checkpoint import find_resumable, read_manifest, tag_for, verify
 from .engine import resolve_precision
-from .resume import check_resume, overridable_keys, saved_signature
+from .elastic import CONSOLIDATED
+from .resume import check_resume, elastic_problem, overridable_keys, saved_signature
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,9 @@ def _check_compatible(cfg: Config, folder: Path, signature: dict[str, Any]) -> s
         accepted = check_resume(saved, signature, cfg.train.allow_resume_changes, folder, overridable_keys(cfg))
     except ConfigError as e:
         return str(e)
+    problem = elastic_problem(saved, signature, folder, CONSOLIDATED)
+    if problem:
+        return problem
     if accepted:
         log.warning("resuming %s with %s (allowed by train.allow_resume_changes): the run now differs from an "
                     "uninterrupted one", folder, "; ".join(accepted))

@@ -101,7 +101,8 @@ def test_resume_override_names_are_checked():
 
 def test_checkpoints_without_a_signature_are_checked_against_the_run_folders_config(tmp_path):
     from avpea_dist.config_load import dump_yaml
-    from avpea_dist.train.resume import check_resume, resume_signature, saved_signature
+    from avpea_dist.train.elastic import CONSOLIDATED
+    from avpea_dist.train.resume import check_resume, elastic_problem, resume_signature, saved_signature
 
     old = tiny_config()
     (tmp_path / "config.yaml").write_text(dump_yaml(old))
@@ -110,5 +111,9 @@ def test_checkpoints_without_a_signature_are_checked_against_the_run_folders_con
     with pytest.raises(ConfigError, match="model.bottleneck was 24, now 16"):
         check_resume(saved, now, [], tmp_path / "checkpoints" / "step_00000002")
     assert check_resume(saved, resume_signature(old, 2, None), [], tmp_path) == []
-    with pytest.raises(ConfigError, match="world_size was 2, now 1.*relaunch with 2 ranks"):
-        check_resume(saved, resume_signature(old, 1, None), [], tmp_path)
+    # Another world size passes the config check; without the consolidated state it cannot be re-partitioned.
+    assert check_resume(saved, resume_signature(old, 1, None), [], tmp_path) == []
+    problem = elastic_problem(saved, resume_signature(old, 1, None), tmp_path, CONSOLIDATED)
+    assert "world_size was 2, now 1" in problem and "relaunch with 2 ranks" in problem and "\n" not in problem
+    (tmp_path / CONSOLIDATED).write_bytes(b"")
+    assert elastic_problem(saved, resume_signature(old, 1, None), tmp_path, CONSOLIDATED) == ""
