@@ -1,4 +1,5 @@
-"""Using a finished run: its model back (``load_run``) and a new video as the model's input
+"""Using a trained model: from a run folder (``load_run``) or a model folder / hub id (``load_model``, the
+``--model`` of the commands; ``models/pretrained.py``), and a new video as the model's input
 (``media_from_video``), for `avpea predict` (AVEL), `avpea search` (retrieval) and `avpea caption`.
 
 A run folder (``train.out``) holds ``config.yaml``, ``best/`` and ``final/adapters.safetensors`` and a copy

@@ -1,4 +1,5 @@
-"""`avpea search`: a trained retrieval run answers a text query over a folder of videos or a shard split.
+"""`avpea search`: a trained retrieval run (``--run``) or model folder (``--model``, kept under
+$XDG_CACHE_HOME/avpea/ then) answers a text query over a folder of videos or a shard split.
 
 The clips are embedded once into an index file beside the run, ``RUN/search/<source>.safetensors``: the
 clip embeddings (and, with pooling 'fine', their segment vectors), the clip ids in metadata, a fingerprint

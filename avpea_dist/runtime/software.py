@@ -83,5 +83,5 @@ def software_lines(record: dict[str, Any]) -> list[str]:
              f"- avpea-dist {record.get('avpea_dist')}, git {commit}"]
     lines += [f"- {name} {v}" for name, v in (record.get("packages") or {}).items() if v != "not installed"]
     if "cuda" in record:
-        lines.append(f"- CUDA {record['cuda'] or 'none (CPU build)'}" + (f", {record['gpu']}" if "gpu" in record else ""))
+        lines.append(f"- torch's CUDA build: {record['cuda'] or 'none (CPU build)'}; GPU: {record.get('gpu', 'none used')}")
     return lines

@@ -152,7 +152,7 @@ def model_card(config: dict[str, Any], result: dict[str, Any] | None, run_dir: P
     tags = ["avpea", "audio-visual", "adapters", task]
     lines = ["---", "library_name: avpea-dist", "tags:", *[f"- {t}" for t in tags], "---", "",
              f"# AV-PEA {task} model", "",
-             f"Adapters and a {task} head on the frozen timm ViT `{backbone['name']}` (backbone weights: "
+             f"AV-PEA adapters and the head of task `{task}` on the frozen timm ViT `{backbone['name']}` (backbone weights: "
              f"`{backbone['weights']}`, " + ("included in this folder)." if backbone["included"] else
                                             "not included: loading fetches them from that source)."), ""]
     if backbone["weights"] == "none" and not backbone["included"]:
@@ -162,7 +162,7 @@ def model_card(config: dict[str, Any], result: dict[str, Any] | None, run_dir: P
     lines += ["## Data", ""]
     m = config.get("manifest") or {}
     splits = ", ".join(f"{k} {v.get('samples', v.get('clips', '?'))}" for k, v in (m.get("splits") or {}).items())
-    lines += [f"- schema: {m.get('schema', 'unknown')}; dataset: {m.get('dataset', m.get('source', 'unknown'))}",
+    lines += [f"- shard schema: {m.get('schema', 'avel')}; built from: {m.get('dataset', m.get('source', 'unknown'))}",
               f"- splits (samples): {splits or 'unknown'}",
               f"- manifest sha256: {config.get('manifest_sha256') or 'unknown (no copy in the run folder)'}",
               f"- preprocessing: " + ", ".join(f"{k}={config['preprocessing'][k]}" for k in
@@ -177,7 +177,8 @@ def model_card(config: dict[str, Any], result: dict[str, Any] | None, run_dir: P
                   f"best step {result.get('best_step')}",
                   f"- selection metric ({sel}, on val): {result.get('best_val_score')}",
                   f"- {result.get('final_split')} {sel}: {result.get('test_score')}"]
-        scalars = {k: v for k, v in (result.get("test_metrics") or {}).items() if isinstance(v, (int, float))}
+        scalars = {k: v for k, v in (result.get("test_metrics") or {}).items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k != sel}
         lines += [f"- {result.get('final_split')} {k}: {v}" for k, v in sorted(scalars.items())]
     else:
         lines += ["- no result.json in the run folder (the run had not finished)"]
