@@ -206,3 +206,64 @@ def test_retrieval_search_from_the_exported_model_with_its_tokenizer_equals_the_
         del os.environ["XDG_CACHE_HOME"]
     assert by_model["results"] == by_run["results"] and not by_model["reused"]
     assert str(env_cache) in by_model["index"] and not by_model["index"].startswith(str(model))
+
+
+def _hand_made_run(tmp_path: Path, *overrides: str) -> Path:
+    """A run folder as training leaves it (config.yaml, best/ export, the manifest's copy), built by hand
+    with random adapters: what export reads, without training."""
+    import torch
+
+    from avpea_dist.config_load import dump_yaml, load_config
+    from avpea_dist.models.model import build_model
+    from avpea_dist.tasks.registry import build_task
+    from avpea_dist.train.export import export_trainable
+
+    run = tmp_path / "run"
+    cfg = load_config(REPO / "configs" / "avel_tiny.yaml", ["model.img_size=32", "model.num_segments=2",
+                                                              f"train.out={run}", f"data.shards={tmp_path / 'gone'}",
+                                                              *overrides])
+    run.mkdir()
+    (run / "config.yaml").write_text(dump_yaml(cfg))
+    manifest = {"schema": "avel", "classes": [f"c{k}" for k in range(9)], "preprocessing": {"frame_size": 32}}
+    (run / "shards_manifest.json").write_text(json.dumps(manifest))
+    torch.manual_seed(cfg.train.seed)
+    task = build_task(cfg, manifest)
+    model = build_model(cfg.model, task=task)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.2 * torch.randn_like(p))
+    export_trainable(model, run / "best" / "adapters.safetensors", cfg.model, {"step": 1}, task.signature())
+    return run
+
+
+@pytest.mark.slow
+def test_with_backbone_the_folder_carries_every_tensor_and_a_moved_weight_file_is_named(tmp_path):
+    """--with-backbone: the frozen weights travel in model.safetensors (the same outputs, no weight source
+    needed); without it, a run trained on a local weight file that is gone says so and takes its new place."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    from avpea_dist.models.model import AVPEAModel
+    from avpea_dist.train.modelfolder import export_run
+
+    torch.manual_seed(3)
+    donor = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0)
+    weights = tmp_path / "vit.safetensors"
+    save_file({k: v.contiguous() for k, v in donor.state_dict().items()}, str(weights))
+    run = _hand_made_run(tmp_path, f"model.pretrained={weights}")
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (1, 2, 3, 32, 32), dtype=torch.uint8, generator=g)
+    audio = torch.randn(1, 2, 128, 102, generator=g)
+
+    full = export_run(run, tmp_path / "full", with_backbone=True)
+    slim = export_run(run, tmp_path / "slim")
+    assert (full / "model.safetensors").stat().st_size > 10 * (slim / "model.safetensors").stat().st_size
+    ref = AVPEAModel.from_pretrained(str(slim))(frames, audio)
+    moved = tmp_path / "elsewhere.safetensors"
+    weights.rename(moved)
+    assert torch.equal(AVPEAModel.from_pretrained(str(full))(frames, audio), ref)  # needs no weight file
+    with pytest.raises(FileNotFoundError, match=r"trained on the backbone weights .*vit.safetensors.*backbone_weights"):
+        AVPEAModel.from_pretrained(str(slim))
+    assert torch.equal(AVPEAModel.from_pretrained(str(slim), backbone_weights=str(moved))(frames, audio), ref)
