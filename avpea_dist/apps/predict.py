@@ -6,8 +6,9 @@ segment) and the loader's frame decoding, over every second of the video; the se
 (default: the model's 10 segments), the windows batched through the model. A long video is decoded a
 batch of windows at a time (``data.decode_windows``: bounded memory, the same result as decoding it
 whole), with a progress bar on a terminal and a line every ``PROGRESS_EVERY_S`` otherwise. Class names and
-preprocessing come from the run folder's copy of the training shards' manifest, so a run folder works from
-anywhere, its shards gone. Files per video in ``--out``: ``<stem>.json`` (``{"video", "seconds": [{"t",
+preprocessing come from the run folder's copy of the training shards' manifest (or, with ``--model DIR``, from
+a model folder's config.json: `avpea export`), so a run folder or a model folder works from anywhere, the
+shards gone. Files per video in ``--out``: ``<stem>.json`` (``{"video", "seconds": [{"t",
 "label", "prob", "top3"}]}``, one entry per second) and ``<stem>.png`` (the timeline). A video that cannot
 be read costs one line; the others still run.
 """
