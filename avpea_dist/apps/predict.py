@@ -6,8 +6,9 @@ segment) and the loader's frame decoding, over every second of the video; the se
 (default: the model's 10 segments), the windows batched through the model. A long video is decoded a
 batch of windows at a time (``data.decode_windows``: bounded memory, the same result as decoding it
 whole), with a progress bar on a terminal and a line every ``PROGRESS_EVERY_S`` otherwise. Class names and
-preprocessing come from the run folder's copy of the training shards' manifest, so a run folder works from
-anywhere, its shards gone. Files per video in ``--out``: ``<stem>.json`` (``{"video", "seconds": [{"t",
+preprocessing come from the run folder's copy of the training shards' manifest (or, with ``--model DIR``, from
+a model folder's config.json: `avpea export`), so a run folder or a model folder works from anywhere, the
+shards gone. Files per video in ``--out``: ``<stem>.json`` (``{"video", "seconds": [{"t",
 "label", "prob", "top3"}]}``, one entry per second) and ``<stem>.png`` (the timeline). A video that cannot
 be read costs one line; the others still run.
 """
@@ -22,6 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
+
+from ..train.runfolder import read_run_manifest
 
 log = logging.getLogger(__name__)
 
@@ -214,29 +217,8 @@ def resolve_model(run: str | Path | None, checkpoint: str | Path | None, config:
     return Path(config), Path(checkpoint)
 
 
-def run_shards_manifest(run_dir: str | Path | None, shards: str | Path) -> tuple[dict[str, Any] | None, str]:
-    """The training shards' manifest as the run saw it, and where it came from: the run folder's copy
-    (``RUN/shards_manifest.json``, written when training starts), else the shards' own (``data.shards``,
-    when reachable from here); (None, why) when neither is. The one place predict reads it: the run-folder
-    reader of ``apps.runmodel`` would plug in here."""
-    import json
-
-    from ..data.manifest import read_manifest
-    from ..train.runfolder import RUN_MANIFEST
-
-    copy = Path(run_dir) / RUN_MANIFEST if run_dir is not None else None
-    if copy is not None and copy.is_file():
-        try:
-            manifest = json.loads(copy.read_text())
-            if isinstance(manifest, dict):
-                return manifest, str(copy)
-        except (OSError, ValueError) as e:
-            log.warning("%s is unreadable (%s); trying the shards themselves", copy, e)
-    try:
-        return read_manifest(shards), str(shards)
-    except (OSError, ValueError) as e:
-        where = f"no {RUN_MANIFEST} in {run_dir}, and " if run_dir is not None else ""
-        return None, f"{where}{str(e).split(';')[0]}"
+run_shards_manifest = read_run_manifest
+"""The training shards' manifest and where it came from: the one reader of run folders (``train.runfolder``)."""
 
 
 def run_facts(manifest: dict[str, Any] | None, source: str, num_classes: int, img_size: int
@@ -258,6 +240,16 @@ def run_facts(manifest: dict[str, Any] | None, source: str, num_classes: int, im
     return numbered, prep
 
 
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA GPU is usable here; use --device cpu")
+    return device
+
+
 def load_predictor(config: Path, checkpoint: Path, *, device: str = "auto", window_s: int = 0,
                    batch_size: int = 8, overrides: list[str] | tuple[str, ...] = (),
                    run_dir: str | Path | None = None) -> Predictor:
@@ -271,24 +263,41 @@ def load_predictor(config: Path, checkpoint: Path, *, device: str = "auto", wind
     from ..train.export import load_trainable
 
     cfg = load_config(config, list(overrides))
-    if cfg.task != "avel":
-        raise ValueError(f"avpea predict draws event timelines of AVEL runs; '{config}' trained task={cfg.task}: "
-                         f"use `avpea search` (retrieval) or `avpea caption` (captioning) for VALOR runs")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA GPU is usable here; use --device cpu")
+    _check_task(cfg.task, str(config))
+    device = resolve_device(device)
     torch.manual_seed(cfg.train.seed)  # a random-init frozen backbone is rebuilt exactly as training built it
     task = build_task(cfg, None)
     model = build_model(cfg.model, task=task)
     load_trainable(model, checkpoint, cfg.model, task.signature())
     model.to(device).eval()
     manifest, source = run_shards_manifest(Path(config).parent if run_dir is None else run_dir, cfg.data.shards)
+    return make_predictor(model, cfg, manifest, source, device, window_s, batch_size)
+
+
+def load_model_predictor(model: str, *, device: str = "auto", window_s: int = 0, batch_size: int = 8) -> Predictor:
+    """A model folder (`avpea export`, RUN/model) or hub id: class names and preprocessing from its config."""
+    from .runmodel import load_model
+
+    loaded = load_model(model=model, device=resolve_device(device), task="avel")
+    return make_predictor(loaded.model, loaded.cfg, loaded.manifest, str(model), next(loaded.model.parameters()).device,
+                          window_s, batch_size)
+
+
+def make_predictor(model: Any, cfg: Any, manifest: dict[str, Any] | None, source: str, device: Any, window_s: int,
+                   batch_size: int) -> Predictor:
+    import torch
+
     classes, prep = run_facts(manifest, source, cfg.avel.num_classes, cfg.model.img_size)
     window = window_s or cfg.model.num_segments
     if window < 1 or batch_size < 1:
         raise ValueError(f"--window {window} and --batch-size {batch_size} must be >= 1")
     return Predictor(model, cfg, classes, prep, torch.device(device), window, batch_size)
+
+
+def _check_task(task: str, where: str) -> None:
+    if task != "avel":
+        raise ValueError(f"avpea predict draws event timelines of AVEL runs; '{where}' trained task={task}: "
+                         f"use `avpea search` (retrieval) or `avpea caption` (captioning) for VALOR runs")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,9 +342,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "--out. Exit 0: every video done; 1: some could not be read (one line each).")
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files (any container FFmpeg reads)")
     p.add_argument("--run", help="a training run folder (train.out): its config.yaml and best/ (else final/) export")
+    p.add_argument("--model", help="a model folder (`avpea export`, or RUN/model) or a Hugging Face hub id")
     p.add_argument("--checkpoint", help="an adapter export (.safetensors), with --config")
     p.add_argument("--config", help="the config the export was trained with, with --checkpoint")
-    p.add_argument("--out", help="output folder (default: RUN/predictions)")
+    p.add_argument("--out", help="output folder (default: RUN/predictions; with --model: ./predictions)")
     p.add_argument("--window", type=int, default=0, help="seconds per model window (default: model.num_segments)")
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -343,14 +353,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def predict_cmd(args: argparse.Namespace) -> int:
-    if args.run and (args.checkpoint or args.config):
-        raise ValueError("pass either --run RUN or --checkpoint FILE --config FILE, not both")
-    config, checkpoint = resolve_model(args.run, args.checkpoint, args.config)
-    if args.out is None and args.run is None:
-        raise ValueError("--out DIR is needed with --checkpoint (the default is RUN/predictions with --run)")
-    out = Path(args.out) if args.out else Path(args.run) / "predictions"
-    predictor = load_predictor(config, checkpoint, device=args.device, window_s=args.window,
-                               batch_size=args.batch_size, run_dir=args.run)
+    model = getattr(args, "model", None)
+    if sum(x is not None for x in (args.run, model, args.checkpoint or args.config)) > 1:
+        raise ValueError("pass one of --run RUN, --model DIR, or --checkpoint FILE --config FILE")
+    if model is not None:
+        out = Path(args.out or "predictions")  # never inside the model folder: a new export replaces it whole
+        predictor = load_model_predictor(model, device=args.device, window_s=args.window, batch_size=args.batch_size)
+    else:
+        config, checkpoint = resolve_model(args.run, args.checkpoint, args.config)
+        if args.out is None and args.run is None:
+            raise ValueError("--out DIR is needed with --checkpoint (the default is RUN/predictions with --run)")
+        out = Path(args.out) if args.out else Path(args.run) / "predictions"
+        predictor = load_predictor(config, checkpoint, device=args.device, window_s=args.window,
+                                   batch_size=args.batch_size, run_dir=args.run)
     done, problems = predict_videos(predictor, args.videos, out)
     if problems:
         print(f"avpea predict: {len(done)} of {len(args.videos)} videos done; {len(problems)} skipped "

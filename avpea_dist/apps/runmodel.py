@@ -1,4 +1,5 @@
-"""Using a finished run: its model back (``load_run``) and a new video as the model's input
+"""Using a trained model: from a run folder (``load_run``) or a model folder / hub id (``load_model``, the
+``--model`` of the commands; ``models/pretrained.py``), and a new video as the model's input
 (``media_from_video``), for `avpea predict` (AVEL), `avpea search` (retrieval) and `avpea caption`.
 
 A run folder (``train.out``) holds ``config.yaml``, ``best/`` and ``final/adapters.safetensors`` and a copy
@@ -10,12 +11,12 @@ that manifest (class names, vocabulary, text model folder, preprocessing).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..train.runfolder import RUN_MANIFEST, RUN_TEXT
+from ..train.runfolder import RUN_MANIFEST, read_run_manifest
 
 if TYPE_CHECKING:
     import torch
@@ -29,28 +30,13 @@ log = logging.getLogger(__name__)
 
 def run_manifest(run_dir: str | Path | None, cfg: "Config") -> dict[str, Any] | None:
     """The manifest of the shards a run trained on, for what needs no training data (class names,
-    vocabulary, text model, preprocessing): the run folder's copy (``RUN/shards_manifest.json``, written at
-    the start of the run; its text folder then ``RUN/shards_text``), so the run answers the same from any
-    folder and after its shards moved; for a run folder without a copy (older runs), the shards folder's
-    own when readable; None when neither is there (a run trained on in-memory batches)."""
-    from ..data.manifest import read_manifest
-
-    copy = Path(run_dir) / RUN_MANIFEST if run_dir is not None else None
-    if copy is not None and copy.is_file():
-        try:
-            manifest = json.loads(copy.read_text())
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{copy} is not readable JSON ({e}); the run folder is damaged: copy it again "
-                             f"from where it was trained") from None
-        text = Path(run_dir) / RUN_TEXT
-        if manifest.get("text") and text.is_dir():  # an absolute folder wins over the shards folder's
-            manifest["text"] = {**manifest["text"], "folder": str(text.resolve())}
-        return manifest
-    try:
-        return read_manifest(cfg.data.shards)
-    except (OSError, ValueError) as e:
-        log.warning("no shard manifest for this run (%s)", str(e).split(";")[0])
-        return None
+    vocabulary, text model, preprocessing): ``train.runfolder.read_run_manifest`` (the run folder's copy,
+    else the shards' own), with a warning saying why when there is neither (a run trained on in-memory
+    batches)."""
+    manifest, source = read_run_manifest(run_dir, cfg.data.shards)
+    if manifest is None:
+        log.warning("no shard manifest for this run (%s)", source)
+    return manifest
 
 
 def run_folder_of(config: str | Path) -> Path | None:
@@ -67,14 +53,47 @@ def manifest_for_config(config: str | Path, cfg: "Config") -> dict[str, Any] | N
 
 def export_path(run_dir: str | Path, which: str = "best") -> Path:
     """RUN/<which>/adapters.safetensors; 'best' falls back to 'final' for a run that never validated."""
-    run_dir = Path(run_dir)
-    if which not in ("best", "final"):
-        raise ValueError(f"which={which!r}: choose 'best' or 'final'")
-    for name in (which, "final") if which == "best" else (which,):
-        if (run_dir / name / "adapters.safetensors").is_file():
-            return run_dir / name / "adapters.safetensors"
-    raise FileNotFoundError(f"'{run_dir}' holds no exported model ({which}/adapters.safetensors): the run has not "
-                            f"validated yet; train it further")
+    from ..train.modelfolder import adapter_file
+
+    return adapter_file(Path(run_dir), which)
+
+
+@dataclass
+class LoadedModel:
+    """A trained model ready to use, from a run folder (``--run``) or a model folder (``--model``)."""
+
+    cfg: "Config"
+    task: "Task"
+    model: "AVPEAModel"
+    manifest: dict[str, Any] | None
+    weights: Path
+    """The file holding its trained tensors (its hash keys caches such as search indexes)."""
+    home: Path | None
+    """Where outputs go by default: the run folder; None for a model folder (a new export replaces it whole)."""
+
+
+def load_model(run: str | Path | None = None, model: str | Path | None = None, *, which: str = "best",
+               device: str = "cpu", task: str | None = None, overrides: list[str] | tuple[str, ...] = ()
+               ) -> LoadedModel:
+    """``--run RUN`` or ``--model DIR_or_hub_id`` (exactly one) -> a ``LoadedModel`` in eval mode on
+    ``device``. ``task``: the task the calling command needs (checked before the weights are read)."""
+    if (run is None) == (model is None):
+        raise ValueError("pass exactly one of --run RUN (a training run folder) or --model DIR (a model folder "
+                         "written by `avpea export`, or a hub id)")
+    if run is not None:
+        cfg, task_obj, net = load_run(run, which, device=device, overrides=overrides, task=task)
+        return LoadedModel(cfg, task_obj, net, run_manifest(run, cfg), export_path(run, which), Path(run))
+    from ..models.model import AVPEAModel
+    from ..models.pretrained import WEIGHTS_NAME, read_config, resolve_folder
+
+    folder = resolve_folder(str(model))
+    saved = read_config(folder)
+    if task is not None and saved.get("task") != task:
+        raise ValueError(f"'{model}' is a model of task {saved.get('task')}; this command needs a model trained "
+                         f"with task: {task}")
+    net = AVPEAModel.from_pretrained(str(folder), device=device, overrides=list(overrides))
+    ex = net.exported
+    return LoadedModel(ex.run_config, ex.task, net, ex.manifest, folder / WEIGHTS_NAME, None)
 
 
 def load_run(run_dir: str | Path, which: str = "best", *, device: str = "cpu",

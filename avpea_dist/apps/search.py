@@ -1,4 +1,5 @@
-"""`avpea search`: a trained retrieval run answers a text query over a folder of videos or a shard split.
+"""`avpea search`: a trained retrieval run (``--run``) or model folder (``--model``, kept under
+$XDG_CACHE_HOME/avpea/ then) answers a text query over a folder of videos or a shard split.
 
 The clips are embedded once into an index file beside the run, ``RUN/search/<source>.safetensors``: the
 clip embeddings (and, with pooling 'fine', their segment vectors), the clip ids in metadata, a fingerprint
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -187,30 +189,46 @@ def score(model: Any, task: Any, index: dict[str, Any], query: str) -> torch.Ten
     return index["clip"] @ text.float().cpu()[0]
 
 
-def search(run: str | Path, query: str, *, videos: str | None = None, shards: str | None = None, split: str = "test",
-           top: int = 5, which: str = "best", rebuild: bool = False) -> dict[str, Any]:
-    """-> {"results": [{"rank", "id", "score", "caption"?}], "index": path, "reused": bool, "clips", "skipped"}."""
+def index_home(loaded: Any, model_hash: str) -> Path:
+    """Where indexes live: RUN/search for a run; for a model folder, a cache folder per model (never inside
+    the model folder, which a new export replaces whole): $XDG_CACHE_HOME/avpea/search/<model hash>."""
+    if loaded.home is not None:
+        return loaded.home
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "avpea" / model_hash[:16]
+
+
+def search(run: str | Path | None, query: str, *, videos: str | None = None, shards: str | None = None,
+           split: str = "test", top: int = 5, which: str = "best", rebuild: bool = False,
+           model: str | Path | None = None) -> dict[str, Any]:
+    """-> {"results": [{"rank", "id", "score", "caption"?}], "index": path, "reused": bool, "clips", "skipped"}.
+    The model: a run folder (``run``) or a model folder / hub id (``model``)."""
     import torch
 
-    from .runmodel import load_run
+    from .runmodel import load_model
 
     if not query.strip():
         raise ValueError("--query is empty; give a sentence describing what is seen and heard")
     if top < 1:
         raise ValueError(f"--top {top} must be >= 1")
-    run = Path(run)
     source, fingerprint, files = _source(videos, shards, split)
-    cfg, task, model = load_run(run, which=which, task="retrieval")
-    export = run / which / "adapters.safetensors"
-    model.eval()
-    model_hash = sha256_file(export)
-    path = index_path(run, source)
+    loaded = load_model(run, model, which=which, task="retrieval")
+    cfg, task, net = loaded.cfg, loaded.task, loaded.model
+    if shards is not None and getattr(net, "exported", None) is not None:
+        from ..data.manifest import read_manifest
+        from ..models.pretrained import check_compatible
+
+        check_compatible(net.exported.config, str(model), other=f"the shards {shards}",
+                         preprocessing=read_manifest(shards).get("preprocessing") or {})
+    net.eval()
+    model_hash = sha256_file(loaded.weights)
+    path = index_path(index_home(loaded, model_hash), source)
     index = None if rebuild else read_index(path, model_hash, fingerprint)
     reused = index is not None
     if index is None:
-        index = build_index(model, cfg, task, files, shards, split)
+        index = build_index(net, cfg, task, files, shards, split)
         write_index(path, index, model_hash, fingerprint, source)
-    scores = score(model, task, index, query)
+    scores = score(net, task, index, query)
     order = torch.argsort(scores, descending=True, stable=True)[:top].tolist()
     results = [{"rank": r + 1, "id": index["ids"][i], "score": round(float(scores[i]), 4),
                 **({"caption": index["captions"][i]} if index["captions"] else {})} for r, i in enumerate(order)]
@@ -222,7 +240,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="text -> clips with a trained retrieval run (index built once, then reused)",
                        description="Embed the clips of --videos DIR (or a --shards split) once into "
                                    "RUN/search/*.safetensors, then print the clips that best match --query.")
-    p.add_argument("--run", required=True, help="a retrieval training run folder (train.out)")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--run", help="a retrieval training run folder (train.out)")
+    who.add_argument("--model", help="a retrieval model folder (`avpea export`, RUN/model) or a hub id")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--videos", help="folder of videos to search")
     src.add_argument("--shards", help="caption shards folder to search (one split, see --split)")
@@ -237,7 +257,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def search_cmd(args: argparse.Namespace) -> int:
     r = search(args.run, args.query, videos=args.videos, shards=args.shards, split=args.split, top=args.top,
-               which=args.which, rebuild=args.rebuild)
+               which=args.which, rebuild=args.rebuild, model=getattr(args, "model", None))
     if args.json:
         print(json.dumps(r, indent=2))
         return 0

@@ -1,4 +1,5 @@
-"""`avpea train`, `avpea eval`, `avpea demo`: thin argument parsing; the work lives in run/evaluate/demo."""
+"""`avpea train`, `avpea eval`, `avpea export`, `avpea demo`: thin argument parsing; the work lives in
+train/run, train/evaluate, train/export and apps/demo."""
 
 from __future__ import annotations
 
@@ -17,15 +18,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", default=[], help="optional dotted overrides such as train.steps=100")
     p.set_defaults(func=train)
 
-    p = sub.add_parser("eval", help="evaluate an exported adapter file on a split",
+    p = sub.add_parser("eval", help="evaluate an exported model on a split",
                        description="Evaluate RUN/best/adapters.safetensors (or any export) with the frozen "
-                                   "backbone of CONFIG. Runs as one process or under torchrun.")
-    p.add_argument("config", help="the YAML config the adapters were trained with (RUN/config.yaml)")
+                                   "backbone of CONFIG, or a model folder (--model DIR, from `avpea export`) on "
+                                   "--shards. Runs as one process or under torchrun.")
+    p.add_argument("config", nargs="?", help="the YAML config the adapters were trained with (RUN/config.yaml); "
+                   "not with --model")
     p.add_argument("overrides", nargs="*", default=[], help="optional dotted overrides such as data.shards=shards/ave")
-    p.add_argument("--checkpoint", required=True, help="adapter+head export (.safetensors)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint", help="adapter+head export (.safetensors), with CONFIG")
+    which.add_argument("--model", help="a model folder (`avpea export`, RUN/model) or a hub id, with --shards")
+    p.add_argument("--shards", help="the shards to evaluate --model on (their preprocessing must be the model's)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--json", action="store_true", help="print only the JSON result")
     p.set_defaults(func=evaluate_cmd)
+
+    p = sub.add_parser("export", help="a run's model as a folder to share: config.json, model.safetensors, card",
+                       description="Write the run's best model (else its final one) as a model folder in the "
+                                   "Hugging Face layout: config.json, model.safetensors (adapters and head; the "
+                                   "frozen backbone too with --with-backbone), the text folders of a text task, "
+                                   "README.md. Load it with AVPEAModel.from_pretrained(DIR) or --model DIR.")
+    p.add_argument("--run", required=True, help="a training run folder (train.out)")
+    p.add_argument("--out", required=True, help="the model folder to write (new, empty, or an earlier export)")
+    p.add_argument("--which", choices=("best", "final"), default="best", help="the run's export to use")
+    p.add_argument("--with-backbone", action="store_true", help="include the frozen backbone's weights")
+    p.set_defaults(func=export_cmd)
 
     p = sub.add_parser("demo", help="the CPU demo of a task: synthetic data, 2-rank DeepSpeed training, ablation table",
                        description="Synthesise the task's embedded dataset, build shards, train the task's tiny "
@@ -52,6 +69,19 @@ def train(args: argparse.Namespace) -> int:
 
 def evaluate_cmd(args: argparse.Namespace) -> int:
     from ..config_load import load_config
+
+    if args.model is not None:
+        from ..train.modelfolder import evaluate_model_folder
+
+        overrides = ([args.config] if args.config else []) + list(args.overrides)
+        if any("=" not in o for o in overrides):
+            raise ValueError("--model DIR takes no CONFIG (the model folder holds its config); pass --shards SHARDS")
+        if not args.shards:
+            raise ValueError("--model DIR needs --shards SHARDS: the shards to evaluate it on")
+        result = evaluate_model_folder(args.model, args.shards, args.split, overrides)
+        return _print_result(args, result, result["task"], args.model)
+    if args.config is None:
+        raise ValueError("pass CONFIG with --checkpoint (the run's config.yaml)")
     from ..train.evaluate import evaluate_export
 
     cfg = load_config(args.config, args.overrides)
@@ -67,6 +97,10 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{e}. The run folder {Path(args.config).parent} keeps a copy of its shards' "
                                 f"manifest (enough for predict, search and caption), but evaluation reads the "
                                 f"shards themselves") from None
+    return _print_result(args, result, cfg.task, args.checkpoint)
+
+
+def _print_result(args: argparse.Namespace, result: dict, task: str, what: str) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         if args.json:
             print(json.dumps(result))
@@ -76,7 +110,16 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
             sel = result["selection_metric"]
             rest = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                              for k, v in scalars(result).items() if k not in (sel, "trained_step"))
-            print(f"{cfg.task} {args.split} {sel} {result[sel]:.4f}; {rest}  [{args.checkpoint}]")
+            print(f"{task} {args.split} {sel} {result[sel]:.4f}; {rest}  [{what}]")
+    return 0
+
+
+def export_cmd(args: argparse.Namespace) -> int:
+    from ..train.modelfolder import export_run
+
+    out = export_run(args.run, args.out, which=args.which, with_backbone=args.with_backbone)
+    print(f"avpea export: wrote {out} (config.json, model.safetensors, README.md); load it with "
+          f"`--model {out}` or AVPEAModel.from_pretrained(\"{out}\")")
     return 0
 
 

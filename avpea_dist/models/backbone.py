@@ -47,58 +47,73 @@ def is_adapter_key(key: str) -> bool:
     return ".adapters." in key
 
 
-def read_state_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from safetensors, or from a torch file read with ``weights_only=True`` (no pickle code)."""
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+
+
+def check_weight_file(path: str | Path) -> Path:
+    """A local backbone weight file named by model.pretrained, before timm reads it: it exists and has a
+    suffix timm reads (safetensors, or a torch file that timm loads with ``weights_only=True``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weight file '{path}' does not exist; set model.pretrained to an existing "
                                 f".safetensors/.pt/.pth file, 'timm' or 'none'")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        try:
-            return load_file(str(path))
-        except Exception as e:  # safetensors raises its own error types for bad headers
-            raise ValueError(f"weight file '{path}' is not a readable safetensors file: {e}") from None
-    if path.suffix in (".pt", ".pth", ".bin"):
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise ValueError(f"weight file '{path}' could not be read as a plain tensor file "
-                             f"(weights_only=True refuses pickled code): {e}") from None
-        for wrapper in ("state_dict", "model", "module"):  # common checkpoint wrappers
-            if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
-                obj = obj[wrapper]
-        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-            raise ValueError(f"weight file '{path}' does not hold a flat mapping of names to tensors")
-        return obj
-    raise ValueError(f"weight file '{path}': unsupported extension '{path.suffix}'; use .safetensors, .pt or .pth")
+    if path.suffix not in WEIGHT_SUFFIXES:
+        raise ValueError(f"weight file '{path}': unsupported extension '{path.suffix}'; use .safetensors, .pt "
+                         f"or .pth")
+    return path
 
 
 def load_backbone_weights(vit: VisionTransformer, source: str, name: str) -> dict[str, Any]:
-    """Load frozen weights non-strictly; only adapter keys may be missing, only head keys are dropped."""
+    """Frozen weights into ``vit`` through timm's own loader (``timm.models.load_pretrained``: the hub weights
+    of ``name`` for 'timm', a local file through the ``file`` entry of its pretrained config otherwise), so no
+    second ViT is built to copy from. timm's checkpoint filter resamples the position embedding; the key
+    checks are ours and strict: only adapter keys may be missing, only classifier keys are dropped."""
+    from timm.models import load_pretrained
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
     if source == "none":
         log.warning(RANDOM_INIT_WARNING)
         return {"source": "none", "warning": RANDOM_INIT_WARNING}
-    if source == "timm":
+    pretrained_cfg = dict(vit.pretrained_cfg)
+    if source != "timm":
+        pretrained_cfg = {**pretrained_cfg, "file": str(check_weight_file(source)), "source": "",
+                          "custom_load": False}  # a plain state dict, not the original .npz
+    seen: dict[str, Any] = {}
+
+    def keep_own_keys(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+        state = {k.removeprefix("module.").removeprefix("vit."): v for k, v in state.items()}
+        if not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ValueError(f"weight file '{source}' does not hold a flat mapping of names to tensors")
+        own = model.state_dict()
+        seen["dropped"] = sorted(k for k in state if k.startswith(("head.", "fc_norm.")) and k not in own)
+        return checkpoint_filter_fn({k: v for k, v in state.items() if k not in seen["dropped"]}, model)
+
+    def checked_load(state: dict[str, torch.Tensor], strict: bool = True, assign: bool = False) -> Any:
+        # timm calls the model's load_state_dict; ours loads non-strictly and keeps the result to check it.
         try:
-            state = timm.create_model(name, pretrained=True, num_classes=0).state_dict()
-        except Exception as e:
+            seen["result"] = nn.Module.load_state_dict(vit, state, strict=False, assign=assign)
+        except RuntimeError as e:
+            raise ValueError(f"weights from '{source}' do not fit backbone '{name}' (shape mismatch): {e}") from None
+        seen["state"] = state
+        return seen["result"]
+
+    vit.load_state_dict = checked_load  # an instance attribute: only this load goes through it
+    try:
+        load_pretrained(vit, pretrained_cfg=pretrained_cfg, num_classes=0, filter_fn=keep_own_keys, strict=False)
+    except (ValueError, FileNotFoundError):
+        raise
+    except Exception as e:  # noqa: BLE001  (the hub, torch.load and safetensors raise their own types)
+        if source == "timm":
             raise RuntimeError(f"could not fetch '{name}' weights from the hub ({type(e).__name__}: {e}); "
                                f"without network, set model.pretrained to a local .safetensors file") from None
-    else:
-        state = read_state_file(source)
-    state = {k.removeprefix("module.").removeprefix("vit."): v for k, v in state.items()}
-    dropped = sorted(k for k in state if k.startswith(("head.", "fc_norm.")) and k not in vit.state_dict())
-    for k in dropped:
-        del state[k]
-    if "pos_embed" in state and state["pos_embed"].shape != vit.pos_embed.shape:
-        prefix = 0 if vit.no_embed_class else vit.num_prefix_tokens
-        state["pos_embed"] = resample_abs_pos_embed(state["pos_embed"], new_size=vit.patch_embed.grid_size,
-                                                    num_prefix_tokens=prefix)
-    try:
-        missing, unexpected = vit.load_state_dict(state, strict=False)
-    except RuntimeError as e:
-        raise ValueError(f"weights from '{source}' do not fit backbone '{name}' (shape mismatch): {e}") from None
+        raise ValueError(f"weight file '{source}' could not be read as a plain tensor file (weights_only=True "
+                         f"refuses pickled code; safetensors needs a valid header): {type(e).__name__}: {e}") from None
+    finally:
+        del vit.__dict__["load_state_dict"]
+    if "result" not in seen:  # timm's own loader of an original .npz release bypasses load_state_dict
+        raise ValueError(f"timm loaded '{name}' from '{source}' with a custom loader whose keys cannot be checked; "
+                         f"save the weights as .safetensors and set model.pretrained to that file")
+    missing, unexpected = seen["result"]
     if unexpected:
         raise ValueError(f"weights from '{source}' hold {len(unexpected)} keys backbone '{name}' does not have "
                          f"(e.g. {unexpected[:5]}); is it a checkpoint of another model?")
@@ -106,7 +121,8 @@ def load_backbone_weights(vit: VisionTransformer, source: str, name: str) -> dic
     if not_adapter:
         raise ValueError(f"weights from '{source}' lack {len(not_adapter)} backbone keys of '{name}' "
                          f"(e.g. {not_adapter[:5]}); only adapter keys may be missing")
-    loaded = sum(state[k].numel() for k in state)
+    state, dropped = seen["state"], seen.get("dropped", [])
+    loaded = sum(v.numel() for v in state.values())
     report = {"source": str(source), "tensors": len(state), "params": loaded, "missing_adapter_keys": len(missing),
               "dropped_head_keys": dropped}
     log.info("loaded %d backbone tensors (%d params) from %s; %d adapter keys left at init; dropped %s",

@@ -1,4 +1,5 @@
-"""The shareable artefact: adapters and head only, as safetensors (a few MB for ViT-L, no pickle).
+"""The adapter file of a run (RUN/best, RUN/final): adapters and head only, as safetensors (a few MB for
+ViT-L, no pickle). The model folder to share is built from it by ``modelfolder.export_run``.
 
 The file's metadata carries the encoder's config and the task's own bound settings (``Task.signature``,
 e.g. AVEL's class count), so ``avpea eval`` and ``avpea predict`` can refuse an export made for another

@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -26,6 +28,7 @@ from ..fileio import atomic_write_json
 from ..runtime import preempt
 from ..runtime import world as avdist
 from ..runtime.collectives import all_reduce_
+from ..runtime.software import software_record
 from .checkpoint import complete_tags, install_checkpoint_engine, load_checkpoint, save_checkpoint, tag_for
 from .data_source import DataSource, ShardData
 from .engine import build_engine
@@ -33,6 +36,7 @@ from .evaluate import evaluate_task, scalars
 from .export import export_trainable, load_trainable
 from .hooks import NO_HOOKS, TrainHooks
 from .loop import DataPosition, LoopState, StepResult, TrainingError, data_position_of, train_step
+from .modelfolder import export_model
 from .metrics import MetricsLog, TrainStats, append_jsonl
 from .resume import resume_signature
 from .runfolder import RUN_MANIFEST, copy_text_folder
@@ -196,6 +200,8 @@ class Trainer:
         result = self.result(status, train_seconds, test)
         if self.main:
             atomic_write_json(self.run_dir / "result.json", result)
+            if status == "finished":
+                export_model(self.run_dir)
         preempt.clear()
         return result
 
@@ -364,7 +370,7 @@ class Trainer:
             f"best_val_{sel}": state.best_val_score, f"test_{sel}": test_score,
             **{f"val_{k}": v for k, v in last_val.items()},
             **{f"{split}_{k}": v for k, v in scalars(test or {}).items()},
-            "test_metrics": test,
+            "test_metrics": test, "software": software_record(), "command": shlex.join(sys.argv),
         }
 
 

@@ -32,3 +32,36 @@ def copy_text_folder(shards: str | Path, manifest: dict[str, Any], run_dir: str 
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_run_manifest(run_dir: str | Path | None, shards: str | Path | None) -> tuple[dict[str, Any] | None, str]:
+    """The training shards' manifest as the run saw it, and where it came from: the run folder's copy
+    (``RUN/shards_manifest.json``; its text folder then ``RUN/shards_text``, absolute), else the shards' own
+    (``data.shards``, when reachable from here); ``(None, why)`` when neither is there (a run trained on
+    in-memory batches, or a run folder moved without its copy). A damaged copy is an error, never skipped:
+    the shards may since have been rebuilt with other classes. The one reader of predict, search, caption,
+    eval and export."""
+    import json
+
+    from ..data.manifest import read_manifest
+
+    copy = Path(run_dir) / RUN_MANIFEST if run_dir is not None else None
+    if copy is not None and copy.is_file():
+        try:
+            manifest = json.loads(copy.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{copy} is not readable JSON ({e}); the run folder is damaged: copy it again "
+                             f"from where it was trained") from None
+        if not isinstance(manifest, dict):
+            raise ValueError(f"{copy} does not hold a manifest (a JSON object); copy the run folder again")
+        text = Path(run_dir) / RUN_TEXT
+        if manifest.get("text") and text.is_dir():  # an absolute folder wins over the shards folder's
+            manifest["text"] = {**manifest["text"], "folder": str(text.resolve())}
+        return manifest, str(copy)
+    where = f"no {RUN_MANIFEST} in {run_dir}, and " if run_dir is not None else ""
+    if shards is None or str(shards) == "":
+        return None, f"{where}no data.shards"
+    try:
+        return read_manifest(shards), str(shards)
+    except (OSError, ValueError) as e:
+        return None, f"{where}{str(e).split(';')[0]}"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import torch
 import torch.distributed as dist
 
 from ..runtime import world as avdist
+from ..runtime.software import git_revision
 from ..config import Config, ConfigError, RefusedOnRankZero
 from ..config_load import config_from_dict, dump_yaml
 from .. import storage
@@ -64,18 +64,6 @@ def set_determinism(seed: int, deterministic: bool) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
-
-
-def git_revision() -> dict[str, Any]:
-    here = Path(__file__).resolve().parent
-    try:
-        rev = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                                    capture_output=True, text=True, timeout=10).stdout.strip())
-        return {"commit": rev, "dirty": dirty}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": "unknown (not a git checkout)", "dirty": None}
 
 
 def _broadcast_int(value: int) -> int:

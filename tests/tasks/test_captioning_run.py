@@ -3,6 +3,7 @@ their text folder -> 2 torchrun ranks (gloo, DeepSpeed) training a few steps -> 
 with beam search, every clip exactly once across ranks -> `avpea caption` on a video with the run."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -75,3 +76,12 @@ def test_two_ranks_caption_every_test_clip_once_and_the_cli_captions_a_video(val
         moved.rename(shards)
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads(again.stdout)[0]["caption"] == got[0]["caption"]
+
+    # The run's model folder (RUN/model, written when training finished) captions the same, the run folder gone.
+    exported = tmp_path / "exported"
+    shutil.copytree(run / "model", exported)
+    shutil.rmtree(run)
+    by_model = subprocess.run([sys.executable, "-m", "avpea_dist.cli", "caption", "--model", str(exported), str(video),
+                               "--json", "--beam", "1"], capture_output=True, text=True, timeout=300)
+    assert by_model.returncode == 0, by_model.stderr[-2000:]
+    assert json.loads(by_model.stdout)[0]["caption"] == got[0]["caption"]
