@@ -15,6 +15,7 @@ import sys
 from . import plugins
 from .runtime import startup
 from .config import ConfigError
+from .extras import MissingExtra
 
 AREAS = ("avpea_dist.apps.model_info", "avpea_dist.apps.shards", "avpea_dist.apps.train_commands",
          "avpea_dist.apps.run_commands",
@@ -64,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     startup.start_process(args.verbose, threads=False)  # a command that starts ranks sets their threads
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, ValueError, FileNotFoundError) as e:
-        # User errors: one clear line, no traceback (run with -v for one).
+    except (ConfigError, ValueError, FileNotFoundError, MissingExtra) as e:
+        # User errors (a missing extra included: its message is the pip line): one line, no traceback (-v: one).
         if args.verbose:
             raise
         print(f"avpea {args.command}: error: {e}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +64,68 @@ def test_version_prints_the_installed_distribution_version():
     p = subprocess.run([sys.executable, "-m", "avpea_dist.cli", "--version"], capture_output=True, text=True,
                        timeout=60)
     assert p.returncode == 0 and p.stdout.strip() == f"avpea {version('avpea-dist')}", p.stdout + p.stderr
+
+
+def _help_paths() -> list[tuple[str, ...]]:
+    """Every parser of `avpea` as the words that reach it: (), ('train',), ('shards', 'build', 'ave'), ..."""
+    import argparse
+
+    def walk(p: argparse.ArgumentParser, prefix: tuple[str, ...]):
+        yield prefix
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                seen: set[int] = set()
+                for name, sub in action.choices.items():  # aliases map to the same parser: once
+                    if id(sub) not in seen:
+                        seen.add(id(sub))
+                        yield from walk(sub, prefix + (name,))
+    return list(walk(cli.build_parser(), ()))
+
+
+def test_every_help_imports_only_the_standard_library():
+    """`--help` at every level loads no third-party module at all (numpy, yaml, torch...): the parsers are
+    built from light modules, heavy imports wait for the handler that runs. Checked for all paths in one
+    process, against what the interpreter had loaded before avpea_dist (site's own .pth imports)."""
+    paths = _help_paths()
+    assert len(paths) > 20 and ("shards", "build", "ave") in paths
+    code = ("import contextlib, io, json, sys\nbefore = set(sys.modules)\nfrom avpea_dist import cli\n"
+            f"for path in {paths!r}:\n"
+            "    with contextlib.redirect_stdout(io.StringIO()):\n"
+            "        try:\n            cli.main([*path, '--help'])\n        except SystemExit:\n            pass\n"
+            "new = {m.split('.')[0] for m in set(sys.modules) - before if not m.startswith('__')}  # __mp_main__\n"
+            "print(json.dumps(sorted(new - set(sys.stdlib_module_names) - {'avpea_dist'})))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [], "`--help` must import only the standard library"
+
+
+def _script() -> list[str]:
+    """The installed `avpea` console script beside this interpreter (what a user runs); `python -m` without one."""
+    script = Path(sys.executable).parent / "avpea"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "avpea_dist.cli"]
+
+
+@pytest.mark.slow
+def test_help_takes_under_half_a_second():
+    """The real script in a fresh process, median of 5 for `avpea --help` and each command's `--help`
+    (median of 3 for the nested ones, `shards build ave --help`...: the same parser, built the same way).
+    Rounds are interleaved so that a burst of load on a shared machine hits every path alike."""
+    import statistics
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this tree's package, even where the install is editable elsewhere
+    paths = _help_paths()
+    times: dict[tuple[str, ...], list[float]] = {p: [] for p in paths}
+    for rnd in range(5):
+        for path in paths:
+            if len(path) > 1 and rnd >= 3:
+                continue
+            t0 = time.perf_counter()
+            out = subprocess.run([*_script(), *path, "--help"], cwd=ROOT, env=env, capture_output=True, text=True,
+                                 timeout=60)
+            times[path].append(time.perf_counter() - t0)
+            assert out.returncode == 0 and "usage: avpea" in out.stdout, out.stderr
+    medians = {" ".join(p) or "(top)": statistics.median(t) for p, t in times.items()}
+    slow = {p: round(m, 3) for p, m in medians.items() if m >= 0.5}
+    assert not slow, f"--help medians over 0.5 s: {slow} (profile: python3 -X importtime -m avpea_dist.cli --help)"

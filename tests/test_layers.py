@@ -28,9 +28,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models", ("avpea_dist.models", "avpea_dist.models.*")),
     ("data", ("avpea_dist.data", "avpea_dist.data.*")),
     ("runtime", ("avpea_dist.runtime", "avpea_dist.runtime.*")),
-    ("base", ("avpea_dist", "avpea_dist.errors", "avpea_dist.fileio", "avpea_dist.config", "avpea_dist.config_load",
-              "avpea_dist.presets", "avpea_dist.plugins", "avpea_dist.compat", "avpea_dist.compat.*",
-              "avpea_dist.storage", "avpea_dist.storage.*")),
+    ("base", ("avpea_dist", "avpea_dist.errors", "avpea_dist.extras", "avpea_dist.fileio", "avpea_dist.config",
+              "avpea_dist.config_load", "avpea_dist.presets", "avpea_dist.plugins", "avpea_dist.compat",
+              "avpea_dist.compat.*", "avpea_dist.storage", "avpea_dist.storage.*")),
 ]
 RANK = {"base": 0, "runtime": 1, "models": 2, "data": 2, "datasets": 3, "tasks": 4, "train": 5, "apps": 6, "cli": 7}
 PLUGIN_PACKAGES = ("avpea_dist.datasets", "avpea_dist.tasks")

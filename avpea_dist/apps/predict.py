@@ -174,11 +174,11 @@ def video_seconds(video: str | Path) -> int:
     """Whole seconds the video covers (a last partial second counts from half a second on)."""
     import av
 
-    from ..data.decode import DecodeError
+    from ..data.decode import DecodeError, open_input
 
     path = find_video(video)
     try:
-        with av.open(str(path), metadata_errors="ignore") as c:
+        with open_input(path) as c:
             if not c.streams.video:
                 raise DecodeError("no video stream")
             if not c.streams.audio:

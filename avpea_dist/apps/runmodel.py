@@ -170,10 +170,10 @@ def media_from_video(path: str | Path, cfg: "Config", manifest: dict[str, Any] |
 
 def _silent(path: str | Path) -> bool:
     """True when ``path`` is a video without an audio stream."""
-    import av
+    from ..data.decode import open_input
 
     try:
-        with av.open(str(path), metadata_errors="ignore") as container:
+        with open_input(path) as container:
             return bool(container.streams.video) and not container.streams.audio
     except Exception:  # noqa: BLE001  (unreadable: the decoder's own reason stands)
         return False

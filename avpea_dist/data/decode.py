@@ -35,6 +35,15 @@ _SEEK_WORTH = 0.6
 _AUDIO_LEAD_S = 0.25  # decoded and dropped before each seeked audio window: the codec and resampler settle
 
 
+def open_input(path: str | Path) -> "av.container.InputContainer":
+    """``av.open`` for reading a video whose metadata may hold invalid UTF-8 (phone and camera files do).
+    PyAV before 19 raises on such tags unless told ``metadata_errors="ignore"``; PyAV 19 dropped the
+    argument (and refuses it), so it is passed only where it exists."""
+    if int(av.__version__.split(".")[0]) < 19:
+        return av.open(str(path), metadata_errors="ignore")
+    return av.open(str(path))
+
+
 class DecodeError(Exception):
     """A clip that cannot become a sample; ``str(e)`` is the reason."""
 
@@ -63,7 +72,7 @@ def decode_clip(path: str | Path, *, segments: int = 10, size: int = 224, sample
     if path.stat().st_size == 0:
         raise DecodeError("empty file")
     try:
-        with av.open(str(path), metadata_errors="ignore") as container:
+        with open_input(path) as container:
             if not container.streams.video:
                 raise DecodeError("no video stream")
             has_audio = bool(container.streams.audio)
@@ -124,7 +133,7 @@ class _PacketIndex:
 def _packet_index(path: Path) -> _PacketIndex:
     first = end = None
     keyframes = []
-    with av.open(str(path), metadata_errors="ignore") as container:
+    with open_input(path) as container:
         stream = container.streams.video[0]
         for packet in container.demux(stream):
             if packet.pts is None:
@@ -275,7 +284,7 @@ def _seeked_windows(path: Path, starts: np.ndarray, spans: list[list[float]], sa
     """The windows decoded span by span: seek before the span, resample afresh, place the samples by the first
     frame's time stamp (times from the track's first decoded frame, as straight decoding counts them)."""
     out = np.zeros((len(starts), sample_rate), np.float32)
-    with av.open(str(path), metadata_errors="ignore") as container:
+    with open_input(path) as container:
         stream = container.streams.audio[0]
         stream.codec_context.thread_count = 1
         t0 = next((f.time for f in container.decode(stream) if f.time is not None), None)
@@ -306,7 +315,7 @@ def _audio(path: Path, n: int | None, sample_rate: int) -> np.ndarray:
     """The mono track at ``sample_rate``: exactly ``n`` samples (cut, or padded with silence), or all of it."""
     chunks: list[np.ndarray] = []
     filled = 0
-    with av.open(str(path), metadata_errors="ignore") as container:
+    with open_input(path) as container:
         stream = container.streams.audio[0]
         stream.codec_context.thread_count = 1
         # Keep the channels and average them ourselves: FFmpeg's downmix scales by -3 dB per channel.

@@ -16,7 +16,7 @@ from typing import Iterator
 import av
 import numpy as np
 
-from .decode import _TAIL_S, DecodeError, frame_rgb
+from .decode import _TAIL_S, DecodeError, frame_rgb, open_input
 
 
 def decode_windows(path: str | Path, seconds: int, *, window: int, size: int = 224,
@@ -29,8 +29,7 @@ def decode_windows(path: str | Path, seconds: int, *, window: int, size: int = 2
         raise ValueError(f"seconds={seconds} and window={window} must be >= 1")
     path = Path(path)
     try:
-        with av.open(str(path), metadata_errors="ignore") as video, \
-                av.open(str(path), metadata_errors="ignore") as sound:
+        with open_input(path) as video, open_input(path) as sound:
             if not video.streams.video:
                 raise DecodeError("no video stream")
             if not sound.streams.audio:

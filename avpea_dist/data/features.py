@@ -21,16 +21,15 @@ AUDIO_STD = 3.2001
 
 def fbank_segments(audio: np.ndarray, segments: int, sample_rate: int = 16000) -> np.ndarray:
     """mono float32 (segments * sample_rate,) -> float16 (segments, MEL_BINS, FBANK_FRAMES)."""
-    import torch  # build workers only: the loaders never import torchaudio
-    import torchaudio.compliance.kaldi as kaldi
+    import torch  # build workers only
+
+    from .fbank import fbank
 
     wave = torch.from_numpy(np.ascontiguousarray(audio, np.float32)).view(segments, sample_rate)
     out = np.empty((segments, MEL_BINS, FBANK_FRAMES), np.float16)
     for i in range(segments):
         seg = wave[i:i + 1] - wave[i].mean()
-        fb = kaldi.fbank(seg, htk_compat=True, sample_frequency=sample_rate, use_energy=False,
-                         window_type="hanning", num_mel_bins=MEL_BINS, dither=0.0, frame_shift=10,
-                         frame_length=25)
+        fb = fbank(seg, sample_rate, MEL_BINS)  # Kaldi's, as torchaudio.compliance.kaldi computed it
         fb = torch.nn.functional.pad(fb[:FBANK_FRAMES], (0, 0, 0, FBANK_FRAMES - min(len(fb), FBANK_FRAMES)))
         out[i] = fb.T.numpy()  # (mel, time): the model reads the mel axis as the image height
     return out

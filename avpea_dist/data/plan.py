@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-import numpy as np
-
 
 @dataclass(frozen=True)
 class Shard:
@@ -28,6 +26,8 @@ class Shard:
 
 def shuffled(clips: Sequence[Any], split: str, order_seed: int) -> list[Any]:
     """The split's records in a seeded order (the split name is mixed in: splits get different orders)."""
+    import numpy as np  # here: the dataset builders' parsers import this module for `avpea --help`
+
     order = np.random.default_rng([order_seed, zlib.crc32(split.encode())]).permutation(len(clips))
     return [clips[i] for i in order]
 

@@ -12,8 +12,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..fileio import atomic_open
 
 COLOURS = {"red": (230, 30, 30), "green": (30, 200, 40), "blue": (40, 60, 240), "yellow": (240, 230, 40),
@@ -47,6 +45,7 @@ def paint(img: np.ndarray, box: tuple[int, int, int, int], colour: tuple[int, in
     """Draw a pattern of ``colour`` inside ``box`` = (top, bottom, left, right) of an (H, W, 3) float image, in
     place. Layouts: solid, bars (horizontal), columns, checker, square (a centred block), circle, frame (an
     outline), cross; cells are a quarter of the box so they survive downscaling to 64 px."""
+    import numpy as np  # here, not at the top: `avpea --help` imports this module for its options
     top, bottom, left, right = box
     h, w = bottom - top, right - left
     y, x = np.mgrid[0:h, 0:w]
@@ -61,6 +60,7 @@ def paint(img: np.ndarray, box: tuple[int, int, int, int], colour: tuple[int, in
 
 
 def background(size: int, rng: np.random.Generator) -> np.ndarray:
+    import numpy as np
     tint = rng.uniform(30, 70, 3).astype(np.float32)
     return np.broadcast_to(tint, (size, size, 3)) + rng.normal(0, 6, (size, size, 1)).astype(np.float32)
 
@@ -68,6 +68,7 @@ def background(size: int, rng: np.random.Generator) -> np.ndarray:
 def write_mp4(path: Path, frames: np.ndarray, audio: np.ndarray, spec: SynthSpec) -> None:
     """Encode RGB frames (T, H, W, 3) at ``spec.fps`` and mono audio (duplicated to ``spec.channels``; none
     when empty) into ``path`` atomically."""
+    import numpy as np
     import av  # PyAV: only where a video is written (reading the CLI's options stays light)
 
     with atomic_open(path, "wb") as f, av.open(f, mode="w", format="mp4") as out:

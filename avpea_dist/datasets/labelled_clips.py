@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-import numpy as np
-
 from ..data.manifest import FORMAT, VERSION, member_names
 from ..data.options import BuildOptions
 from ..data.parts import PARTS
@@ -133,6 +131,8 @@ def hold_out(splits: dict[str, list[Entry]], fraction: float, seed: int) -> tupl
         record["videos"] = None if "val" in splits else 0
         return splits, record
     ids = sorted({e.id if isinstance(e, Segment) else e["id"] for e in splits["train"]})
+    import numpy as np  # here, not at the top: `avpea --help` builds this dataset's parser
+
     order = np.random.default_rng(seed).permutation(len(ids))
     val_ids = {ids[i] for i in order[:int(round(fraction * len(ids)))]}
     record["videos"] = len(val_ids)

@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..extras import require
 from .submission import dry_run, submit_job
 
 
@@ -119,6 +120,7 @@ def _sweep_spec(args: argparse.Namespace) -> Any:
 
 
 def sweep(args: argparse.Namespace) -> int:
+    require("sweep", "avpea sweep")
     from .sweep import run_sweep
     from .sweep_report import markdown
 
@@ -167,6 +169,7 @@ def submit_train(args: argparse.Namespace) -> int:
 
 
 def submit_sweep(args: argparse.Namespace) -> int:
+    require("sweep", "avpea submit sweep")  # here, not on the cluster after the job waited in the queue
     from ..config_load import dump_yaml
     from .executor import make_executor
 

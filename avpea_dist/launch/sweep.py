@@ -27,6 +27,7 @@ import yaml
 
 from ..runtime import startup
 from ..config import Config
+from ..extras import require
 from ..fileio import atomic_write_json
 from .sweep_points import grid, point_key, selection_metric, trial_config
 
@@ -234,6 +235,7 @@ def _check_same_sweep(folder: Path, spec_record: dict[str, Any]) -> None:
 def run_sweep(cfg: Config, spec: SweepSpec, *, address: str | None = None,
               num_cpus: int | None = None) -> dict[str, Any]:
     """Run (or continue) the sweep; returns the table rows and the files written."""
+    require("sweep", "a Ray Tune sweep")
     base = absolute_paths(cfg)
     folder = spec.folder
     points = grid(spec.axes)

@@ -18,8 +18,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ...data.builder import SynthSource
 from ...data.synthmedia import (COLOURS, ID_CHARS, MARKER, SynthSpec, add_media_arguments, background,
                                 media_options, paint, tone, write_mp4)
@@ -41,6 +39,7 @@ def classes() -> list[tuple[str, str]]:
 
 
 def _clip(n: int, seed: int) -> dict[str, Any]:
+    import numpy as np  # here, not at the top: `avpea --help` imports this module for its options
     rng = np.random.default_rng([seed, n])
     chars = rng.choice(list(ID_CHARS), 11)
     if n == 0:
@@ -59,6 +58,7 @@ def labels_of(clip: dict[str, Any]) -> list[str]:
 
 
 def _render(clip: dict[str, Any], n: int, seed: int, spec: SynthSpec) -> tuple[np.ndarray, np.ndarray]:
+    import numpy as np
     rng = np.random.default_rng([seed, n, 1])
     size, frames_n = spec.size, int(round(spec.seconds * spec.fps))
     colour = list(COLOURS.values())[clip["colour"]]

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Collection
 
-import numpy as np
-
 from ...data.builder import SynthSource
 from ...data.synthmedia import (COLOURS, ID_CHARS, MARKER, SynthSpec, add_media_arguments, background, media_options,
                                 tone, write_mp4)
@@ -37,6 +35,7 @@ def class_names(num_classes: int) -> list[str]:
 
 
 def _pattern(k: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    import numpy as np  # here, not at the top: `avpea --help` imports this module for its options
     colour = np.array(list(COLOURS.values())[k], np.float32) * rng.uniform(0.85, 1.0)
     img = np.full((size, size, 3), 40.0, np.float32)
     y, x = np.mgrid[0:size, 0:size]
@@ -51,6 +50,7 @@ def _pattern(k: int, size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _chord(k: int, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
+    import numpy as np
     t = np.arange(sr) / sr
     f = tone(k, n)
     wave = sum(np.sin(2 * np.pi * f * m * t + rng.uniform(0, 2 * np.pi)) for m in (1.0, 1.5))
@@ -60,6 +60,7 @@ def _chord(k: int, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
 def _clip_content(event: int, start: int, end: int, n: int, spec: SynthSpec,
                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """-> (RGB frames (T, S, S, 3) uint8, audio (NUM_SEGMENTS * sr,) float32)."""
+    import numpy as np
     sr = spec.sample_rate
     seg_frames, seg_audio = [], []
     for i in range(NUM_SEGMENTS):
@@ -102,6 +103,7 @@ class _Record:
 
 def _records(clips: int, seed: int, num_classes: int) -> list[_Record]:
     """Every clip's id, class and event seconds, without drawing its pictures or sound."""
+    import numpy as np
     rng = np.random.default_rng(seed)
     events = rng.permutation(np.arange(clips) % num_classes)
     ids: list[str] = []
@@ -119,6 +121,7 @@ def _records(clips: int, seed: int, num_classes: int) -> list[_Record]:
 
 
 def _write_clip(out: Path, n: int, rec: _Record, seed: int, num_classes: int, spec: SynthSpec) -> None:
+    import numpy as np
     clip_rng = np.random.default_rng([seed, n])
     clip_rng.integers(2, 9), clip_rng.integers(0, NUM_SEGMENTS - (rec.end - rec.start) + 1)  # as _records drew
     frames, audio = _clip_content(rec.event, rec.start, rec.end, num_classes, spec, clip_rng)

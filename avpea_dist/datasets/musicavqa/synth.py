@@ -22,8 +22,6 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ...data.builder import SynthSource
 from ...data.synthmedia import MARKER, SynthSpec, add_media_arguments, finished_set, media_options, write_mp4
 from ...fileio import atomic_write_json
@@ -39,11 +37,13 @@ MAX_QUESTIONS = 30
 
 def video_ids(videos: int, seed: int) -> list[str]:
     """Distinct 8-digit ids, as the release's real videos have."""
+    import numpy as np  # here, not at the top: `avpea --help` imports this module for its options
     rng = np.random.default_rng([seed, 0])
     return [f"{int(i):08d}" for i in rng.choice(10 ** 8, videos, replace=False)]
 
 
 def make_scenes(videos: int, seed: int, instruments: int = len(INSTRUMENTS)) -> list[Scene]:
+    import numpy as np
     pool = instrument_pool(instruments)
     return [draw_scene(vid, np.random.default_rng([seed, 1, n]), pool)
             for n, vid in enumerate(video_ids(videos, seed))]
@@ -88,6 +88,7 @@ class _Balancer:
 
 
 def _split_of(home: str, rng: np.random.Generator) -> str:
+    import numpy as np
     if rng.random() < HOME_SHARE:
         return home
     others = [s for s in SPLITS if s != home]
@@ -96,6 +97,7 @@ def _split_of(home: str, rng: np.random.Generator) -> str:
 
 
 def _homes(videos: int, seed: int) -> list[str]:
+    import numpy as np
     order = np.random.default_rng([seed, 2]).permutation(videos)
     n_val, n_test = (max(1, round(SPLIT_SHARES[s] * videos)) for s in ("val", "test"))
     n_train = videos - n_val - n_test  # >= 1: at least 3 videos
@@ -108,6 +110,7 @@ def _homes(videos: int, seed: int) -> list[str]:
 def make_questions(scenes: list[Scene], seed: int, per_video: int,
                    instruments: int = len(INSTRUMENTS)) -> dict[str, list[dict[str, Any]]]:
     """{split: release records}, question ids counting from 1 in scene order."""
+    import numpy as np
     rng = np.random.default_rng([seed, 3])
     balancer, homes = _Balancer(instrument_pool(instruments)), _homes(len(scenes), seed)
     records: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
@@ -136,6 +139,7 @@ def make_musicavqa(out: str | Path, videos: int = 240, seed: int = 0, questions:
                    instruments: int = len(INSTRUMENTS)) -> dict[str, Any]:
     """Write the set (see the module docstring) -> the summary also kept in ``OUT/synth.json``.
     A folder already holding a finished set with the same arguments is reused."""
+    import numpy as np
     if videos < 3:
         raise ValueError(f"--videos={videos} must be >= 3 (one home video per split at least)")
     if not 1 <= questions <= MAX_QUESTIONS:

@@ -16,8 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from ...data.synthmedia import COLOURS, background, paint, tone
 
 SECONDS = 10
@@ -132,6 +130,7 @@ def draw_scene(video_id: str, rng: np.random.Generator,
 
 def _wave(instrument: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     """SECONDS of the instrument's tone at peak ~1: odd kinds a fifth (1, 1.5), even ones harmonics (1, 2, 3)."""
+    import numpy as np  # here, not at the top: `avpea --help` imports this module for its options
     t = np.arange(SECONDS * sr) / sr
     f = tone(instrument, len(INSTRUMENTS))
     partials = ((1.0, 0.6), (1.5, 0.4)) if instrument % 2 else ((1.0, 0.6), (2.0, 0.3), (3.0, 0.1))
@@ -141,6 +140,7 @@ def _wave(instrument: int, sr: int, rng: np.random.Generator) -> np.ndarray:
 
 def render_audio(scene: Scene, sr: int, rng: np.random.Generator) -> np.ndarray:
     """Mono float32, SECONDS long: each heard instrument over its seconds (20 ms ramps), at its level."""
+    import numpy as np
     audio = rng.normal(0, NOISE, SECONDS * sr)
     ramp = int(0.02 * sr)
     for p in scene.sounding:
@@ -155,6 +155,7 @@ def render_audio(scene: Scene, sr: int, rng: np.random.Generator) -> np.ndarray:
 
 def render_frames(scene: Scene, size: int, fps: int, rng: np.random.Generator) -> np.ndarray:
     """(SECONDS * fps, size, size, 3) uint8: each visible instrument drawn in a box taking most of its third."""
+    import numpy as np
     base = background(size, rng).copy()
     third = size / 3
     for p in scene.visible:

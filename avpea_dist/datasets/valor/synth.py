@@ -22,8 +22,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ...data.builder import SynthSource
 from ...data.synthmedia import (COLOURS as RGB, ID_CHARS, MARKER, SynthSpec, add_media_arguments, background, finished_set,
                                   media_options, paint, write_mp4)
@@ -83,6 +81,7 @@ def _quad_splits(quads: int) -> list[str]:
 
 def make_clips(clips: int, seed: int) -> list[Clip]:
     """Quads of (2 pictures x 2 sounds), each quad in one split; a pair is never repeated within a split."""
+    import numpy as np  # here, not at the top: `avpea --help` imports this module for its options
     if clips < 12 or clips % 4:
         raise ValueError(f"--clips={clips} must be a multiple of 4 and >= 12 (quads of clips, one per split at least)")
     rng = np.random.default_rng([seed, 10])
@@ -117,6 +116,7 @@ def make_clips(clips: int, seed: int) -> list[Clip]:
 
 def records(clips: list[Clip], seed: int) -> dict[str, list[dict[str, str]]]:
     """{split: VALOR records}; train also gets one exact duplicate and one empty caption (see the docstring)."""
+    import numpy as np
     out: dict[str, list[dict[str, str]]] = {s: [] for s in SPLITS}
     for c in clips:
         out[c.split] += [{"video_id": c.video_id, "desc": d} for d in c.captions]
@@ -131,6 +131,7 @@ def records(clips: list[Clip], seed: int) -> dict[str, list[dict[str, str]]]:
 
 def render(clip: Clip, spec: SynthSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(frames (T, S, S, 3) uint8, mono audio float32): the picture and the sound fill the whole clip."""
+    import numpy as np
     size, sr = spec.size, spec.sample_rate
     base = background(size, rng).copy()
     top, bottom = int(size * rng.uniform(0.1, 0.2)), int(size * rng.uniform(0.8, 0.9))
@@ -154,6 +155,7 @@ def make_valor(out: str | Path, clips: int = 240, seed: int = 0, spec: SynthSpec
                progress: bool = False) -> dict[str, Any]:
     """Write the set (see the module docstring) -> the summary also kept in ``OUT/synth.json``.
     A folder already holding a finished set with the same arguments is reused."""
+    import numpy as np
     if spec.seconds != SECONDS:
         raise ValueError(f"clips are {SECONDS} s long; got seconds={spec.seconds}")
     out = Path(out)

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from ...extras import require
 from ...fileio import temp_dir
 
 TEXT_FOLDER = "text"
@@ -42,6 +43,7 @@ class TextSpec:
 
 def train_tokenizer(captions: Iterable[str], spec: TextSpec = TextSpec()) -> Any:
     """-> a ``BertTokenizerFast`` whose WordPiece vocabulary is trained on ``captions`` (lowercased)."""
+    require("text", "the VALOR text side (retrieval, captioning)")
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
     from transformers import BertTokenizerFast
 
@@ -60,6 +62,7 @@ def train_tokenizer(captions: Iterable[str], spec: TextSpec = TextSpec()) -> Any
 def save_text_folder(folder: str | Path, captions: list[str], spec: TextSpec = TextSpec()) -> dict[str, Any]:
     """Train the tokenizer on ``captions``, init the tiny BERT and save both to ``folder`` (replaced as a whole,
     atomically); -> the manifest's ``text`` record (without ``folder``)."""
+    require("text", "the VALOR text side (retrieval, captioning)")
     import torch
     from transformers import BertConfig, BertModel
     from transformers.utils import logging as hf_logging

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import ConfigError
+from ...extras import require
 
 if TYPE_CHECKING:
     import torch
@@ -63,6 +64,7 @@ def is_available_offline(spec: str) -> bool:
     """True when ``spec`` is a folder, or a hub name whose config is in the local Hugging Face cache."""
     if spec == SHARDS or Path(spec).expanduser().is_dir():
         return True
+    require("text", f"text model {spec!r}")
     from huggingface_hub import try_to_load_from_cache
 
     try:
@@ -86,6 +88,7 @@ def _offline(load: Any, source: str, what: str, **kwargs: Any) -> Any:
 
 def load_tokenizer(source: str) -> Any:
     """The fast tokenizer saved in ``source`` (a folder or a cached hub name)."""
+    require("text", f"text model {source!r}")
     from transformers import AutoTokenizer
 
     tok = _offline(AutoTokenizer.from_pretrained, source, "tokenizer")
@@ -98,6 +101,7 @@ def load_text_model(source: str, model_class: Any = None, **config_overrides: An
     """The text model saved in ``source`` (weights included): ``model_class`` defaults to ``AutoModel``
     (an encoder); captioning passes e.g. ``AutoModelForCausalLM`` with ``is_decoder=True,
     add_cross_attention=True`` (new cross-attention weights start random, as transformers warns)."""
+    require("text", f"text model {source!r}")
     from transformers import AutoModel
 
     return _offline((model_class or AutoModel).from_pretrained, source, "model", **config_overrides)

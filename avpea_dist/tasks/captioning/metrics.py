@@ -22,6 +22,8 @@ import re
 import shutil
 from typing import Any
 
+from ...extras import require
+
 METRICS = ("bleu4", "meteor", "rouge_l", "cider")
 JAVA_FIX = "install Java to get METEOR and the PTB tokenizer: apt-get install -y default-jre-headless"
 # The COCO tokenizer drops these tokens after PTB tokenisation (pycocoevalcap's PUNCTUATIONS; its bracket
@@ -47,6 +49,7 @@ def tokenize(captions: dict[str, list[str]]) -> tuple[dict[str, list[str]], str]
     """{id: [caption, ...]} -> the same, tokenised COCO-style; and which tokenizer ran ('ptb' or 'python')."""
     if not java_available():
         return {k: [python_tokenize(c) for c in v] for k, v in captions.items()}, "python"
+    require("text", "caption scoring")
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
     # PTBTokenizer reads one line per caption: a newline inside a caption would shift every later one.
@@ -58,6 +61,7 @@ def tokenize(captions: dict[str, list[str]]) -> tuple[dict[str, list[str]], str]
 def _meteor_scorer() -> Any:
     global _meteor
     if _meteor is None:
+        require("text", "caption scoring")
         from pycocoevalcap.meteor.meteor import Meteor
 
         _meteor = Meteor()
@@ -67,6 +71,7 @@ def _meteor_scorer() -> Any:
 def score_captions(references: dict[str, list[str]], candidates: dict[str, str]) -> dict[str, Any]:
     """-> {'bleu4', 'meteor', 'rouge_l', 'cider', 'bleu1', 'clips', 'notes': {...}}; ``references`` and
     ``candidates`` must have the same ids, every clip at least one reference. ``meteor`` is None without Java."""
+    require("text", "caption scoring")
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
