@@ -94,7 +94,8 @@ class Trainer:
         self.resumed = resume_from is not None
         clips_per_step = cfg.data.batch_size * cfg.optim.grad_accum * info.world_size
         self.metrics = MetricsLog(self.run_dir, self.main, self.state.step if self.resumed else None, self.steps,
-                                  cfg.train.progress, clips_per_step)
+                                  cfg.train.progress, clips_per_step, cfg.train.loggers, cfg.to_dict(),
+                                  cfg.train.tracker_project or f"avpea-{cfg.task}")
         self.last_saved = self.state.step if self.resumed else -1
         self.stats = TrainStats()
         self.problems: list[str] = self.state.extra.setdefault("problems", [])
