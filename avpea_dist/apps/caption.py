@@ -52,6 +52,7 @@ def caption_videos(run: str, videos: list[str], *, beam: int | None = None, whic
     import torch
 
     from ..data.decode import DecodeError
+    from ..runtime.progress import track
     from .runmodel import load_run, media_from_video
 
     if device == "auto":
@@ -59,13 +60,13 @@ def caption_videos(run: str, videos: list[str], *, beam: int | None = None, whic
     cfg, task, model = load_run(run, which, device=device, task="captioning")
     results: list[dict[str, Any]] = [{"video": str(v)} for v in videos]
     ready: list[tuple[int, torch.Tensor, torch.Tensor]] = []
-    for i, video in enumerate(videos):
+    for i, video in enumerate(track(videos, "caption: decoding", unit="video")):
         try:
             frames, audio = media_from_video(video, cfg, run_dir=run)
             ready.append((i, frames, audio))
         except (DecodeError, OSError, ValueError) as e:
             results[i]["error"] = f"cannot read the video: {e}"
-    for start in range(0, len(ready), batch_size):
+    for start in track(range(0, len(ready), batch_size), "caption: captioning", unit="batch"):
         chunk = ready[start:start + batch_size]
         frames = torch.stack([f for _, f, _ in chunk]).to(device)
         audio = torch.stack([a for _, _, a in chunk]).to(device)
