@@ -117,6 +117,9 @@ def train_and_measure(settings: DemoSettings, config: Path, out: Path, data: dic
         **common, "seed": seed, "machine": _machine(),
         "runs": {name: {k: r.get(k) for k in settings.run_keys} for name, r in results.items()},
     }
+    software = [r["software"] for r in results.values() if isinstance(r.get("software"), dict)]
+    if software:  # what produced the numbers (each run's result.json records it)
+        summary["software"] = software[0]
     checks = settings.bar(summary, outcome)
     return {"ok": all(checks.values()), "checks": checks, **summary}, outcome
 
@@ -155,7 +158,7 @@ def demo_seeds(settings: DemoSettings, config: Path, out: Path, data: dict[str, 
             "checks": {f"seed_{s}_{name}": v for s, r in per_seed.items() for name, v in r["checks"].items()},
             "seeds": seeds, "n": len(per_seed), "data_seed": data_seed, "failed_seeds": failed,
             "across_seeds": {k: v.as_dict() for k, v in spreads.items()}, **common, "machine": _machine(),
-            "per_seed": per_seed}
+            **({"software": r["software"] for r in per_seed.values() if "software" in r}), "per_seed": per_seed}
 
 
 def check_out(out: Path, task: str, dataset: str) -> None:

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..fileio import atomic_open, atomic_write_text
+from ..fileio import atomic_open, atomic_write_json, atomic_write_text
 from .sweep_points import point_key, selection_metric, trial_config
 from .sweep_seeds import SEED_KEY, spread
 
@@ -186,9 +186,21 @@ def markdown_by_point(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def software_records(folder: Path) -> list[dict[str, Any]]:
+    """The software the trials ran on (each run's result.json ``software``): each distinct record once, with
+    the trials that ran on it (several when a cluster's nodes differ); [] when no trial recorded any."""
+    by_record: dict[str, list[str]] = {}
+    for path in sorted((folder / "trials").glob("*.json")):
+        software = json.loads(path.read_text()).get("software")
+        if isinstance(software, dict):
+            by_record.setdefault(json.dumps(software, sort_keys=True), []).append(path.stem)
+    return [{"software": json.loads(text), "trials": trials} for text, trials in by_record.items()]
+
+
 def write_outputs(folder: Path, rows: list[dict], axes: list[str]) -> dict[str, Path]:
     """results.csv (one row per trial), results.md and the plot; with a seeds axis the Markdown and the plot
-    are per point (mean ± std, n) and results_by_point.csv holds the same numbers."""
+    are per point (mean ± std, n) and results_by_point.csv holds the same numbers; software.json: what the
+    trials ran on."""
     files = {"csv": folder / "results.csv", "md": folder / "results.md", "png": folder / "accuracy_vs_params.png"}
     leaves = [a.rsplit(".", 1)[-1] for a in axes]
     atomic_write_text(files["csv"], _csv(rows))
@@ -202,6 +214,10 @@ def write_outputs(folder: Path, rows: list[dict], axes: list[str]) -> dict[str, 
     else:
         atomic_write_text(files["md"], markdown(rows))
         _plot(files["png"], rows, leaves)
+    software = software_records(folder)
+    if software:
+        files["software"] = folder / "software.json"
+        atomic_write_json(files["software"], software)
     return files
 
 

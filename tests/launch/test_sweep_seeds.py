@@ -60,7 +60,8 @@ def _trial(folder: Path, point: dict, status: str, best: float | None, test: flo
     state = {"point": point, "status": status, "step": 4 if status == "finished" else 2, "wall_time_s": 3.0,
              "best_val_accuracy": best, "best_val_score": best, "nodes": [{"host": "h", "ray_node_id": "ab" * 28}]}
     if status == "finished":
-        state.update(test_score=test, final_metrics={"test_accuracy": test, "test_event_accuracy": test / 2})
+        state.update(test_score=test, final_metrics={"test_accuracy": test, "test_event_accuracy": test / 2},
+                     software={"python": "3.11.7", "packages": {"torch": "2.9.1"}})
     (folder / "trials" / f"{point_key(point)}.json").write_text(json.dumps(state))
 
 
@@ -100,6 +101,8 @@ def test_report_per_point_over_seeds_names_a_failed_seed_and_keeps_the_others(tm
     assert f"| 65.00% ± {100 * statistics.stdev([0.6, 0.7, 0.65]):.2f} |" in md
     assert "| 2 | 3 | 2/3 finished; seed 2 failed |" in md and "## Per trial" in md
     assert files["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (software,) = json.loads(files["software"].read_text())  # one record: every trial ran on the same
+    assert software["software"]["packages"] == {"torch": "2.9.1"} and len(software["trials"]) == 5
 
 
 def test_without_seeds_the_report_is_one_row_per_point_as_before(tmp_path, monkeypatch):

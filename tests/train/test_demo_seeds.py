@@ -32,7 +32,8 @@ def fake_training(monkeypatch, tmp_path):
             raise RuntimeError("training av_pea failed (exit 1); full log in ...")
         acc = AV[seed] if "model.modalities=av" in overrides else 0.3
         result = {"status": "finished", "task": "avel", "test_accuracy": acc, "best_val_accuracy": acc,
-                  "best_step": 4, "step": 4, "train_seconds": 1.0, "wall_seconds": 1.0, "run_dir": str(run_dir)}
+                  "best_step": 4, "step": 4, "train_seconds": 1.0, "wall_seconds": 1.0, "run_dir": str(run_dir),
+                  "software": {"python": "3.11.7", "packages": {"torch": "2.9.1"}}}
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "result.json").write_text(json.dumps(result))
         return result
@@ -51,6 +52,7 @@ def test_two_seeds_give_mean_std_and_n_on_one_data_set(fake_training, tmp_path, 
     assert got["n"] == 2 and math.isclose(got["mean"], 0.85) and math.isclose(got["std"], statistics.stdev([0.9, 0.8]))
     assert summary["ok"] and summary["seeds"] == [0, 1] and summary["failed_seeds"] == {}
     assert json.loads((tmp_path / "summary.json").read_text())["n"] == 2
+    assert summary["software"]["packages"] == {"torch": "2.9.1"}  # what produced the numbers
     assert (tmp_path / "seeds" / "seed-0" / "summary.json").is_file()
     printed = capsys.readouterr().out
     assert f"0.8500 ± {statistics.stdev([0.9, 0.8]):.4f} (n=2)" in printed
