@@ -178,7 +178,7 @@ def markdown_by_point(rows: list[dict]) -> str:
 
     def cell(k: str, v: Any) -> str:
         if hasattr(v, "text"):
-            return v.text(percent=k.endswith("accuracy"), with_n=False)
+            return v.text(percent="accuracy" in k, with_n=False)
         return _fmt(k, v)
 
     lines = ["| " + " | ".join(keys) + " |", "|" + "|".join("---" for _ in keys) + "|"]
