@@ -14,6 +14,8 @@ import json
 import sys
 from typing import Any
 
+from ..runtime.progress import track  # light: tqdm only when a bar is drawn
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser("caption", help="caption videos with a trained captioning run (VALOR-style AVC)",
@@ -52,7 +54,6 @@ def caption_videos(run: str, videos: list[str], *, beam: int | None = None, whic
     import torch
 
     from ..data.decode import DecodeError
-    from ..runtime.progress import track
     from .runmodel import load_run, media_from_video
 
     if device == "auto":
