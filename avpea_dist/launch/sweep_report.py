@@ -20,7 +20,7 @@ from typing import Any
 
 from ..fileio import atomic_open, atomic_write_json, atomic_write_text
 from .sweep_points import point_key, selection_metric, trial_config
-from .sweep_seeds import SEED_KEY, spread
+from .sweep_seeds import SEED_KEY, Spread, spread
 
 
 def _param_counts(cfg: Any) -> dict[str, Any]:
@@ -162,7 +162,7 @@ def _flat_spreads(rows: list[dict]) -> list[dict]:
     for r in rows:
         flat: dict[str, Any] = {}
         for k, v in r.items():
-            if hasattr(v, "mean") and hasattr(v, "std"):
+            if isinstance(v, Spread):
                 flat[f"{k}_mean"], flat[f"{k}_std"] = v.mean, v.std
             else:
                 flat[k] = v
@@ -177,7 +177,7 @@ def markdown_by_point(rows: list[dict]) -> str:
     keys = list(rows[0])
 
     def cell(k: str, v: Any) -> str:
-        if hasattr(v, "text"):
+        if isinstance(v, Spread):
             return v.text(percent="accuracy" in k, with_n=False)
         return _fmt(k, v)
 
