@@ -95,8 +95,10 @@ def run_task_demo(task: str, out: str | Path | None = None, *, seed: int = 0, np
         summary, outcome = train_and_measure(settings, config, out, data, seed, nproc, overrides, common)
         print("\n".join(settings.report(summary, outcome)), flush=True)
     atomic_write_json(out / "summary.json", summary)
-    if settings.next_steps is not None:
-        print(settings.next_steps(out / "seeds" / f"seed-{seeds[0]}" if seeds else out, shards), flush=True)
+    if seeds:
+        print(f"runs: {out / 'seeds'}/seed-<s>/runs/<variant>; shards: {shards}", flush=True)
+    elif settings.next_steps is not None:
+        print(settings.next_steps(out, shards), flush=True)
     return summary
 
 

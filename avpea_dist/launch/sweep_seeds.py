@@ -22,12 +22,16 @@ class Spread:
     std: float | None
     """Sample standard deviation (n - 1 in the denominator); None below two values."""
     n: int
+    integral: bool = False
+    """Every value was an integer (a count): shown without decimals when it does not vary."""
 
     def text(self, percent: bool = False, digits: int = 4, with_n: bool = True) -> str:
         """``81.20% ± 1.30 (n=3)`` with ``percent``, else ``0.8120 ± 0.0130 (n=3)``; ``-`` with no value."""
         n = f" (n={self.n})" if with_n else ""
         if self.mean is None:
             return "-" + n
+        if self.integral and not self.std:
+            return f"{self.mean:.0f}{n}"
         scale, unit, places = (100, "%", 2) if percent else (1, "", digits)
         std = "" if self.std is None else f" ± {scale * self.std:.{places}f}"
         return f"{scale * self.mean:.{places}f}{unit}{std}{n}"
@@ -44,21 +48,23 @@ def _number(value: Any) -> float | None:
 
 def spread(values: Iterable[Any]) -> Spread:
     """Mean, sample std and n of the finite numbers among ``values`` (None and non-numbers are not counted)."""
-    nums = [v for v in map(_number, values) if v is not None]
+    given = [v for v in values if _number(v) is not None]
+    nums = [float(v) for v in given]
     if not nums:
         return Spread(None, None, 0)
-    return Spread(statistics.fmean(nums), statistics.stdev(nums) if len(nums) > 1 else None, len(nums))
+    return Spread(statistics.fmean(nums), statistics.stdev(nums) if len(nums) > 1 else None, len(nums),
+                  all(isinstance(v, int) for v in given))
 
 
-def flat_numbers(record: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+def flat_numbers(record: Mapping[str, Any], prefix: str = "") -> dict[str, int | float]:
     """The numeric leaves of a nested dict, by dotted key: ``{'acc': {'av_pea': 0.8}}`` -> ``{'acc.av_pea': 0.8}``."""
-    out: dict[str, float] = {}
+    out: dict[str, int | float] = {}
     for key, value in record.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
             out.update(flat_numbers(value, f"{name}."))
-        elif (num := _number(value)) is not None:
-            out[name] = num
+        elif _number(value) is not None:
+            out[name] = value
     return out
 
 

@@ -50,7 +50,7 @@ def test_spread_is_mean_sample_std_and_n_of_the_numbers_given():
     s = spread([0.8, 0.7, None, float("nan"), 0.9])
     assert s.n == 3 and math.isclose(s.mean, 0.8) and math.isclose(s.std, statistics.stdev([0.8, 0.7, 0.9]))
     assert s.text(percent=True) == "80.00% ± 10.00 (n=3)" and spread([0.5]).text() == "0.5000 (n=1)"
-    assert spread([]).text() == "- (n=0)"
+    assert spread([]).text() == "- (n=0)" and spread([300, 300]).text() == "300 (n=2)"
     both = across([{"acc": {"av": 0.5, "a": 0.2}, "k": "text"}, {"acc": {"av": 0.7}}])
     assert list(both) == ["acc.av", "acc.a"] and both["acc.av"].n == 2 and both["acc.a"].n == 1
 
