@@ -208,6 +208,13 @@ class TrainConfig:
     """Consecutive steps with a non-finite loss or gradient tolerated before the run stops."""
     progress: bool = True
     """Show a progress bar on rank 0."""
+    loggers: list[str] = field(default_factory=lambda: ["tensorboard"])
+    """Experiment trackers fed every metrics line besides metrics.jsonl: any of tensorboard, wandb, mlflow
+    (each imported only when named; W&B and MLflow read their settings and credentials from their own
+    environment variables, e.g. WANDB_MODE, MLFLOW_TRACKING_URI). [] writes metrics.jsonl only."""
+    tracker_project: str = ""
+    """The W&B project and MLflow experiment runs are logged to ('' means avpea-<task>); the run is named
+    after its folder."""
     epochs: int = 0
     """When > 0, the run length in passes over the training split; it replaces train.steps with
     epochs * epoch_batches (global batches per epoch), so a run means the same on 1 GPU and on 32.
@@ -223,6 +230,8 @@ class TrainConfig:
         for name in ("steps", "eval_every", "log_every", "ckpt_every", "keep_checkpoints", "max_skipped_steps"):
             _positive(f"train.{name}", getattr(self, name))
         _positive("train.epochs", self.epochs, zero_ok=True)
+        for name in self.loggers:
+            _choice("train.loggers", name, ("tensorboard", "wandb", "mlflow"))
 
     def total_steps(self, epoch_batches: int, grad_accum: int) -> int:
         """Optimizer steps of the run: train.steps, or the epochs' worth of steps when train.epochs > 0."""

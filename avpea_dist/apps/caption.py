@@ -15,6 +15,8 @@ import json
 import sys
 from typing import Any
 
+from ..runtime.progress import track  # light: tqdm only when a bar is drawn
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser("caption", help="caption videos with a trained captioning run (VALOR-style AVC)",
@@ -64,13 +66,13 @@ def caption_videos(run: str | None, videos: list[str], *, beam: int | None = Non
     cfg, task, net = loaded.cfg, loaded.task, loaded.model
     results: list[dict[str, Any]] = [{"video": str(v)} for v in videos]
     ready: list[tuple[int, torch.Tensor, torch.Tensor]] = []
-    for i, video in enumerate(videos):
+    for i, video in enumerate(track(videos, "caption: decoding", unit="video")):
         try:
             frames, audio = media_from_video(video, cfg, manifest=loaded.manifest)
             ready.append((i, frames, audio))
         except (DecodeError, OSError, ValueError) as e:
             results[i]["error"] = f"cannot read the video: {e}"
-    for start in range(0, len(ready), batch_size):
+    for start in track(range(0, len(ready), batch_size), "caption: captioning", unit="batch"):
         chunk = ready[start:start + batch_size]
         frames = torch.stack([f for _, f, _ in chunk]).to(device)
         audio = torch.stack([a for _, _, a in chunk]).to(device)

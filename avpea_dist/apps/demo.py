@@ -27,7 +27,7 @@ import sys
 import time
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from .. import plugins
 from ..fileio import atomic_write_json
@@ -65,9 +65,12 @@ def default_out(task: str) -> Path:
 
 def run_task_demo(task: str, out: str | Path | None = None, *, seed: int = 0, nproc: int = 2,
                   overrides: list[str] | tuple[str, ...] = (), config: str | Path | None = None,
-                  clips: int = 0) -> dict[str, Any]:
+                  clips: int = 0, seeds: Sequence[int] = ()) -> dict[str, Any]:
     """The demo of ``task`` into ``out`` (None: the task's default folder) -> its summary (also
-    ``OUT/summary.json``). ``clips``: size of the synthetic set (0: the task's default)."""
+    ``OUT/summary.json``). ``clips``: size of the synthetic set (0: the task's default). ``seed`` seeds the
+    synthetic set, and the training runs unless ``seeds`` is given: then every variant trains once per seed
+    (``OUT/seeds/seed-<s>/``) on the same data and the summary holds each number as mean ± std over the
+    seeds that finished (``across_seeds``), a failed seed named in ``failed_seeds``."""
     from ..config_load import load_config
     from ..data.manifest import read_manifest
 
@@ -82,30 +85,82 @@ def run_task_demo(task: str, out: str | Path | None = None, *, seed: int = 0, np
     check_out(out, task, settings.dataset)
     t0 = time.perf_counter()
     raw, shards = prepare_data(out, settings, cfg, clips, seed)
-    data_seconds = time.perf_counter() - t0
-    manifest = read_manifest(shards)
+    data = {"raw": raw, "shards": shards, "manifest": read_manifest(shards),
+            "cfg": load_config(config, [*overrides, f"data.shards={shards}"]), "seconds": time.perf_counter() - t0}
+    common = {"task": task, "dataset": settings.dataset, settings.size_key: clips, "ranks": nproc,
+              "config": str(config), "overrides": overrides}
+    if seeds:
+        summary = demo_seeds(settings, config, out, data, list(seeds), seed, nproc, overrides, common)
+    else:
+        summary, outcome = train_and_measure(settings, config, out, data, seed, nproc, overrides, common)
+        print("\n".join(settings.report(summary, outcome)), flush=True)
+    atomic_write_json(out / "summary.json", summary)
+    if seeds:
+        print(f"runs: {out / 'seeds'}/seed-<s>/runs/<variant>; shards: {shards}", flush=True)
+    elif settings.next_steps is not None:
+        print(settings.next_steps(out, shards), flush=True)
+    return summary
+
+
+def train_and_measure(settings: DemoSettings, config: Path, out: Path, data: dict[str, Any], seed: int, nproc: int,
+                      overrides: list[str], common: dict[str, Any]) -> tuple[dict[str, Any], DemoOutcome]:
+    """Every variant trained with ``seed`` into OUT/runs/<variant>, measured and checked -> (summary, outcome)."""
     t1 = time.perf_counter()
-    results = {name: train_variant(config, out / "runs" / name, shards, seed, nproc, [*variant, *overrides])
+    results = {name: train_variant(config, out / "runs" / name, data["shards"], seed, nproc, [*variant, *overrides])
                for name, variant in settings.variants.items()}
     train_seconds = time.perf_counter() - t1
-    outcome = DemoOutcome(cfg=load_config(config, [*overrides, f"data.shards={shards}"]), out=out, raw=raw,
-                          shards=shards, manifest=manifest, results=results)
+    outcome = DemoOutcome(cfg=data["cfg"], out=out, raw=data["raw"], shards=data["shards"],
+                          manifest=data["manifest"], results=results)
     summary = {
         **settings.measure(outcome),
         "train_seconds": round(train_seconds, 1),
-        "data_seconds": round(data_seconds, 1),
+        "data_seconds": round(data["seconds"], 1),
         "reused_runs": [name for name, r in results.items() if r.get("reused")],
-        "task": task, "dataset": settings.dataset, "seed": seed, settings.size_key: clips, "ranks": nproc,
-        "config": str(config), "overrides": overrides, "machine": _machine(),
+        **common, "seed": seed, "machine": _machine(),
         "runs": {name: {k: r.get(k) for k in settings.run_keys} for name, r in results.items()},
     }
+    software = [r["software"] for r in results.values() if isinstance(r.get("software"), dict)]
+    if software:  # what produced the numbers (each run's result.json records it)
+        summary["software"] = software[0]
     checks = settings.bar(summary, outcome)
-    summary = {"ok": all(checks.values()), "checks": checks, **summary}
-    atomic_write_json(out / "summary.json", summary)
-    print("\n".join(settings.report(summary, outcome)), flush=True)
-    if settings.next_steps is not None:
-        print(settings.next_steps(out, shards), flush=True)
-    return summary
+    return {"ok": all(checks.values()), "checks": checks, **summary}, outcome
+
+
+def demo_seeds(settings: DemoSettings, config: Path, out: Path, data: dict[str, Any], seeds: list[int],
+               data_seed: int, nproc: int, overrides: list[str], common: dict[str, Any]) -> dict[str, Any]:
+    """The demo once per training seed on the same data; one seed failing is recorded and the others still
+    count. -> the summary: per seed, and each number the task measures as mean ± sample std and n."""
+    from ..launch.sweep_seeds import across
+
+    per_seed: dict[str, dict[str, Any]] = {}
+    measured: list[dict[str, Any]] = []
+    failed: dict[str, str] = {}
+    for s in seeds:
+        folder = out / "seeds" / f"seed-{s}"
+        print(f"\n==== seed {s} ({folder})", flush=True)
+        try:
+            summary, outcome = train_and_measure(settings, config, folder, data, s, nproc, overrides, common)
+        except (RuntimeError, OSError, ValueError, KeyError) as e:  # a failed run: the other seeds still count
+            failed[str(s)] = str(e)[-2000:]
+            print(f"seed {s} FAILED: {str(e).splitlines()[0] if str(e) else type(e).__name__}", flush=True)
+            continue
+        atomic_write_json(folder / "summary.json", summary)
+        print("\n".join(settings.report(summary, outcome)), flush=True)
+        per_seed[str(s)] = summary
+        measured.append(settings.measure(outcome))
+    spreads = across(measured)
+    lines = ["", f"Across seeds {', '.join(map(str, seeds))} (mean ± sample std over the {len(per_seed)} that "
+                 f"finished; data seed {data_seed}):"]
+    lines += [f"  {k:<40} {v.text()}" for k, v in spreads.items()]
+    lines += [f"  seed {s} failed (see {out / 'seeds' / f'seed-{s}'}); not counted" for s in failed]
+    lines.append("bar met by " + ", ".join(f"seed {s}: {'yes' if r['ok'] else 'NO'}" for s, r in per_seed.items())
+                 if per_seed else "no seed finished")
+    print("\n".join(lines), flush=True)
+    return {"ok": bool(per_seed) and not failed and all(r["ok"] for r in per_seed.values()),
+            "checks": {f"seed_{s}_{name}": v for s, r in per_seed.items() for name, v in r["checks"].items()},
+            "seeds": seeds, "n": len(per_seed), "data_seed": data_seed, "failed_seeds": failed,
+            "across_seeds": {k: v.as_dict() for k, v in spreads.items()}, **common, "machine": _machine(),
+            **({"software": r["software"] for r in per_seed.values() if "software" in r}), "per_seed": per_seed}
 
 
 def check_out(out: Path, task: str, dataset: str) -> None:
@@ -121,7 +176,7 @@ def check_out(out: Path, task: str, dataset: str) -> None:
     elif data.is_dir() and any(data.iterdir()):
         raise ValueError(f"{out} holds data this demo did not make (no {marker}: another tool's or an older "
                          f"version's); {hint}")
-    for result in sorted(out.glob("runs/*/result.json")):
+    for result in sorted([*out.glob("runs/*/result.json"), *out.glob("seeds/*/runs/*/result.json")]):
         held = _read_json(result).get("task")
         if held != task:
             what = f"task {held!r}" if held else "an unknown task (no 'task' in its result.json: an older version)"

@@ -310,8 +310,10 @@ def predict_videos(predictor: Predictor, videos: list[str], out: Path) -> tuple[
     from ..fileio import atomic_write_bytes, atomic_write_json
     from ..tasks.avel.timeline import summary_line, timeline_png
 
+    from ..runtime.progress import track
+
     done, problems, stems = [], [], set()
-    for video in videos:
+    for video in track(videos, "predict", unit="video"):  # each long video also shows its own decoding
         try:
             timeline = predictor.timeline(video)
         except (DecodeError, ValueError, OSError) as e:

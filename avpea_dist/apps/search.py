@@ -130,6 +130,8 @@ def build_index(model: Any, cfg: Any, task: Any, files: list[Path], shards: str 
     """Embed every clip of the source once -> {clip (N, E), clip_tokens (N, T, E) | None, ids, captions, skipped}."""
     import torch
 
+    from ..runtime.progress import track
+
     clips, tokens, ids, captions, skipped = [], [], [], [], []
     device = next(model.parameters()).device
 
@@ -144,7 +146,7 @@ def build_index(model: Any, cfg: Any, task: Any, files: list[Path], shards: str 
 
         loader = make_eval_loader(shards, split, batch_size=batch_size, img_size=cfg.model.img_size, num_workers=0,
                                   rank=0, world_size=1, codec=task.codec(split, 0))
-        for batch in loader:
+        for batch in track(loader, "search: indexing", unit="batch"):
             if batch["key"]:
                 add(batch["frames"], batch["audio"])
                 ids += list(batch["clip_ids"])
@@ -156,7 +158,7 @@ def build_index(model: Any, cfg: Any, task: Any, files: list[Path], shards: str 
         from .runmodel import media_from_video
 
         pending: list[tuple[str, torch.Tensor, torch.Tensor]] = []
-        for n, path in enumerate(files):
+        for n, path in enumerate(track(files, "search: indexing", unit="video")):
             try:
                 frames, audio = media_from_video(path, cfg, manifest=task.manifest)  # the run's preprocessing
                 pending.append((path.name, torch.as_tensor(frames), torch.as_tensor(audio)))

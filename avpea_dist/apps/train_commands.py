@@ -54,7 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="folder for data, runs and summary.json (default: the task's own, "
                    "runs/demo for avel, runs/demo_<task> for the others)")
     p.add_argument("--config", default=None, help="config to train (default: the task's shipped tiny config)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the data and the training runs")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data (and of the training runs without --seeds)")
+    p.add_argument("--seeds", default=None, metavar="S1,S2",
+                   help="train every variant once per seed on the same data, e.g. --seeds 0,1; prints mean ± std, n")
     p.add_argument("--clips", type=int, default=0, help="size of the synthetic set (0: the task's default)")
     p.add_argument("--nproc", type=int, default=2, help="ranks per run")
     p.add_argument("overrides", nargs="*", default=[], help="optional dotted overrides applied to every run")
@@ -124,11 +126,13 @@ def export_cmd(args: argparse.Namespace) -> int:
 
 
 def demo_cmd(args: argparse.Namespace) -> int:
+    from ..launch.sweep_seeds import parse_seeds
     from .demo import DemoInterrupted, run_task_demo
 
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else ()
     try:
         summary = run_task_demo(args.task, args.out, config=args.config, seed=args.seed, nproc=args.nproc,
-                                overrides=args.overrides, clips=args.clips)
+                                overrides=args.overrides, clips=args.clips, seeds=seeds)
     except DemoInterrupted as e:
         print(f"avpea demo: {e}", file=sys.stderr)
         return 3

@@ -75,7 +75,12 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr-head", help="comma-separated head learning rates")
     g.add_argument("--axis", action="append", default=[], metavar="KEY=V1,V2",
                    help="any other config key to sweep, e.g. --axis optim.weight_decay=0,0.01 (repeatable)")
-    g.add_argument("--scheduler", choices=("asha", "fifo"), default="asha")
+    g.add_argument("--seeds", default=None, metavar="S1,S2",
+                   help="train every point once per seed (train.seed), e.g. --seeds 0,1,2; the table and plot "
+                   "show mean ± std and n per point")
+    g.add_argument("--scheduler", choices=("asha", "fifo"), default=None,
+                   help="asha stops weak trials early; fifo runs every trial to the end (default: asha, or fifo "
+                   "with --seeds, so that every seed of a point trains as long)")
     g.add_argument("--gpus-per-trial", type=int, default=0, help="GPUs per trial (0: CPU)")
     g.add_argument("--workers-per-trial", type=int, default=0,
                    help="ranks per trial on CPU (Ray Train when > 1; default: one per GPU, or 1)")
@@ -112,8 +117,15 @@ def _sweep_spec(args: argparse.Namespace) -> Any:
         if key in axes:
             raise ValueError(f"--axis {text!r}: {key} is already swept")
         axes[key] = parse_values(f"--axis {key}", values)
+    if args.seeds is not None:
+        from .sweep_seeds import SEED_KEY, parse_seeds
+
+        if SEED_KEY in axes:
+            raise ValueError(f"--seeds and --axis {SEED_KEY}=... both set the seeds; give --seeds only")
+        axes[SEED_KEY] = parse_seeds(args.seeds)  # last: a point's seeds are neighbours in the grid
+    scheduler = args.scheduler or ("fifo" if args.seeds is not None else "asha")
     name = args.name or "_".join([Path(args.config).stem, *(k.rsplit(".", 1)[-1] for k in axes)])
-    return SweepSpec(axes=axes, name=name, root=args.root, scheduler=args.scheduler,
+    return SweepSpec(axes=axes, name=name, root=args.root, scheduler=scheduler,
                      gpus_per_trial=args.gpus_per_trial, workers_per_trial=args.workers_per_trial,
                      cpus_per_trial=args.cpus_per_trial,
                      max_concurrent=args.max_concurrent, max_failures=args.max_failures)
@@ -122,12 +134,16 @@ def _sweep_spec(args: argparse.Namespace) -> Any:
 def sweep(args: argparse.Namespace) -> int:
     require("sweep", "avpea sweep")
     from .sweep import run_sweep
-    from .sweep_report import markdown
+    from .sweep_report import by_point, markdown, markdown_by_point
+    from .sweep_seeds import SEED_KEY
 
     cfg = _load(args)
     spec = _sweep_spec(args)
     out = run_sweep(cfg, spec, address=args.address, num_cpus=args.num_cpus)
     print(markdown(out["rows"]), end="")
+    if SEED_KEY in spec.axes:
+        print("\nper point, over seeds (mean ± std of the finished seeds):")
+        print(markdown_by_point(by_point(out["rows"], [a.rsplit(".", 1)[-1] for a in spec.axes])), end="")
     for kind, path in out["files"].items():
         print(f"{kind:<4} {path}")
     return 0 if all(r["status"] in ("finished", "stopped early") for r in out["rows"]) else 1

@@ -208,6 +208,8 @@ def train_trial(point: dict[str, Any], *, base: dict[str, Any], sweep_dir: str, 
                           MASTER_PORT=str(startup.free_port()))
         startup.start_process()
         result = run_training(cfg, on_eval=on_eval)
+    final = _final_metrics(result)
+    software = result.get("software")
     result = _plain(result)
     if result.get("status") != "finished":
         # Stopped by a signal before its last step (checkpoint saved): fail, so that Tune retries the trial
@@ -217,7 +219,16 @@ def train_trial(point: dict[str, Any], *, base: dict[str, Any], sweep_dir: str, 
     final_best = result.get("best_val_score", best["val"])
     _update(status, status="finished", step=result.get("step"), wall_time_s=prior_wall + time.time() - t0,
             **dict.fromkeys(best_names, final_best), test_score=result.get("test_score"),
-            **{f"test_{metric}": result.get("test_score")})
+            **{f"test_{metric}": result.get("test_score")}, final_metrics=final,
+            **({"software": software} if isinstance(software, dict) else {}))
+
+
+def _final_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    """The final split's scalar metrics of a finished run (``test_accuracy``...), for the sweep's table; the
+    counts of clips scored and skipped are the split's size, not a score."""
+    split = result.get("final_split")
+    scores = _plain(result.get("test_metrics") or {})
+    return {f"{split}_{k}": v for k, v in scores.items() if k not in ("samples", "skipped") and split != "none"}
 
 
 def _check_same_sweep(folder: Path, spec_record: dict[str, Any]) -> None:

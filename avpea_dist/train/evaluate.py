@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..runtime.collectives import all_gather_objects, all_reduce_, broadcast_from_first, rank_and_size
+from ..runtime.progress import track
 from ..tasks.base import EvalPart, batch_size_of
 
 
@@ -58,7 +59,7 @@ def evaluate_task(task: Any, model: nn.Module, batches: Iterable[dict[str, Any]]
     model.eval()
     try:
         with torch.no_grad():
-            for batch in batches:
+            for batch in track(batches, f"evaluate {split}", unit="batch"):  # a bar, or a line every 10 s
                 share.skipped += int(batch.get("skipped", 0))
                 if batch_size_of(batch) == 0:
                     continue  # every clip of the batch was skipped

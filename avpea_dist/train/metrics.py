@@ -1,4 +1,5 @@
-"""What a run reports: JSON lines (the record), TensorBoard events (the plots), a progress bar (the eye).
+"""What a run reports: JSON lines (the record), the trackers of ``train.loggers`` (TensorBoard events by default;
+Weights & Biases, MLflow: see trackers.py), a progress bar (the eye).
 
 Train lines carry the loss, the rates, throughput and data position, and (when the step reports them)
 the training accuracy and gradient norm since the previous line, the count of damaged-shard reports and
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..fileio import atomic_write_text
+from .trackers import Trackers, check_installed
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -48,23 +50,21 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
 
 class MetricsLog:
     def __init__(self, run_dir: Path, enabled: bool, resume_step: int | None, total_steps: int,
-                 progress: bool, clips_per_step: int) -> None:
+                 progress: bool, clips_per_step: int, loggers: list[str] | tuple[str, ...] = ("tensorboard",),
+                 config: dict[str, Any] | None = None, project: str = "avpea") -> None:
         self.enabled = enabled
         self.path = run_dir / "metrics.jsonl"
-        self._tb = None
+        self._trackers: Trackers | None = None
         self._bar = None
         self._clips_per_step = clips_per_step
         self._t_last = time.perf_counter()
         self._step_last = resume_step or 0
+        check_installed(loggers)  # on every rank: a missing tracker stops them all, at once, with the pip line
         if not enabled:
             return
         kept = [r for r in read_jsonl(self.path) if resume_step is not None and r.get("step", 0) <= resume_step]
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            self._tb = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step)
-        except ImportError:  # tensorboard is a dependency; a broken install still trains
-            self._tb = None
+        self._trackers = Trackers(loggers, run_dir, resume_step, config or {}, project)
         if progress and not os.environ.get("TQDM_DISABLE"):
             from tqdm import tqdm
             self._bar = tqdm(total=total_steps, initial=resume_step or 0, unit="step", dynamic_ncols=True,
@@ -74,11 +74,8 @@ class MetricsLog:
         if not self.enabled:
             return
         append_jsonl(self.path, record)
-        if self._tb is not None:
-            prefix = record.get("split", "train")
-            for k, v in record.items():
-                if k not in ("step", "split", "time") and isinstance(v, (int, float)) and v == v:
-                    self._tb.add_scalar(f"{prefix}/{k}", v, record["step"])
+        if self._trackers is not None:
+            self._trackers.log(record)
 
     def train_step(self, step: int, loss: float, lrs: list[float], epoch: int, data_digest: int, log: bool,
                    extra: dict[str, Any] | None = None) -> None:
@@ -96,10 +93,9 @@ class MetricsLog:
             self.write({"step": step, "split": "train", "loss": loss, "lr_adapter": lrs[0], "lr_head": lrs[-1],
                         "clips_per_s": round(throughput, 3), "epoch": epoch, "data_digest": data_digest,
                         "time": time.time(), **extra, **({"gates": gates} if gates else {})})
-            if gates and self._tb is not None:
-                for name, per_block in gates.items():
-                    for i, v in enumerate(per_block):
-                        self._tb.add_scalar(f"gates/{name}/block_{i:02d}", v, step)
+            if gates and self._trackers is not None:
+                self._trackers.log_scalars({f"gates/{name}/block_{i:02d}": v for name, per_block in gates.items()
+                                      for i, v in enumerate(per_block)}, step)
             self._t_last, self._step_last = now, step
 
     def message(self, text: str) -> None:
@@ -113,8 +109,8 @@ class MetricsLog:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
-        if self._tb is not None:
-            self._tb.close()
+        if self._trackers is not None:
+            self._trackers.close()
 
 
 class TrainStats:

@@ -132,7 +132,8 @@ class Trainer:
         self.state = self.restore(resume_from)
         self.resumed = resume_from is not None
         self.metrics = MetricsLog(self.run_dir, self.main, self.state.step if self.resumed else None, self.steps,
-                                  cfg.train.progress, self.global_batch)
+                                  cfg.train.progress, self.global_batch, cfg.train.loggers, cfg.to_dict(),
+                                  cfg.train.tracker_project or f"avpea-{cfg.task}")
         self.note_world_change()
         self.last_saved = self.state.step if self.resumed else -1
         self.stats = TrainStats()
