@@ -35,14 +35,10 @@ import numpy as np
 
 from .. import plugins, storage
 from ..fileio import atomic_open
-from .manifest import FIX, LEGACY_SCHEMA, MANIFEST, read_manifest, split_entry
+from .manifest import FIX, INDEX, INDEX_DIR, LEGACY_SCHEMA, MANIFEST, read_manifest, split_entry
 
-INDEX = "index.json"
-INDEX_DIR = "index"
 FORMAT = "avpea-index"
 VERSION = 1
-RECORD_KEYS = ("offsets", "data_end", "label_ids")
-"""Fields of a shard's build record that only the index needs: left out of ``manifest.json``."""
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest zip date: the npz bytes depend on the arrays alone
 _REBUILD = ("rerun the same `avpea shards build` command (it reuses every finished shard and rewrites the index)")
 

@@ -21,6 +21,11 @@ from .. import plugins, storage
 FORMAT = "avpea-shards"
 VERSION = 1
 MANIFEST = "manifest.json"
+INDEX = "index.json"
+"""The readers' compact index (``data.index``), written last by a finished build."""
+INDEX_DIR = "index"
+RECORD_KEYS = ("offsets", "data_end", "label_ids")
+"""Fields of a shard's build record that only the index needs: left out of ``manifest.json``."""
 SEGMENTS = 10
 """Segments per sample (one frame and one second of audio each): the format's fixed length."""
 MEL_BINS = 128

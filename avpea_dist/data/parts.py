@@ -28,8 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..fileio import atomic_write_json, atomic_write_text
-from .index import INDEX, INDEX_DIR, RECORD_KEYS, withdraw, write_split_indexes
-from .manifest import MANIFEST
+from .manifest import INDEX, INDEX_DIR, MANIFEST, RECORD_KEYS
 from .plan import Shard
 
 PARTS = "parts"
@@ -173,6 +172,8 @@ def load_done(out: Path, fingerprint: str) -> dict[str, dict[str, Any]]:
 def mark_unfinished(out: Path) -> None:
     """A task about to rebuild shards of a finished folder: readers see ``complete: false`` (and a one-line
     'rerun to resume' error) until the final merge, not a manifest listing shards being rewritten."""
+    from .index import withdraw  # numpy: not on `avpea --help`'s import path
+
     withdraw(out)  # index.json first: it is what readers take for "complete"
     path = out / MANIFEST
     if path.is_file():
@@ -237,6 +238,8 @@ def merge_if_complete(out: Path, plan: list[Shard], tasks: int, run: str | None,
     manifest = make({name: {k: v for k, v in rec.items() if k != INPUTS and k not in RECORD_KEYS}
                      for name, rec in records.items()})
     # index/ first, then the manifest, then index.json: readers take index.json as "complete"
+    from .index import write_split_indexes
+
     body = write_split_indexes(out, manifest, records)
     atomic_write_json(out / MANIFEST, manifest)
     atomic_write_json(out / INDEX, body)

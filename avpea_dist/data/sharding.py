@@ -24,7 +24,6 @@ from typing import Any, Callable
 
 from ..fileio import atomic_open, sha256_file
 from .build import ordered_results, preprocessing
-from .index import tar_layout
 from .options import BuildOptions
 from .parts import (INPUTS, append_record, finish_part, intact, load_done, make_out, mark_unfinished,
                     merge_if_complete, start_part)
@@ -197,6 +196,7 @@ def _index_fields(out: Path, shard: Shard, rec: dict[str, Any], release: Release
     if rec["file"] is None or ("offsets" in rec and "data_end" in rec):
         return rec
     try:
+        from .index import tar_layout  # numpy: not on `avpea --help`'s import path
         keys, offsets, data_end = tar_layout(out / rec["file"])
     except (tarfile.TarError, OSError):
         return None
