@@ -205,6 +205,7 @@ def size(path: str) -> int:
     if not is_url(path):
         return os.path.getsize(path)
     fs = filesystem(path)
+    fs.invalidate_cache(_strip(path))  # local only: s3fs would answer from a listing made before a change
     info = retrying("size of", path, lambda: fs.info(_strip(path)))
     if info.get("size") is None:
         raise StorageError(f"{redact(path)}: the server gives no size; serve it with Content-Length")
@@ -234,7 +235,7 @@ def read_range(path: str, start: int, end: int) -> bytes:
         if len(data) > end - start:  # a server that ignored Range sent the whole object: never trusted
             raise StorageError(f"{redact(path)}: the server ignored the byte range {start}-{end - 1} and sent "
                                f"{len(data)} bytes; serve the shards from a server that honours Range requests")
-        if len(data) < end - start and int(fs.info(_strip(path)).get("size") or 0) > start + len(data):
+        if len(data) < end - start and _fresh_size(fs, path) > start + len(data):
             # a cut answer for bytes the object has: transient (retried), not a short object
             raise ConnectionError(f"{len(data)} of {end - start} bytes arrived")
         return data
@@ -247,6 +248,11 @@ def read_range(path: str, start: int, end: int) -> bytes:
         raise
     except Exception as e:  # an out-of-range request on a short object
         raise OSError(f"{redact(path)}: {e}") from None
+
+
+def _fresh_size(fs: Any, path: str) -> int:
+    fs.invalidate_cache(_strip(path))  # a listing cached earlier may describe the object before it changed
+    return int(fs.info(_strip(path)).get("size") or 0)
 
 
 def read_bytes(path: str) -> bytes:
