@@ -150,6 +150,20 @@ def _refused(e: BaseException) -> bool:
         "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403 Forbidden", "ExpiredToken"))
 
 
+def _cut_short(e: FileNotFoundError) -> bool:
+    """A 'not found' that is really a failed connection: fsspec's HTTP ``info`` reports a HEAD and a GET that
+    both failed (a reset, a 5xx) as FileNotFoundError; only a 404/410 or a missing key is a vanished object."""
+    cause = e.__cause__
+    if cause is None or isinstance(cause, FileNotFoundError):
+        return False
+    status = getattr(cause, "status", None)
+    if isinstance(status, int):
+        return status >= 500 or status == 429
+    name = type(cause).__name__
+    return isinstance(cause, (ConnectionError, TimeoutError)) or any(
+        w in name for w in ("Connect", "Disconnect", "Timeout", "Payload"))
+
+
 def retrying(what: str, url: str, call: Callable[[], T]) -> T:
     """``call()`` with the bounded retries of the module doc; ``what`` says what it does ('read bytes 0-99')."""
     s = settings()
@@ -157,8 +171,12 @@ def retrying(what: str, url: str, call: Callable[[], T]) -> T:
     for attempt in range(s.retries + 1):
         try:
             return call()
-        except FileNotFoundError:
-            raise
+        except FileNotFoundError as e:
+            if not _cut_short(e):
+                raise
+            last = f"{type(e.__cause__).__name__}: {redact(e.__cause__)}"
+            if attempt < s.retries:
+                time.sleep(random.uniform(0, min(s.backoff_max_s, s.backoff_s * 2 ** attempt)))
         except Exception as e:  # the libraries raise many types for one reset; all are retried alike
             if _refused(e):
                 raise StorageError(f"{what} {redact(url)}: refused ({type(e).__name__}: {redact(e)}); check the "
@@ -187,6 +205,7 @@ def size(path: str) -> int:
     if not is_url(path):
         return os.path.getsize(path)
     fs = filesystem(path)
+    fs.invalidate_cache(_strip(path))  # local only: s3fs would answer from a listing made before a change
     info = retrying("size of", path, lambda: fs.info(_strip(path)))
     if info.get("size") is None:
         raise StorageError(f"{redact(path)}: the server gives no size; serve it with Content-Length")
@@ -216,6 +235,9 @@ def read_range(path: str, start: int, end: int) -> bytes:
         if len(data) > end - start:  # a server that ignored Range sent the whole object: never trusted
             raise StorageError(f"{redact(path)}: the server ignored the byte range {start}-{end - 1} and sent "
                                f"{len(data)} bytes; serve the shards from a server that honours Range requests")
+        if len(data) < end - start and _fresh_size(fs, path) > start + len(data):
+            # a cut answer for bytes the object has: transient (retried), not a short object
+            raise ConnectionError(f"{len(data)} of {end - start} bytes arrived")
         return data
 
     try:
@@ -226,6 +248,11 @@ def read_range(path: str, start: int, end: int) -> bytes:
         raise
     except Exception as e:  # an out-of-range request on a short object
         raise OSError(f"{redact(path)}: {e}") from None
+
+
+def _fresh_size(fs: Any, path: str) -> int:
+    fs.invalidate_cache(_strip(path))  # a listing cached earlier may describe the object before it changed
+    return int(fs.info(_strip(path)).get("size") or 0)
 
 
 def read_bytes(path: str) -> bytes:
