@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 _MAX_REPLACEMENT_DRAWS = 64
 _REPLACE = 2  # keeps the replacement draws apart from the order's stream
 _ADDRESS = re.compile(r" @ <[^<>]* at 0x[0-9a-f]+>")
-_OFFSETS: dict[tuple, list[int]] = {}  # per process: tar-header walks of shards without an index
+_OFFSETS: dict[tuple, list[int]] = {}  # per process: tar-header walks of shards without (valid) index offsets
+_DISTRUSTED: set[str] = set()  # per process: shards whose index offsets failed a read
 
 
 def _header_walk(path: str, count: int) -> list[int]:
@@ -89,10 +90,18 @@ class TrainStream(SplitStream):
     def _walk_headers(self) -> dict[int, list[int]]:
         """Without a reader index: the sample offsets of the shards this rank reads, walked once in the rank's
         process (cached there across epochs) and handed to its workers, instead of once per worker."""
-        if not self.counts or self.span_of(0, 0) is not None:
-            return {}
         shards = {self.locate(int(n))[0] for n in np.unique(self.mine[self.start_batch:])}
-        return {s: _header_walk(self.files[s], self.counts[s]) for s in sorted(shards)}
+        return {s: _header_walk(self.files[s], self.counts[s]) for s in sorted(shards) if not self._indexed(s)}
+
+    def _indexed(self, shard: int) -> bool:
+        """Whether the index's offsets hold for this shard: it has them, and the file is the size the index
+        says (a shard rewritten or cut after the build would be read at wrong offsets; it is walked instead)."""
+        if self.span_of(shard, 0) is None or self.files[shard] in _DISTRUSTED:
+            return False
+        try:
+            return os.stat(self.files[shard]).st_size == int(self.index.bytes[shard])
+        except OSError:  # not a local file (a URL), or gone: the read itself reports it
+            return True
 
     def __len__(self) -> int:
         return (self.epoch_batches - self.start_batch) * self.accum
@@ -119,9 +128,8 @@ class TrainStream(SplitStream):
 
     def _offset(self, shard: int, pos: int) -> int | None:
         """Byte offset of a sample's first tar header; None when the shard's tar ends before it."""
-        span = self.span_of(shard, pos)  # None for a folder built before the reader index: walk the headers
-        if span is not None:
-            return int(span[0])
+        if self._indexed(shard):
+            return int(self.span_of(shard, pos)[0])
         offsets = self.offsets.get(shard) or _header_walk(self.files[shard], self.counts[shard])
         return offsets[pos] if pos < len(offsets) else None
 
@@ -139,15 +147,25 @@ class TrainStream(SplitStream):
                     runs.append((lo, prev + 1))
                     lo = cur
             for a, b in runs:
-                k = a
-                for item in read_piece(self.files[shard], a, b, self.counts[shard], None, self._offset(shard, a)):
-                    if isinstance(item, PieceEnd):
-                        # webdataset's tar errors name the file object by its address: keep lines comparable
-                        problems += [_ADDRESS.sub("", item.problem)] if item.problem else []
-                    else:
-                        got[(shard, k)] = item
-                        k += 1
+                raws, problem = self._read_run(shard, a, b)
+                if problem and self._indexed(shard):
+                    # The index's offsets no longer fit this shard (rewritten since the build): walk its headers.
+                    _DISTRUSTED.add(self.files[shard])
+                    raws, problem = self._read_run(shard, a, b)
+                got.update({(shard, a + i): raw for i, raw in enumerate(raws)})
+                problems += [problem] if problem else []
         return [got.get(w) for w in where], problems
+
+    def _read_run(self, shard: int, a: int, b: int) -> tuple[list[RawSample], str | None]:
+        """Samples ``[a, b)`` of a shard read as one range, and the line of a damaged shard (None if whole)."""
+        raws, problem = [], None
+        for item in read_piece(self.files[shard], a, b, self.counts[shard], None, self._offset(shard, a)):
+            if isinstance(item, PieceEnd):
+                # webdataset's tar errors name the file object by its address: keep lines comparable
+                problem = _ADDRESS.sub("", item.problem) if item.problem else None
+            else:
+                raws.append(item)
+        return raws, problem
 
     def replacement(self, batch: int, slot: int) -> tuple[dict[str, Any], int]:
         """A random readable training sample for ``slot`` of global batch ``batch``, and the failed draws."""
