@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from .epoch_plan import _rng, epoch_order, rank_slice, worker_micro_batches
+from .index import INDEX
 from .stream import SampleError, SplitStream
 from .tario import PieceEnd, RawSample, read_piece, sample_offsets
 
@@ -85,6 +86,10 @@ class TrainStream(SplitStream):
         # Only this rank's slices travel to the workers: (epoch_batches, G / W) sample numbers.
         self.mine = np.stack([rank_slice(order, b, g, rank, world_size) for b in range(epoch_batches)]) \
             if epoch_batches else np.zeros((0, g // world_size), np.int64)
+        try:
+            self.index_mtime: int | None = os.stat(self.dir / INDEX).st_mtime_ns
+        except OSError:  # no index (an older folder: offsets from headers), or not a local folder
+            self.index_mtime = None
         self.offsets = self._walk_headers()
 
     def _walk_headers(self) -> dict[int, list[int]]:
@@ -94,14 +99,18 @@ class TrainStream(SplitStream):
         return {s: _header_walk(self.files[s], self.counts[s]) for s in sorted(shards) if not self._indexed(s)}
 
     def _indexed(self, shard: int) -> bool:
-        """Whether the index's offsets hold for this shard: it has them, and the file is the size the index
-        says (a shard rewritten or cut after the build would be read at wrong offsets; it is walked instead)."""
+        """Whether the index's offsets hold for this shard: it has them, the file is the size the index says and
+        not newer than the index, and no read at them failed (a shard rewritten or cut after the build would
+        be read at wrong offsets: it is walked instead)."""
         if self.span_of(shard, 0) is None or self.files[shard] in _DISTRUSTED:
             return False
         try:
-            return os.stat(self.files[shard]).st_size == int(self.index.bytes[shard])
+            st = os.stat(self.files[shard])
         except OSError:  # not a local file (a URL), or gone: the read itself reports it
             return True
+        # index.json is written after every shard of a build: a shard newer than it was changed since.
+        return st.st_size == int(self.index.bytes[shard]) and (self.index_mtime is None or
+                                                               st.st_mtime_ns <= self.index_mtime)
 
     def __len__(self) -> int:
         return (self.epoch_batches - self.start_batch) * self.accum
