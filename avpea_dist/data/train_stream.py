@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from .epoch_plan import _rng, epoch_order, rank_slice, worker_micro_batches
+from .index import INDEX
 from .stream import SampleError, SplitStream
 from .tario import PieceEnd, RawSample, read_piece, sample_offsets
 
@@ -39,7 +40,8 @@ if TYPE_CHECKING:
 _MAX_REPLACEMENT_DRAWS = 64
 _REPLACE = 2  # keeps the replacement draws apart from the order's stream
 _ADDRESS = re.compile(r" @ <[^<>]* at 0x[0-9a-f]+>")
-_OFFSETS: dict[tuple, list[int]] = {}  # per process: tar-header walks of shards without an index
+_OFFSETS: dict[tuple, list[int]] = {}  # per process: tar-header walks of shards without (valid) index offsets
+_DISTRUSTED: set[str] = set()  # per process: shards whose index offsets failed a read
 
 
 def _header_walk(path: str, count: int) -> list[int]:
@@ -84,15 +86,31 @@ class TrainStream(SplitStream):
         # Only this rank's slices travel to the workers: (epoch_batches, G / W) sample numbers.
         self.mine = np.stack([rank_slice(order, b, g, rank, world_size) for b in range(epoch_batches)]) \
             if epoch_batches else np.zeros((0, g // world_size), np.int64)
+        try:
+            self.index_mtime: int | None = os.stat(self.dir / INDEX).st_mtime_ns
+        except OSError:  # no index (an older folder: offsets from headers), or not a local folder
+            self.index_mtime = None
         self.offsets = self._walk_headers()
 
     def _walk_headers(self) -> dict[int, list[int]]:
         """Without a reader index: the sample offsets of the shards this rank reads, walked once in the rank's
         process (cached there across epochs) and handed to its workers, instead of once per worker."""
-        if not self.counts or self.span_of(0, 0) is not None:
-            return {}
         shards = {self.locate(int(n))[0] for n in np.unique(self.mine[self.start_batch:])}
-        return {s: _header_walk(self.files[s], self.counts[s]) for s in sorted(shards)}
+        return {s: _header_walk(self.files[s], self.counts[s]) for s in sorted(shards) if not self._indexed(s)}
+
+    def _indexed(self, shard: int) -> bool:
+        """Whether the index's offsets hold for this shard: it has them, the file is the size the index says and
+        not newer than the index, and no read at them failed (a shard rewritten or cut after the build would
+        be read at wrong offsets: it is walked instead)."""
+        if self.span_of(shard, 0) is None or self.files[shard] in _DISTRUSTED:
+            return False
+        try:
+            st = os.stat(self.files[shard])
+        except OSError:  # not a local file (a URL), or gone: the read itself reports it
+            return True
+        # index.json is written after every shard of a build: a shard newer than it was changed since.
+        return st.st_size == int(self.index.bytes[shard]) and (self.index_mtime is None or
+                                                               st.st_mtime_ns <= self.index_mtime)
 
     def __len__(self) -> int:
         return (self.epoch_batches - self.start_batch) * self.accum
@@ -119,9 +137,8 @@ class TrainStream(SplitStream):
 
     def _offset(self, shard: int, pos: int) -> int | None:
         """Byte offset of a sample's first tar header; None when the shard's tar ends before it."""
-        span = self.span_of(shard, pos)  # None for a folder built before the reader index: walk the headers
-        if span is not None:
-            return int(span[0])
+        if self._indexed(shard):
+            return int(self.span_of(shard, pos)[0])
         offsets = self.offsets.get(shard) or _header_walk(self.files[shard], self.counts[shard])
         return offsets[pos] if pos < len(offsets) else None
 
@@ -139,15 +156,25 @@ class TrainStream(SplitStream):
                     runs.append((lo, prev + 1))
                     lo = cur
             for a, b in runs:
-                k = a
-                for item in read_piece(self.files[shard], a, b, self.counts[shard], None, self._offset(shard, a)):
-                    if isinstance(item, PieceEnd):
-                        # webdataset's tar errors name the file object by its address: keep lines comparable
-                        problems += [_ADDRESS.sub("", item.problem)] if item.problem else []
-                    else:
-                        got[(shard, k)] = item
-                        k += 1
+                raws, problem = self._read_run(shard, a, b)
+                if problem and self._indexed(shard):
+                    # The index's offsets no longer fit this shard (rewritten since the build): walk its headers.
+                    _DISTRUSTED.add(self.files[shard])
+                    raws, problem = self._read_run(shard, a, b)
+                got.update({(shard, a + i): raw for i, raw in enumerate(raws)})
+                problems += [problem] if problem else []
         return [got.get(w) for w in where], problems
+
+    def _read_run(self, shard: int, a: int, b: int) -> tuple[list[RawSample], str | None]:
+        """Samples ``[a, b)`` of a shard read as one range, and the line of a damaged shard (None if whole)."""
+        raws, problem = [], None
+        for item in read_piece(self.files[shard], a, b, self.counts[shard], None, self._offset(shard, a)):
+            if isinstance(item, PieceEnd):
+                # webdataset's tar errors name the file object by its address: keep lines comparable
+                problem = _ADDRESS.sub("", item.problem) if item.problem else None
+            else:
+                raws.append(item)
+        return raws, problem
 
     def replacement(self, batch: int, slot: int) -> tuple[dict[str, Any], int]:
         """A random readable training sample for ``slot`` of global batch ``batch``, and the failed draws."""

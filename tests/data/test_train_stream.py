@@ -159,3 +159,28 @@ def test_balanced_sampling_is_cut_into_global_batches_the_same_way() -> None:
     assert 0.3 < np.mean(order >= 90) < 0.7  # the rare class drawn about as often as the common one
     with pytest.raises(ValueError, match="needs the split's reader index"):
         epoch_order([100], seed=4, epoch=2, samples=60, shuffle_buffer=10, sampling="balanced")
+
+
+def test_a_shard_rewritten_after_its_index_is_read_by_its_headers(synth_shards: Path, tmp_path: Path) -> None:
+    """A shard changed after the build (here: one extra member, same tar size) no longer fits the index's
+    offsets: newer than index.json, it is walked; and one whose offsets fail a read (the same, with its old
+    time) is walked from then on. Every sample still comes whole, none is read at a stale offset."""
+    import io
+    import tarfile
+
+    shards = copy_shards(synth_shards, tmp_path / "s")
+    name = read_manifest(shards)["splits"]["train"]["shards"][0]["file"]
+    raws = list(iter_raw_samples(shards / name))
+    with open(shards / name, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for i, raw in enumerate(raws):
+            for suffix, data in list(raw.members.items()) + ([("note", b"x" * 600)] if i == 0 else []):
+                info = tarfile.TarInfo(f"{raw.key}.{suffix}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    ts = TrainStream(shards, codec=_avel(shards), batch_size=len(raws), img_size=32, shuffle_buffer=16, seed=0,
+                     rank=0, world_size=1, epoch=0, epoch_batches=1)
+    every_other = np.arange(1, len(raws), 2)  # separate ranges, each from a shifted offset
+    assert not ts._indexed(0)  # the same size as the index says, but newer
+    got, problems = ts.read_samples(every_other)
+    assert not problems and [r.key for r in got] == [raws[i].key for i in every_other]
+    assert all(r.members["fbank.npy"] == raws[i].members["fbank.npy"] for r, i in zip(got, every_other))
