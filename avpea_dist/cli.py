@@ -17,6 +17,7 @@ from .runtime import startup
 from .config import ConfigError
 
 AREAS = ("avpea_dist.apps.model_info", "avpea_dist.apps.shards", "avpea_dist.apps.train_commands",
+         "avpea_dist.apps.run_commands",
          "avpea_dist.launch.commands")
 """The core areas, in the order ``avpea --help`` lists them."""
 

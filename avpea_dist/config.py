@@ -20,7 +20,8 @@ from .plugins import task_spec, task_specs
 # Settings a resume from a checkpoint may change only when the user says so (train.allow_resume_changes):
 # each breaks the exact continuation (data order, batch composition, inputs, objective). 'data' stands for
 # the shards' content (a fingerprint of the manifest's shard hashes), not the folder's path.
-RESUME_OVERRIDABLE = ("data", "data.global_batch", "data.batch_size", "data.epoch_batches", "data.shuffle_buffer", "optim.grad_accum",
+RESUME_OVERRIDABLE = ("data", "data.global_batch", "data.batch_size", "data.epoch_batches", "data.shuffle_buffer",
+                      "optim.grad_accum",
                       "train.seed", "model.pretrained", "model.img_size",
                       "model.mel_bins", "model.audio_frames", "model.num_segments", "model.adapter_activation")
 
@@ -107,8 +108,17 @@ class DataConfig:
     train samples // data.global_batch (the at most global_batch - 1 left over differ every epoch)."""
     max_bad_fraction: float = 0.01
     """Share of corrupt samples a rank may skip before the run stops with an error."""
+    sampling: str = "sequential"
+    """Which train samples an epoch reads: 'sequential' (each once, in a seeded order) or 'balanced' (drawn with
+    replacement, weighted by the sum of 1 / label frequency over each sample's labels, as AudioSet recipes do;
+    needs shards whose index has labels: VGGSound, AudioSet)."""
+    epoch_samples: int = 0
+    """Samples per 'balanced' epoch across all ranks; 0: as many as the train split holds."""
 
     def __post_init__(self) -> None:
+        if self.sampling not in ("sequential", "balanced"):
+            raise ConfigError(f"data.sampling={self.sampling!r} must be 'sequential' or 'balanced'")
+        _positive("data.epoch_samples", self.epoch_samples, zero_ok=True)
         _positive("data.batch_size", self.batch_size)
         _positive("data.num_workers", self.num_workers, zero_ok=True)
         _positive("data.shuffle_buffer", self.shuffle_buffer)
@@ -188,10 +198,10 @@ class TrainConfig:
     eval_every, ckpt_every and log_every still count optimizer steps."""
     allow_resume_changes: list[str] = field(default_factory=list)
     """Settings a resume may change although the run then differs from an uninterrupted one, e.g.
-    [data.batch_size, train.seed]. Allowed: data (the shards' content), data.batch_size, data.epoch_batches,
-    data.shuffle_buffer, optim.grad_accum, train.seed, model.pretrained, model.img_size, model.mel_bins,
-    model.audio_frames, model.num_segments, model.adapter_activation, and the keys the task's spec allows
-    (e.g. avel.loss)."""
+    [data.batch_size, train.seed]. Allowed: data (the shards' content), data.global_batch, data.batch_size,
+    data.epoch_batches, data.shuffle_buffer, optim.grad_accum, train.seed, model.pretrained, model.img_size,
+    model.mel_bins, model.audio_frames, model.num_segments, model.adapter_activation, and the keys the task's
+    spec allows (e.g. avel.loss)."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "eval_every", "log_every", "ckpt_every", "keep_checkpoints", "max_skipped_steps"):

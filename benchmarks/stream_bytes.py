@@ -3,15 +3,17 @@ and classes per batch.
 
 Writes a training split of 3,339 samples (AVE's training set size) whose members have the shard format's
 names and sizes (ten ``--frame-kb`` JPEG-sized frames, a float16 (10, 128, 102) fbank, a json), then, per
-layout, runs every rank's and every worker's stream of the default epoch in this process and counts the
-bytes its file reader took from disk (``tario.bytes_read``: member data, tar headers, the header walks that
-locate mid-shard starts). Decoding is left out: it reads no shard bytes. Batch k of a worker is raw items
-[kB, (k+1)B) of its stream, so the same pass gives the distinct samples of the epoch and the classes per
-batch under two labelings of the samples: 28 classes in shard order (shards cut from class-grouped records,
-as old builds were) and the same classes after a seeded shuffle (as ``shards build`` now cuts them), beside
-random sampling's exact expectation. Records go to ``benchmarks/results/stream_bytes.json``.
+layout (global batch = ranks x ``--batch``), reads every rank's and every worker's micro-batches of the
+default epoch in this process, exactly as their ``TrainStream`` does (each worker starting with an empty
+header cache, as a worker process would), and counts the bytes the file reader took from disk
+(``tario.bytes_read``: member data, tar headers, and for a folder without a reader index the header walks
+that locate samples). Decoding is left out: it reads no shard bytes. The same pass gives the distinct samples
+of the epoch and the classes per micro-batch (``--batch`` clips) under two labelings of the samples: 28 classes in shard order
+(shards cut from class-grouped records, as old builds were) and the same classes after a seeded shuffle (as
+``shards build`` now cuts them), beside random sampling's exact expectation. Records go to
+``benchmarks/results/stream_bytes.json``.
 
-    python benchmarks/stream_bytes.py
+    python benchmarks/stream_bytes.py [--both]
 """
 
 from __future__ import annotations
@@ -72,30 +74,52 @@ def write_split(root: Path, samples: int, shard_size: int, frame_kb: float) -> i
     return sum(s["bytes"] for s in shards)
 
 
+def add_index(root: Path) -> None:
+    """The readers' index a finished build writes (offsets from the tar headers, outside the count)."""
+    from avpea_dist.data.index import INDEX, write_split_indexes
+    from avpea_dist.fileio import atomic_write_json
+
+    body = write_split_indexes(root, json.loads((root / "manifest.json").read_text()), {})
+    atomic_write_json(root / INDEX, body)
+
+
 def measure(root: Path, ranks: int, workers: int, batch: int, buffer: int) -> dict:
-    from avpea_dist.data.manifest import default_epoch_batches, read_manifest
-    from avpea_dist.data.tario import PieceEnd, bytes_read
+    """One epoch of every rank's and worker's reads at global batch ``ranks * batch``: each worker starts with
+    an empty header cache, as a worker process does, and each rank's stream walks its shards' headers once
+    (without a reader index) as a rank's process does."""
+    from avpea_dist.data import train_stream
+    from avpea_dist.data.epoch_plan import epoch_global_batches
+    from avpea_dist.data.manifest import read_manifest
+    from avpea_dist.data.tario import bytes_read
     from avpea_dist.data.train_stream import TrainStream
     from avpea_dist.tasks.avel.codec import AVELCodec
 
     samples = read_manifest(root)["splits"]["train"]["samples"]
-    epoch_batches = default_epoch_batches(read_manifest(root), "train", batch, ranks)
+    g = ranks * batch
+    epoch_batches = epoch_global_batches(samples, g)
     t, before, keys = time.perf_counter(), bytes_read(), []
     batches: list[list[int]] = []
     for r in range(ranks):
+        train_stream._OFFSETS.clear()  # a new rank process
         ts = TrainStream(root, codec=AVELCodec(2), batch_size=batch, img_size=224, shuffle_buffer=buffer, seed=0,
-                         rank=r, world_size=ranks, epoch=0, epoch_batches=epoch_batches, workers=workers)
+                         rank=r, world_size=ranks, epoch=0, epoch_batches=epoch_batches, global_batch=g)
         for v in range(workers):
-            stream = [int(x.key[1:]) for x in ts.raw_pipeline(v) if not isinstance(x, PieceEnd)]
-            keys += stream
-            batches += [stream[i:i + batch] for i in range(0, len(stream), batch)]
+            train_stream._OFFSETS.clear()  # a new worker process: only what the rank handed over
+            for j in ts.worker_micro_batches(v, workers):
+                _, _, numbers = ts.micro_samples(j)
+                raws, _ = ts.read_samples(numbers)
+                got = [int(x.key[1:]) for x in raws if x is not None]
+                keys += got
+                batches.append(got)
     read = bytes_read() - before
-    row = {"ranks": ranks, "workers": workers, "batch_size": batch, "epoch_batches": epoch_batches,
+    row = {"ranks": ranks, "workers": workers, "batch_size": batch, "global_batch": g,
+           "epoch_global_batches": epoch_batches, "indexed": not ts.offsets,
            "samples_delivered": len(keys), "bytes_read": read, "seconds": round(time.perf_counter() - t, 2),
            "distinct_fraction": round(len(set(keys)) / samples, 4),
-           "distinct_fraction_floor": round(1 - ranks * batch / samples, 4)}
+           "distinct_fraction_floor": round(1 - g / samples, 4)}
     for name, classes in labelings(samples).items():
-        row[f"classes_per_batch_{name}"] = round(sum(len({classes[k] for k in b}) for b in batches) / len(batches), 3)
+        row[f"classes_per_batch_{name}"] = round(sum(len({classes[k] for k in b}) for b in batches) / len(batches),
+                                                 3)
     return row
 
 
@@ -107,6 +131,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--shuffle-buffer", type=int, default=500)
     ap.add_argument("--work", default=None, help="scratch folder (default: a temp folder)")
+    ap.add_argument("--both", action="store_true", help="also measure the folder without its reader index (as "
+                    "built before the index existed: header walks locate the samples)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
@@ -114,11 +140,19 @@ def main() -> None:
         total = write_split(root, args.samples, args.shard_size, args.frame_kb)
         per_sample = total / args.samples
         rows = []
-        for ranks, workers in LAYOUTS:
-            row = measure(root, ranks, workers, args.batch, args.shuffle_buffer)
-            row["bytes_per_sample_delivered"] = round(row["bytes_read"] / row["samples_delivered"] / per_sample, 4)
-            rows.append(row)
-            print(json.dumps(row))
+        for indexed in (True, False) if args.both else (True,):
+            if indexed:
+                add_index(root)
+            else:
+                for path in (root / "index.json", root / "index" / "train.npz"):
+                    path.unlink()
+            for ranks, workers in LAYOUTS:
+                row = measure(root, ranks, workers, args.batch, args.shuffle_buffer)
+                assert row["indexed"] == indexed
+                row["bytes_per_sample_delivered"] = round(row["bytes_read"] / row["samples_delivered"] / per_sample,
+                                                          4)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     record = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
               "split": f"{args.samples} samples in shards of {args.shard_size}, {per_sample / 1e3:.0f} kB per sample "
                        f"on disk (ten ~{args.frame_kb:g} kB frames + float16 fbank + json)",
@@ -127,6 +161,7 @@ def main() -> None:
               "classes_per_batch_random_sampling": round(random_sampling(labelings(args.samples)["shuffled_shards"],
                                                                          args.batch), 3),
               "shuffle_buffer": args.shuffle_buffer,
+              "order": "elastic: global batch = ranks x batch, the epoch's order a function of (seed, epoch) only",
               "rows": rows}
     RESULTS.mkdir(exist_ok=True)
     from avpea_dist.fileio import atomic_write_json

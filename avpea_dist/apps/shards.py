@@ -51,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     v = ss.add_parser("verify", help="re-hash every shard and recount its samples against the manifest")
     v.add_argument("dir", help="shard folder holding manifest.json")
     v.add_argument("--decode", action="store_true", help="also decode every sample as the loaders do")
+    v.add_argument("--workers", type=int, default=1, help="processes checking shards at once (default 1)")
     v.set_defaults(func=verify_cmd)
 
     i = ss.add_parser("inspect", help="print the sample schema, counts per split and the class histogram")
@@ -258,7 +259,7 @@ def _absolute(source: dict[str, Any]) -> dict[str, Any]:
 def verify_cmd(args: argparse.Namespace) -> int:
     from ..data.verify import verify
 
-    faults, notes = verify(args.dir, decode=args.decode)
+    faults, notes = verify(args.dir, decode=args.decode, workers=args.workers, progress=True)
     for n in notes:
         print(f"note: {n}")
     for f in faults:

@@ -16,16 +16,13 @@ the first E*G samples of the order: with the default E = N // G every sample onc
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-if TYPE_CHECKING:
-    from .index import SplitIndex
+from .balanced import SAMPLINGS, balanced_order
+from .index import SplitIndex
 
 _ORDER = 0x5EED  # keeps the order's stream apart from the other seeded streams of the same epoch
 SHARDS_PER_WINDOW = 8  # shards mixed by one window: more mixes better, fewer keeps a batch's reads local
-SAMPLINGS = ("sequential", "balanced")
 
 
 def _rng(seed: int, *key: int) -> np.random.Generator:
@@ -49,14 +46,11 @@ def lap_order(counts: list[int], seed: int, epoch: int, lap: int, shuffle_buffer
 
 
 def epoch_order(counts: list[int], *, seed: int, epoch: int, samples: int, shuffle_buffer: int,
-                sampling: str = "sequential", index: "SplitIndex | None" = None) -> np.ndarray:
+                sampling: str = "sequential", index: SplitIndex | None = None) -> np.ndarray:
     """The epoch's first ``samples`` sample numbers (int64), a function of (seed, epoch) and the split only."""
     if sampling == "balanced":
         if index is None:
-            raise ValueError("data.sampling=balanced needs the shards' reader index (index.json, written by "
-                             "`avpea shards build`); rebuild the shards or use data.sampling=sequential")
-        from .balanced import balanced_order  # bk's module: weighted draws with replacement by label frequency
-
+            raise ValueError("data.sampling=balanced needs the split's reader index (index.load_index)")
         return np.asarray(balanced_order(index, seed, epoch, samples), dtype=np.int64)
     if sampling != "sequential":
         raise ValueError(f"data.sampling={sampling!r} is not one of {', '.join(SAMPLINGS)}")

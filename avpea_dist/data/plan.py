@@ -8,9 +8,12 @@ file order would each hold one or two classes.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import zlib
 from dataclasses import dataclass
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -44,3 +47,21 @@ def task_shards(plan: list[Shard], task: int, tasks: int) -> list[Shard]:
     if not 0 <= task < tasks:
         raise ValueError(f"task {task} is not in [0, {tasks})")
     return plan[task::tasks]
+
+
+def fingerprint_inputs(files: Iterable[str | Path], options: dict[str, Any], records: Iterable[Any] = ()) -> str:
+    """What a build is made from, hashed as a stream: each annotation file's name, size and bytes (1 MiB at a
+    time), ``options`` as JSON, then ``records`` (what else decided the plan, e.g. rows skipped for a missing
+    video) one JSON line at a time. Its cost is one read of the annotation files and constant memory, however
+    many records they hold: the plan (a pure function of these) is not serialised to hash it."""
+    h = hashlib.sha256()
+    for path in files:
+        path = Path(path)
+        h.update(f"{path.name}\0{path.stat().st_size}\0".encode())
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+    h.update(json.dumps(options, sort_keys=True, default=str).encode())
+    for rec in records:
+        h.update(b"\n" + json.dumps(rec, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]

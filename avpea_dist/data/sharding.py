@@ -24,8 +24,10 @@ from typing import Any, Callable
 
 from ..fileio import atomic_open, sha256_file
 from .build import ordered_results, preprocessing
+from .index import tar_layout
 from .options import BuildOptions
-from .parts import INPUTS, intact, load_done, make_out, mark_unfinished, merge_if_complete, write_part
+from .parts import (INPUTS, append_record, finish_part, intact, load_done, make_out, mark_unfinished,
+                    merge_if_complete, start_part)
 from .plan import Shard, make_plan, task_shards
 from .videos import stamp
 
@@ -59,6 +61,11 @@ class Release:
     def written(self, rec: dict[str, Any], sample: Any) -> bytes:
         """Record ``sample`` as written; -> its ``json`` member."""
         raise NotImplementedError
+
+    def labels(self, sample: Any) -> list[int] | None:
+        """The class indices ``sample`` is labelled with (into the manifest's ``classes``), for the readers'
+        index (balanced sampling); None: this release gives no per-sample class labels."""
+        return None
 
     def identities(self, sample: Any) -> list[dict[str, Any]]:
         """What makes each release record ``sample`` holds the same record wherever it is listed (AVE: video,
@@ -156,18 +163,50 @@ def _write_shard(out: Path, shard: Shard, release: Release, videos: Decoded, tic
         from .tario import TarShardWriter  # webdataset and torch: only where shards are written
 
         writer = TarShardWriter(f)
+        offsets: list[int] = []  # of each sample's first header, for the readers' index
+        labels: list[list[int]] | None = []
         for sample in shard.clips:
             status, payload = videos.take(release.video(sample))
             tick()
             if status == "skip":
                 release.skipped(rec, sample, payload)
                 continue
+            offsets.append(f.tell())  # tarfile writes straight to f: its position is the next header's
             writer.write(sample.key, {**payload, "json": release.written(rec, sample)})
+            ids = release.labels(sample)
+            if ids is None:
+                labels = None
+            elif labels is not None:
+                labels.append([int(i) for i in ids])
+        data_end = f.tell()
         writer.close()
     if writer.samples:
-        rec.update(file=path.name, sha256=sha256_file(path), bytes=path.stat().st_size, samples=writer.samples)
+        rec.update(file=path.name, sha256=sha256_file(path), bytes=path.stat().st_size, samples=writer.samples,
+                   offsets=offsets, data_end=data_end)
+        if labels is not None:
+            rec["label_ids"] = labels
     else:
         path.unlink()  # every sample of this shard was skipped: no empty tar
+    return rec
+
+
+def _index_fields(out: Path, shard: Shard, rec: dict[str, Any], release: Release) -> dict[str, Any] | None:
+    """A reused shard recorded before its samples' offsets (and labels) were: read them from its tar headers
+    (512 bytes a member), so a resumed older build still gets a full index; None (rebuild it) when the
+    headers no longer read as the record says."""
+    if rec["file"] is None or ("offsets" in rec and "data_end" in rec):
+        return rec
+    try:
+        keys, offsets, data_end = tar_layout(out / rec["file"])
+    except (tarfile.TarError, OSError):
+        return None
+    if len(keys) != rec["samples"]:
+        return None
+    rec = {**rec, "offsets": offsets, "data_end": data_end}
+    by_key = {sample.key: sample for sample in shard.clips}
+    labels = [release.labels(by_key[k]) if k in by_key else None for k in keys]
+    if labels and all(x is not None for x in labels):
+        rec["label_ids"] = [[int(i) for i in x] for x in labels]  # type: ignore[union-attr]
     return rec
 
 
@@ -216,12 +255,12 @@ def build_task(out: Path, release: Release, opts: BuildOptions, *, task: int = 0
         if rec is None or not intact(out, rec):
             continue
         change = _change(rec.get(INPUTS), _inputs(release, s))
-        if change == "unchanged":
-            done[s.name] = rec
-        else:
+        if change != "unchanged":
             changes.append(f"{s.name}: {change}")
+        elif (full := _index_fields(out, s, rec, release)) is not None:
+            done[s.name] = full  # else: its tar no longer reads as recorded, rebuilt like a lost one
     todo = [s for s in mine if s.name not in done]
-    write_part(out, task, tasks, fp, done, run=run, finished=False)
+    start_part(out, task, tasks, fp, done, run=run)
     if todo:
         mark_unfinished(out)
     if prepare is not None:
@@ -233,11 +272,11 @@ def build_task(out: Path, release: Release, opts: BuildOptions, *, task: int = 0
     try:
         for shard in todo:
             done[shard.name] = _write_shard(out, shard, release, videos, lambda: bar.update(1))
-            write_part(out, task, tasks, fp, done, run=run, finished=False)
+            append_record(out, task, tasks, shard.name, done[shard.name])
     finally:
         videos.close()
     bar.close()
-    write_part(out, task, tasks, fp, done, run=run, finished=True)
+    finish_part(out, task, tasks)
     seconds = time.perf_counter() - t0
     manifest = _merge(out, release, opts, plan, pre, fp, tasks, run)
     rate = (lambda n: round(n / seconds, 3) if paths and seconds > 0 else 0.0)

@@ -4,7 +4,7 @@ Every sample's json goes through the task's codec (``data.codec.SampleCodec``): 
 Training batches come from ``train_stream.TrainStream`` (every training sample once per epoch across ranks,
 exact resume; see ``epoch_plan``); ``loaders`` wraps both streams in DataLoaders. Evaluation: the split's
 samples, in manifest order, are cut into contiguous ranges per rank and per worker (positions within shards, from the
-manifest's counts), so each is decoded exactly once across all ranks; corrupt or missing ones are counted in
+index's counts, ``index.load_index``), so each is decoded exactly once across all ranks; corrupt or missing ones are counted in
 ``skipped`` instead.
 """
 
@@ -24,7 +24,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 from . import exit_with
 from .features import load_npy, normalise_fbank
 from .manifest import SEGMENTS as NUM_SEGMENTS
-from .manifest import FBANK_FRAMES, FIX, FRAME_MEMBERS, MANIFEST, MEL_BINS, MEMBERS, read_manifest, split_entry
+from .index import load_index
+from .manifest import FBANK_FRAMES, FRAME_MEMBERS, MEL_BINS, MEMBERS
 from .tario import RawSample, iter_raw_samples
 
 if TYPE_CHECKING:
@@ -122,20 +123,30 @@ class SplitStream(IterableDataset):
         if not (callable(getattr(codec, "parse", None)) and callable(getattr(codec, "collate", None))):
             raise TypeError(f"codec={codec!r} is not a SampleCodec (parse, collate): pass the run's task's "
                             f"codec, codec=task.codec(split, epoch)")
-        self.dir = Path(shards_dir)
-        manifest = read_manifest(self.dir)
-        s = split_entry(manifest, split, self.dir / MANIFEST)
-        self.files = [str(self.dir / sh["file"]) for sh in s["shards"]]
-        self.counts = [int(sh["samples"]) for sh in s["shards"]]
-        self.sha256 = [sh.get("sha256") for sh in s["shards"]]
-        missing = [f for f in self.files if not Path(f).is_file()]
-        if missing:
-            raise FileNotFoundError(f"shard {missing[0]} listed in {self.dir / MANIFEST} is missing "
-                                    f"({len(missing)} in all); copy the whole folder again or {FIX}")
+        self.dir, self.split = Path(shards_dir), split
+        # Loaded once per process (index.json, or manifest.json for an older folder). Shards are not
+        # checked here: one missing when read counts like any unreadable shard, not a per-epoch stat of each.
+        self.index = load_index(shards_dir, split)
+        self.files = [self.index.url(i) for i in range(len(self.index.files))]
+        self.counts = [int(c) for c in self.index.counts]
+        self.sha256 = list(self.index.sha256)
         self.codec = codec
-        self.frame_size = int(manifest["preprocessing"]["frame_size"])
+        self.frame_size = int(self.index.header["preprocessing"]["frame_size"])
         self.img_size = img_size
         self.owner_pid = os.getpid()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A DataLoader worker loads the index itself (once per process) rather than receive a pickled copy.
+        return {k: v for k, v in self.__dict__.items() if k != "index"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.index = load_index(self.dir, self.split)
+
+    def span_of(self, shard: int, pos: int) -> tuple[int, int] | None:
+        """Byte range ``[start, end)`` of sample ``pos`` of shard ``shard`` (from the index); None for a folder
+        built before the index, where the caller walks tar headers (``tario.sample_offsets``)."""
+        return self.index.span(shard, pos)
 
     def decode(self, raw: RawSample) -> dict[str, Any]:
         return decode_sample(raw, frame_size=self.frame_size, img_size=self.img_size, codec=self.codec)

@@ -6,7 +6,8 @@ reads its contiguous slice of every global batch, cut into micro-batches, and wo
 exactly its samples' byte ranges: the samples of one micro-batch are grouped by shard, runs of neighbouring
 positions are read as one range (``tario.read_piece`` from the sample's byte offset), and nothing else is
 taken from disk. Offsets come from the shards' reader index (``SplitStream.span_of``); for folders built
-before the index existed they come from one tar-header walk per shard, cached per process.
+before the index existed they come from one tar-header walk per shard, made by the rank's process (cached
+there across epochs) and handed to its workers.
 
 * every rank yields exactly ``(epoch_batches - start_batch) * accum`` micro-batches; ``start_batch=k``
   starts at global batch k with nothing read for the batches before it (a resume, at any world size);
@@ -21,6 +22,7 @@ verify`` does); a damaged tar is still found, named and counted.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -37,13 +39,25 @@ if TYPE_CHECKING:
 _MAX_REPLACEMENT_DRAWS = 64
 _REPLACE = 2  # keeps the replacement draws apart from the order's stream
 _ADDRESS = re.compile(r" @ <[^<>]* at 0x[0-9a-f]+>")
-_OFFSETS: dict[str, list[int]] = {}  # per process: tar-header walks of shards without an index
+_OFFSETS: dict[tuple, list[int]] = {}  # per process: tar-header walks of shards without (valid) index offsets
+_DISTRUSTED: set[str] = set()  # per process: shards whose index offsets failed a read
+
+
+def _header_walk(path: str, count: int) -> list[int]:
+    try:  # a shard rewritten in place (a rebuild during a long-lived process) is walked again
+        st = os.stat(path)
+        key: tuple = (path, st.st_size, st.st_mtime_ns)
+    except OSError:  # not a local file (a URL): its name is its identity
+        key = (path,)
+    if key not in _OFFSETS:
+        _OFFSETS[key] = sample_offsets(path, count)
+    return _OFFSETS[key]
 
 
 class TrainStream(SplitStream):
     """Yields exactly ``(epoch_batches - start_batch) * accum`` micro-batches of ``batch_size`` across its
-    DataLoader's workers, whatever their number. ``global_batch`` (default ``batch_size * world_size``) must be a multiple of
-    ``world_size * batch_size``; ``epoch_batches`` and ``start_batch`` count global batches."""
+    DataLoader's workers, whatever their number. ``global_batch`` (default ``batch_size * world_size``) must be
+    a multiple of ``world_size * batch_size``; ``epoch_batches`` and ``start_batch`` count global batches."""
 
     def __init__(self, shards_dir: str | Path, *, batch_size: int, img_size: int, shuffle_buffer: int, seed: int,
                  rank: int, world_size: int, epoch: int, epoch_batches: int, start_batch: int = 0,
@@ -66,16 +80,28 @@ class TrainStream(SplitStream):
         self.epoch_batches, self.start_batch = epoch_batches, start_batch
         self.starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
         self.total = int(sum(self.counts))
-        index = None
-        if sampling == "balanced":
-            from .index import load_index
-
-            index = load_index(self.dir, "train")
         order = epoch_order(self.counts, seed=seed, epoch=epoch, samples=epoch_batches * g,
-                            shuffle_buffer=shuffle_buffer, sampling=sampling, index=index)
+                            shuffle_buffer=shuffle_buffer, sampling=sampling, index=self.index)
         # Only this rank's slices travel to the workers: (epoch_batches, G / W) sample numbers.
         self.mine = np.stack([rank_slice(order, b, g, rank, world_size) for b in range(epoch_batches)]) \
             if epoch_batches else np.zeros((0, g // world_size), np.int64)
+        self.offsets = self._walk_headers()
+
+    def _walk_headers(self) -> dict[int, list[int]]:
+        """Without a reader index: the sample offsets of the shards this rank reads, walked once in the rank's
+        process (cached there across epochs) and handed to its workers, instead of once per worker."""
+        shards = {self.locate(int(n))[0] for n in np.unique(self.mine[self.start_batch:])}
+        return {s: _header_walk(self.files[s], self.counts[s]) for s in sorted(shards) if not self._indexed(s)}
+
+    def _indexed(self, shard: int) -> bool:
+        """Whether the index's offsets hold for this shard: it has them, and the file is the size the index
+        says (a shard rewritten or cut after the build would be read at wrong offsets; it is walked instead)."""
+        if self.span_of(shard, 0) is None or self.files[shard] in _DISTRUSTED:
+            return False
+        try:
+            return os.stat(self.files[shard]).st_size == int(self.index.bytes[shard])
+        except OSError:  # not a local file (a URL), or gone: the read itself reports it
+            return True
 
     def __len__(self) -> int:
         return (self.epoch_batches - self.start_batch) * self.accum
@@ -102,14 +128,9 @@ class TrainStream(SplitStream):
 
     def _offset(self, shard: int, pos: int) -> int | None:
         """Byte offset of a sample's first tar header; None when the shard's tar ends before it."""
-        span_of = getattr(self, "span_of", None)  # the reader index (bk); absent or None: walk the headers
-        span = span_of(shard, pos) if span_of is not None else None
-        if span is not None:
-            return int(span[0])
-        path = self.files[shard]
-        if path not in _OFFSETS:
-            _OFFSETS[path] = sample_offsets(path, self.counts[shard])
-        offsets = _OFFSETS[path]
+        if self._indexed(shard):
+            return int(self.span_of(shard, pos)[0])
+        offsets = self.offsets.get(shard) or _header_walk(self.files[shard], self.counts[shard])
         return offsets[pos] if pos < len(offsets) else None
 
     def read_samples(self, numbers: np.ndarray) -> tuple[list[RawSample | None], list[str]]:
@@ -126,15 +147,25 @@ class TrainStream(SplitStream):
                     runs.append((lo, prev + 1))
                     lo = cur
             for a, b in runs:
-                k = a
-                for item in read_piece(self.files[shard], a, b, self.counts[shard], None, self._offset(shard, a)):
-                    if isinstance(item, PieceEnd):
-                        # webdataset's tar errors name the file object by its address: keep lines comparable
-                        problems += [_ADDRESS.sub("", item.problem)] if item.problem else []
-                    else:
-                        got[(shard, k)] = item
-                        k += 1
+                raws, problem = self._read_run(shard, a, b)
+                if problem and self._indexed(shard):
+                    # The index's offsets no longer fit this shard (rewritten since the build): walk its headers.
+                    _DISTRUSTED.add(self.files[shard])
+                    raws, problem = self._read_run(shard, a, b)
+                got.update({(shard, a + i): raw for i, raw in enumerate(raws)})
+                problems += [problem] if problem else []
         return [got.get(w) for w in where], problems
+
+    def _read_run(self, shard: int, a: int, b: int) -> tuple[list[RawSample], str | None]:
+        """Samples ``[a, b)`` of a shard read as one range, and the line of a damaged shard (None if whole)."""
+        raws, problem = [], None
+        for item in read_piece(self.files[shard], a, b, self.counts[shard], None, self._offset(shard, a)):
+            if isinstance(item, PieceEnd):
+                # webdataset's tar errors name the file object by its address: keep lines comparable
+                problem = _ADDRESS.sub("", item.problem) if item.problem else None
+            else:
+                raws.append(item)
+        return raws, problem
 
     def replacement(self, batch: int, slot: int) -> tuple[dict[str, Any], int]:
         """A random readable training sample for ``slot`` of global batch ``batch``, and the failed draws."""

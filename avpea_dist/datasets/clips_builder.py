@@ -57,8 +57,10 @@ class ClipsBuilder(DatasetBuilder):
         pattern = check_pattern(video_pattern or self.video_pattern)
         rows = self.read(**annotations)
         source = str(self.source_path(**annotations).resolve())
+        files = tuple(Path(p) for v in annotations.values() for p in (v if isinstance(v, (list, tuple)) else [v])
+                      if isinstance(p, (str, Path)))  # what the fingerprint streams
         return ClipsRelease(rows, videos, pattern=pattern, full_videos=full_videos, dataset=self.name,
-                            source=source, val_fraction=val_fraction, seed=opts.order_seed)
+                            source=source, val_fraction=val_fraction, seed=opts.order_seed, annotation_files=files)
 
     def report_lines(self, manifest: dict[str, Any], out: str) -> list[str]:
         a = manifest["availability"]

@@ -12,11 +12,10 @@ class list, per-split label counts and how much of the release was available. Th
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
@@ -25,7 +24,7 @@ import numpy as np
 from ..data.manifest import FORMAT, VERSION, member_names
 from ..data.options import BuildOptions
 from ..data.parts import PARTS
-from ..data.plan import Shard
+from ..data.plan import Shard, fingerprint_inputs
 from ..data.sample_build import safe_id
 from ..data.sharding import Release
 from ..data.video_files import VideoFolder, check_pattern, format_name, has_suffix
@@ -148,11 +147,11 @@ class ClipsRelease(Release):
     """``Rows`` with their videos found: the samples per split, the rows skipped before decoding."""
 
     def __init__(self, rows: Rows, videos: str | Path, *, pattern: str, full_videos: bool, dataset: str,
-                 source: str, val_fraction: float, seed: int) -> None:
+                 source: str, val_fraction: float, seed: int, annotation_files: tuple[Path, ...] = ()) -> None:
         folder = VideoFolder(videos)
         check_pattern(pattern)
         splits, self.validation = hold_out(dedupe(rows.splits), val_fraction, seed)
-        self.rows, self.dataset = rows, dataset
+        self.rows, self.dataset, self.annotation_files = rows, dataset, annotation_files
         self.entries: dict[str, dict[str, Any]] = {}
         self.index = {c: i for i, c in enumerate(rows.classes)}
         clips: dict[str, list[Clip]] = {}
@@ -186,9 +185,13 @@ class ClipsRelease(Release):
         self.full_videos, self.pattern = full_videos, pattern
 
     def fingerprint(self, plan: list[Shard], pre: dict[str, Any]) -> str:
-        body = {"schema": SCHEMA, "pre": pre, "classes": self.rows.classes, "full_videos": self.full_videos,
-                "entries": self.entries, "plan": [[s.name, [asdict(c) for c in s.clips]] for s in plan]}
-        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+        # Streamed (issue 25): the annotation files, the options, and which rows were left out before the plan
+        # (missing videos...); the plan is a pure function of these, so it is not serialised to hash it.
+        options = {"schema": SCHEMA, "dataset": self.dataset, "pre": pre, "classes": self.rows.classes,
+                   "full_videos": self.full_videos, "pattern": self.pattern, "validation": self.validation,
+                   "order_seed": self.validation["seed"], "shard_sizes": [len(s.clips) for s in plan]}
+        skipped = ([split, e["rows"], skip] for split, e in self.entries.items() for skip in e["skipped"])
+        return fingerprint_inputs(self.annotation_files, options, skipped)
 
     def record(self) -> dict[str, Any]:
         return {"label_counts": [0] * len(self.rows.classes)}
@@ -201,6 +204,9 @@ class ClipsRelease(Release):
             rec["label_counts"][self.index[label]] += 1
         return json.dumps({"id": sample.id, "key": sample.key, "split": sample.split, "start": sample.start,
                            "end": sample.end, "labels": list(sample.labels)}).encode()
+
+    def labels(self, sample: Clip) -> list[int]:
+        return [self.index[label] for label in sample.labels]
 
     def identities(self, sample: Clip) -> list[dict[str, Any]]:
         # a segment is its video and its times (the rows' dedupe already keeps one of a repeated segment)

@@ -59,10 +59,10 @@ class ShardData:
             if problem:
                 raise ValueError(problem)
         self.global_batch, self.micro_batch, self.grad_accum = batching(cfg, world_size)
-        self.sampling = getattr(cfg.data, "sampling", "sequential")
+        self.sampling = cfg.data.sampling
         samples = int(self.manifest["splits"]["train"]["samples"])
-        if self.sampling == "balanced" and getattr(cfg.data, "epoch_samples", 0):
-            samples = int(cfg.data.epoch_samples)  # a balanced epoch's draws
+        if self.sampling == "balanced" and cfg.data.epoch_samples:
+            samples = cfg.data.epoch_samples  # a balanced epoch's draws
         self.epoch_batches = epoch_global_batches(samples, self.global_batch, cfg.data.epoch_batches)
 
     def train_batches(self, epoch: int, start_batch: int) -> Iterable[dict[str, Any]]:

@@ -12,6 +12,7 @@ the task gives the codecs (through the data source), the head, the loss and the 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import time
 from pathlib import Path
@@ -212,7 +213,10 @@ class Trainer:
             if batch == epochs:  # the virtual epoch is over: the next one reshuffles
                 epoch, batch = epoch + 1, 0
                 batches = self.train_batches(epoch, 0)
-            group = [next(batches) for _ in range(g)]
+            group = list(itertools.islice(batches, g))
+            if len(group) < g:  # a data source that breaks its contract: say so rather than train on less
+                raise RuntimeError(f"the training stream of epoch {epoch} ended {g - len(group)} micro-batches "
+                                   f"short of global batch {batch} of {epochs}")
             for b in group:
                 _note_problems(b, self.problems)
             self.hooks.before_step(self.engine)
@@ -236,8 +240,9 @@ class Trainer:
         return "finished"
 
     def train_batches(self, epoch: int, start: int) -> Iterator[dict[str, Any]]:
-        """Virtual epoch ``epoch``'s training batches from batch ``start`` on, each shown to the hooks."""
-        for index, batch in enumerate(self.data.train_batches(epoch, start), start):
+        """This rank's micro-batches of virtual epoch ``epoch`` from global batch ``start`` on, each shown to the
+        hooks with its micro-batch number in the epoch."""
+        for index, batch in enumerate(self.data.train_batches(epoch, start), start * self.accum):
             self.hooks.on_batch(epoch, index, batch)
             yield batch
 

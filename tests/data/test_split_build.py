@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from avpea_dist.data.parts import part_path, read_part
 from tests.data.test_build import avpea
 
 SYNTH = ["--clips", "12", "--seed", "4", "--size", "48", "--shard-size", "2"]
@@ -21,6 +22,8 @@ def _same_build(a: Path, b: Path) -> None:
     m = json.loads((a / "manifest.json").read_text())
     files = [sh["file"] for s in m["splits"].values() for sh in s["shards"]]
     assert len(files) == 6 and all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+    index = ["index.json", *(f"index/{split}.npz" for split in m["splits"])]  # the readers' index too
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in index)
 
 
 def _ranks(stdout: str) -> dict[int, dict[str, str]]:
@@ -62,20 +65,20 @@ def test_killed_task_rebuilds_only_its_unfinished_shards(one_task, tmp_path: Pat
     reuses that shard, builds the rest, and the result equals the one-task build."""
     data, one = one_task
     out = tmp_path / "killed"
-    part = out / "parts" / "task-0001-of-0002.json"
+    part = part_path(out, 1, 2)
     code = ("import sys; from avpea_dist.data.builder import BuildOptions; from avpea_dist.launch.shards_job import "
             "run_task; run_task('ave', sys.argv[2], BuildOptions(workers=1, shard_size=2), {'root': sys.argv[1]}, "
             "task=1, tasks=2)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(data), str(out)], start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        while not (part.is_file() and json.loads(part.read_text())["build"]["done"]):
+        while not (part.is_file() and read_part(part)["build"]["done"]):
             assert proc.poll() is None and time.monotonic() < deadline, "task 1 ended before its first shard"
             time.sleep(0.02)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    assert len(json.loads(part.read_text())["build"]["done"]) == 1 and not (out / "manifest.json").exists()
+    assert len(read_part(part)["build"]["done"]) == 1 and not (out / "manifest.json").exists()
     r = avpea("submit", "shards", "build", "ave", "--root", str(data), "--out", str(out), "--cluster", "local",
               "--tasks-per-node", "2", "--cpus-per-task", "1", "--shard-size", "2", "--wait")
     assert r.returncode == 0, r.stderr

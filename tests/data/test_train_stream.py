@@ -108,14 +108,22 @@ def test_batches_mix_classes_as_random_sampling_does(tmp_path: Path) -> None:
 
 
 def test_a_worker_reads_only_its_samples_bytes(tmp_path: Path) -> None:
-    """64 ranks x 6 workers of one epoch read each delivered sample's bytes about once (the header walks of
-    a folder without a reader index included, once per shard per process)."""
+    """64 ranks x 6 workers of one epoch read each delivered sample's bytes about once, located by the reader
+    index (issue 24's bound: <= 1.5x)."""
+    from avpea_dist.data import train_stream
+    from avpea_dist.data.index import INDEX, write_split_indexes
+    from avpea_dist.fileio import atomic_write_json
+
     write_split(tmp_path / "s", list(range(20)) * 40, shard_size=100, pad=20_000)
+    body = write_split_indexes(tmp_path / "s", read_manifest(tmp_path / "s"), {})
+    atomic_write_json(tmp_path / "s" / INDEX, body)
     per_sample = sum(p.stat().st_size for p in (tmp_path / "s").glob("*.tar")) / 800
+    train_stream._OFFSETS.clear()
     before = bytes_read()
     keys = [k for b in _global_batches(tmp_path / "s", world=64, micro=1, workers=6, g=64) for k in b]
     ratio = (bytes_read() - before) / (len(keys) * per_sample)
     assert len(keys) == 768 and ratio <= 1.5, ratio
+    assert not train_stream._OFFSETS  # no header walk: every offset came from the index
 
 
 def test_damaged_shards_are_named_counted_and_replaced_the_same_at_any_world_size(synth_shards: Path,
@@ -139,3 +147,40 @@ def test_damaged_shards_are_named_counted_and_replaced_the_same_at_any_world_siz
     resumed = list(make_train_loader(shards, batch_size=1, num_workers=0, rank=2, world_size=4, start_batch=3,
                                      **kw))
     assert [b["key"][0] for b in resumed] == [b["key"][2] for b in one[3:]]
+
+
+def test_balanced_sampling_is_cut_into_global_batches_the_same_way() -> None:
+    from .test_balanced import _index
+
+    idx = _index([[0]] * 90 + [[1]] * 10)
+    order = epoch_order([100], seed=4, epoch=2, samples=60, shuffle_buffer=10, sampling="balanced", index=idx)
+    assert np.array_equal(order, epoch_order([100], seed=4, epoch=2, samples=60, shuffle_buffer=10,
+                                             sampling="balanced", index=idx))
+    assert 0.3 < np.mean(order >= 90) < 0.7  # the rare class drawn about as often as the common one
+    with pytest.raises(ValueError, match="needs the split's reader index"):
+        epoch_order([100], seed=4, epoch=2, samples=60, shuffle_buffer=10, sampling="balanced")
+
+
+def test_a_shard_rewritten_after_its_index_is_read_by_its_headers(synth_shards: Path, tmp_path: Path) -> None:
+    """A shard changed after the build (here: one extra member, same tar size) no longer fits the index's
+    offsets: the first failed read makes the stream walk its headers, and every sample still comes whole."""
+    import io
+    import tarfile
+
+    shards = copy_shards(synth_shards, tmp_path / "s")
+    name = read_manifest(shards)["splits"]["train"]["shards"][0]["file"]
+    raws = list(iter_raw_samples(shards / name))
+    with open(shards / name, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for i, raw in enumerate(raws):
+            for suffix, data in list(raw.members.items()) + ([("note", b"x" * 600)] if i == 0 else []):
+                info = tarfile.TarInfo(f"{raw.key}.{suffix}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    ts = TrainStream(shards, codec=_avel(shards), batch_size=len(raws), img_size=32, shuffle_buffer=16, seed=0,
+                     rank=0, world_size=1, epoch=0, epoch_batches=1)
+    got, problems = ts.read_samples(np.arange(len(raws)))
+    assert not problems and [r.key for r in got] == [r.key for r in raws]
+    assert all(r.members["fbank.npy"] == w.members["fbank.npy"] for r, w in zip(got, raws))
+    from avpea_dist.data import train_stream
+
+    assert str(shards / name) in train_stream._DISTRUSTED or not ts._indexed(0)  # walked, not read at old offsets

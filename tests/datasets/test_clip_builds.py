@@ -107,6 +107,15 @@ def test_synth_two_tasks_equal_one_task(tmp_path: Path) -> None:
     assert two is not None and (tmp_path / "one/manifest.json").read_bytes() == (tmp_path / "two/manifest.json").read_bytes()
     files = [sh["file"] for s in one["splits"].values() for sh in s["shards"]]
     assert files and all((tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes() for f in files)
+    index = ["index.json", *(f"index/{split}.npz" for split in one["splits"])]
+    assert all((tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes() for f in index)
+    # The index's labels (CSR) are each sample's label ids as class indices, in manifest order.
+    from avpea_dist.data.index import load_index
+
+    for split, metas in shard_samples(tmp_path / "one", one).items():
+        labels = load_index(tmp_path / "one", split).labels
+        assert [labels.of(i).tolist() for i in range(len(metas))] == [
+            [one["classes"].index(c) for c in meta["labels"]] for meta in metas]
     skipped = [r["reason"] for s in one["splits"].values() for r in s["skipped"]]
     assert any("repeated segment" in r for r in skipped) and any("/m/0notaclass" in r for r in skipped)
     assert one["availability"]["missing_videos"] == 1 and one["multilabel"] is True

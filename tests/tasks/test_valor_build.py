@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from avpea_dist.data.parts import part_path, read_part
 from avpea_dist.datasets.valor import release
 from tests.data.media import shard_samples, timed_mp4
 from tests.data.test_build import avpea
@@ -165,11 +166,11 @@ def test_rerun_resumes_and_a_killed_build_completes(messy_valor, tmp_path: Path)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    part, deadline, finished = killed / "parts" / "task-0000-of-0001.json", time.monotonic() + 120, 0
+    part, deadline, finished = part_path(killed, 0, 1), time.monotonic() + 120, 0
     while finished < 2 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
         with contextlib.suppress(FileNotFoundError, ValueError):
-            finished = len(json.loads(part.read_text())["build"]["done"])
+            finished = len(read_part(part)["build"]["done"])
     assert proc.poll() is None, "the build ended before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
