@@ -85,6 +85,9 @@ def test_a_requeued_two_node_job_resubmitted_on_one_node_finishes_as_the_uninter
     for step in want:
         assert math.isclose(got[step], want[step], rel_tol=LOSS_RTOL), (step, got[step], want[step])
     assert _samples(out) == _samples(ref)
+    check = subprocess.run([sys.executable, "-m", "avpea_dist.cli", "run", "samples", str(out), "--check"], cwd=REPO,
+                           capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
     changes = [r for r in read_jsonl(out / "metrics.jsonl") if r.get("event") == "world_change"]
     assert changes and changes[-1]["to"]["world_size"] == 1 and changes[-1]["from"]["world_size"] == 2
     assert changes[-1]["step"] >= saved
