@@ -70,9 +70,14 @@ def test_a_requeued_two_node_job_resubmitted_on_one_node_finishes_as_the_uninter
         time.sleep(0.2)
     (event,) = json.loads((out / "requeues.json").read_text())
     saved = event["step"]
-    # The requeued 2-node job is cancelled; the run folder goes on as a 1-node job.
+    # The requeued 2-node job is cancelled; once Slurm has no trace of it running, the run folder goes on as a
+    # 1-node job. The 2-node `--wait` client (it would keep polling the cancelled job) is stopped by us.
     assert slurm_cluster.run("scancel", job_id).returncode == 0
-    proc.communicate(timeout=300)
+    while slurm_cluster.run("squeue", "-h", "-j", job_id).stdout.strip():
+        assert time.time() < deadline + 300, slurm_cluster.run("squeue", "-j", job_id).stdout
+        time.sleep(0.5)
+    proc.kill()
+    proc.communicate(timeout=60)
     finish(_submit(slurm_cluster, synth_shards, out, 1), out)
 
     got, want = _steps(out), _steps(ref)
@@ -80,6 +85,9 @@ def test_a_requeued_two_node_job_resubmitted_on_one_node_finishes_as_the_uninter
     for step in want:
         assert math.isclose(got[step], want[step], rel_tol=LOSS_RTOL), (step, got[step], want[step])
     assert _samples(out) == _samples(ref)
+    check = subprocess.run([sys.executable, "-m", "avpea_dist.cli", "run", "samples", str(out), "--check"], cwd=REPO,
+                           capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
     changes = [r for r in read_jsonl(out / "metrics.jsonl") if r.get("event") == "world_change"]
     assert changes and changes[-1]["to"]["world_size"] == 1 and changes[-1]["from"]["world_size"] == 2
     assert changes[-1]["step"] >= saved
