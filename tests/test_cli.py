@@ -106,26 +106,42 @@ def _script() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "avpea_dist.cli"]
 
 
+def _cpu_children() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 @pytest.mark.slow
 def test_help_takes_under_half_a_second():
     """The real script in a fresh process, median of 5 for `avpea --help` and each command's `--help`
     (median of 3 for the nested ones, `shards build ave --help`...: the same parser, built the same way).
-    Rounds are interleaved so that a burst of load on a shared machine hits every path alike."""
+    Rounds are interleaved so that a burst of load hits every path alike. The bound is on wall time where the
+    machine has a core to spare (1-minute load average below the core count); on an overloaded shared machine
+    wall time measures the queue for a core, so the bound applies to the process's own CPU time (user + sys)."""
     import statistics
     import time
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this tree's package, even where the install is editable elsewhere
     paths = _help_paths()
-    times: dict[tuple[str, ...], list[float]] = {p: [] for p in paths}
+    wall: dict[tuple[str, ...], list[float]] = {p: [] for p in paths}
+    cpu: dict[tuple[str, ...], list[float]] = {p: [] for p in paths}
+    loads = []
     for rnd in range(5):
         for path in paths:
             if len(path) > 1 and rnd >= 3:
                 continue
-            t0 = time.perf_counter()
+            loads.append(os.getloadavg()[0])
+            c0, t0 = _cpu_children(), time.perf_counter()
             out = subprocess.run([*_script(), *path, "--help"], cwd=ROOT, env=env, capture_output=True, text=True,
                                  timeout=60)
-            times[path].append(time.perf_counter() - t0)
+            wall[path].append(time.perf_counter() - t0)
+            cpu[path].append(_cpu_children() - c0)
             assert out.returncode == 0 and "usage: avpea" in out.stdout, out.stderr
-    medians = {" ".join(p) or "(top)": statistics.median(t) for p, t in times.items()}
+    busy = statistics.median(loads) >= (os.cpu_count() or 1)
+    measured, kind = (cpu, "CPU time (machine overloaded)") if busy else (wall, "wall time")
+    medians = {" ".join(p) or "(top)": statistics.median(t) for p, t in measured.items()}
     slow = {p: round(m, 3) for p, m in medians.items() if m >= 0.5}
-    assert not slow, f"--help medians over 0.5 s: {slow} (profile: python3 -X importtime -m avpea_dist.cli --help)"
+    assert not slow, (f"--help medians of {kind} over 0.5 s: {slow} (load {statistics.median(loads):.1f}; profile: "
+                      f"python3 -X importtime -m avpea_dist.cli --help)")
