@@ -35,7 +35,7 @@ import numpy as np
 
 from .. import plugins, storage
 from ..fileio import atomic_open
-from .manifest import FIX, INDEX, INDEX_DIR, LEGACY_SCHEMA, MANIFEST, read_manifest, split_entry
+from .manifest import FIX, INDEX, INDEX_DIR, LEGACY_SCHEMA, MANIFEST, RECORD_KEYS, read_manifest, split_entry  # noqa: F401
 
 FORMAT = "avpea-index"
 VERSION = 1
