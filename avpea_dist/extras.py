@@ -25,9 +25,9 @@ class Extra:
 
 EXTRAS: dict[str, Extra] = {
     "sweep": Extra(("ray",), "Ray Tune"),
-    "text": Extra(("transformers", "tokenizers", "huggingface_hub", "pycocoevalcap"),
-                  "transformers, tokenizers, huggingface_hub, pycocoevalcap"),
+    "text": Extra(("transformers", "tokenizers", "pycocoevalcap"), "transformers, tokenizers, pycocoevalcap"),
     "s3": Extra(("s3fs", "fsspec", "aiohttp"), "s3fs, fsspec, aiohttp for s3:// and http(s):// shards"),
+    "trackers": Extra(("wandb", "mlflow"), "Weights & Biases and MLflow for train.loggers"),
 }
 """Each extra of pyproject.toml that code checks for (``all`` and ``dev`` are unions of these, plus the test
 tools); tests/test_install.py keeps this table and pyproject's extras in step."""
