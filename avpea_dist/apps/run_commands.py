@@ -23,6 +23,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=samples_cmd)
 
 
+def _sampling(run: Path) -> str:
+    """The run's ``data.sampling`` (its config.yaml): balanced epochs repeat samples by design."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((run / "config.yaml").read_text()) or {}
+        return str((cfg.get("data") or {}).get("sampling", "sequential"))
+    except (OSError, yaml.YAMLError, AttributeError):
+        return "sequential"
+
+
 def samples_cmd(args: argparse.Namespace) -> int:
     from ..train.runfolder import RUN_MANIFEST
     from ..train.samples_log import SAMPLES_DIR, check_samples, epoch_files
@@ -36,7 +47,7 @@ def samples_cmd(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise FileNotFoundError(f"{run / RUN_MANIFEST} (the shards' manifest the run copied) is unreadable "
                                 f"({type(e).__name__}: {e}); the train split's size is unknown") from None
-    rows = check_samples(run, size)
+    rows = check_samples(run, size, _sampling(run))
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -45,5 +56,6 @@ def samples_cmd(args: argparse.Namespace) -> int:
             missing = "" if r["missing"] is None else f", {r['missing']} missing"
             print(f"epoch {r['epoch']} ({state}, {r['steps_logged']} steps): {r['distinct']} distinct / "
                   f"{r['split_size']} in the split, {r['repeats']} repeats{missing}"
+                  f"{' (balanced sampling: repeats expected)' if r['sampling'] == 'balanced' else ''}"
                   f"{'' if r['ok'] else '  <- PROBLEM'}")
     return 1 if args.check and not all(r["ok"] for r in rows) else 0

@@ -38,7 +38,7 @@ def test_check_reports_distinct_repeats_and_missing(tmp_path):
     _write(tmp_path)
     rows = check_samples(tmp_path, 7)
     assert rows[0] == {"epoch": 0, "steps_logged": 3, "distinct": 6, "split_size": 7, "repeats": 0,
-                       "duplicate_batches": 0, "finished": True, "missing": 0, "ok": True}
+                       "duplicate_batches": 0, "finished": True, "missing": 0, "sampling": "sequential", "ok": True}
     assert rows[1]["finished"] is False and rows[1]["missing"] is None and rows[1]["ok"]
     path = tmp_path / "samples" / "epoch_0.jsonl"
     lines = read_jsonl(path)
@@ -46,6 +46,12 @@ def test_check_reports_distinct_repeats_and_missing(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))
     (row, _) = check_samples(tmp_path, 7)
     assert (row["repeats"], row["missing"], row["ok"]) == (1, 1, False)
+    # balanced epochs draw with replacement: the repeat is reported, not a failure; a batch logged twice is
+    (row, _) = check_samples(tmp_path, 7, sampling="balanced")
+    assert (row["repeats"], row["missing"], row["ok"]) == (1, None, True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines + [lines[2]]))
+    (row, _) = check_samples(tmp_path, 7, sampling="balanced")
+    assert (row["duplicate_batches"], row["ok"]) == (1, False)
 
 
 def test_the_data_position_restarts_at_any_global_batch_count():
