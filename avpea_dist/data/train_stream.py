@@ -87,8 +87,8 @@ class TrainStream(SplitStream):
         self.mine = np.stack([rank_slice(order, b, g, rank, world_size) for b in range(epoch_batches)]) \
             if epoch_batches else np.zeros((0, g // world_size), np.int64)
         try:
-            self.index_mtime: int | None = os.stat(self.dir / INDEX).st_mtime_ns
-        except OSError:  # no index (an older folder: offsets from headers), or not a local folder
+            self.index_mtime: int | None = os.stat(os.path.join(self.dir, INDEX)).st_mtime_ns
+        except OSError:  # no index (an older folder: offsets from headers), or not a local folder (a URL)
             self.index_mtime = None
         self.offsets = self._walk_headers()
 
