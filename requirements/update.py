@@ -49,6 +49,43 @@ def freeze(env_dir: Path) -> list[str]:
     return pins
 
 
+def closure(extra: str = "dev") -> list[str]:
+    """``NAME==VERSION`` of every distribution ``avpea-dist[extra]`` needs, as installed in the running
+    environment (its requirements followed transitively, markers evaluated here): the environment the suite
+    just ran in, pinned, without a new resolution. Checked by ``pip check`` first."""
+    import importlib.metadata as md
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    check = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
+    pins, todo = {}, [(SELF, {extra})]
+    while todo:
+        name, extras = todo.pop()
+        key = canonicalize_name(name)
+        if key in pins and not extras:
+            continue
+        try:
+            dist = md.distribution(name)
+        except md.PackageNotFoundError:
+            raise SystemExit(f"{name} is required by avpea-dist[{extra}] but not installed here: "
+                             f"pip install -e '.[{extra}]' first") from None
+        pins[key] = f"{dist.metadata['Name']}=={dist.version}"
+        for text in dist.requires or []:
+            req = Requirement(text)
+            wanted = [e for e in extras or {""} if not req.marker or req.marker.evaluate({"extra": e})]
+            if wanted:
+                todo.append((req.name, set(req.extras)))
+    pins.pop(canonicalize_name(SELF))
+    pins.pop("pip", None)
+    locked = {canonicalize_name(p.split("==")[0]) for p in pins.values()}
+    # a line is "X v has requirement ...": only a broken requirement of a locked distribution matters
+    broken = [line for line in check.stdout.splitlines() if line.split() and canonicalize_name(line.split()[0]) in locked]
+    if check.returncode and broken:
+        raise SystemExit("pip check fails for the locked set:\n" + "\n".join(broken))
+    return sorted(pins.values(), key=str.lower)
+
+
 def render(pins: list[str]) -> str:
     head = [
         "# The tested environment: every distribution `pip install .[dev]` installs (core, all extras, test tools),",
@@ -63,8 +100,13 @@ def render(pins: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--venv", type=Path, help="venv folder to install into (kept; default: a temporary one)")
+    parser.add_argument("--from-env", action="store_true",
+                        help="pin what the running environment has installed for .[dev] (where the suite just "
+                             "passed) instead of resolving afresh: seconds, and no resolver backtracking")
     args = parser.parse_args(argv)
-    if args.venv:
+    if args.from_env:
+        pins = closure()
+    elif args.venv:
         pins = freeze(args.venv.resolve())
     else:
         with tempfile.TemporaryDirectory(prefix="avpea-lock-") as tmp:
