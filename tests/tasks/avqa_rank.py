@@ -27,7 +27,7 @@ OVERRIDES = ["model.img_size=32", "data.batch_size=2", "data.num_workers=0", "ev
 
 def main(shards: str, out: str) -> None:
     from avpea_dist.config_load import load_config
-    from avpea_dist.data.stream import read_manifest
+    from avpea_dist.data.manifest import read_manifest
     from avpea_dist.models.model import build_model
     from avpea_dist.tasks.registry import build_task
     from avpea_dist.train.data_source import ShardData

@@ -288,7 +288,7 @@ def test_two_ranks_train_and_count_every_question_once_with_one_encoder_pass_per
     import subprocess
     import sys
 
-    from avpea_dist.data.stream import read_manifest
+    from avpea_dist.data.manifest import read_manifest
     from avpea_dist.runtime.startup import free_port
 
     script = Path(__file__).with_name("avqa_rank.py")
