@@ -113,7 +113,9 @@ def _text_folders(cfg: Any, manifest: dict[str, Any] | None) -> tuple[dict[str, 
     notes: list[str] = []
     text = (manifest or {}).get("text") or {}
     if text.get("folder"):
-        path = Path(cfg.data.shards) / str(text["folder"])
+        from ..datasets.valor.textmodel import shards_text_folder
+
+        path = shards_text_folder(cfg.data.shards, manifest)
         if path.is_dir():
             folders[TEXT_DIR] = path
         else:

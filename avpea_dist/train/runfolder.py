@@ -22,9 +22,13 @@ def copy_text_folder(shards: str | Path, manifest: dict[str, Any], run_dir: str 
     """The shards' text folder (``manifest['text']['folder']``) to ``RUN/shards_text``, atomically (a
     temporary folder renamed into place); a run folder that already holds it (a resumed run) keeps its copy.
     Nothing to do for shards without one (AVEL, AVQA)."""
-    folder = (manifest.get("text") or {}).get("folder")
-    source, target = Path(shards) / str(folder or ""), Path(run_dir) / RUN_TEXT
-    if not folder or not source.is_dir() or target.is_dir():
+    from ..datasets.valor.textmodel import shards_text_folder
+
+    target = Path(run_dir) / RUN_TEXT
+    if not (manifest.get("text") or {}).get("folder") or target.is_dir():
+        return
+    source = shards_text_folder(shards, manifest)  # remote shards: the node cache's copy
+    if source is None or not source.is_dir():
         return
     tmp = Path(tempfile.mkdtemp(prefix=f".{RUN_TEXT}.", dir=run_dir))
     try:

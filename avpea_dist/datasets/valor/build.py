@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ...data.builder import BuildOptions, DatasetBuilder
+from ...data.folder_cache import folder_hashes
 from ...data.manifest import MANIFEST
 from ...data.sample_build import ANY_LENGTH, Item, ItemsRelease, Schema, SplitItems
 from ...data.videos import video_paths
@@ -49,8 +50,11 @@ def _text_record(out: Path, train: list[str], spec: TextSpec) -> dict[str, Any]:
     except (OSError, ValueError):
         previous = {}
     if previous.get("source_sha256") == digest and (out / TEXT_FOLDER / "config.json").is_file():
-        return previous
-    return {"folder": TEXT_FOLDER, **save_text_folder(out / TEXT_FOLDER, train, spec), "source_sha256": digest}
+        record = dict(previous)
+    else:
+        record = {"folder": TEXT_FOLDER, **save_text_folder(out / TEXT_FOLDER, train, spec), "source_sha256": digest}
+    # the files and their hashes: a reader of remote shards fetches exactly these and checks them
+    return {**record, "files": folder_hashes(out / TEXT_FOLDER)}
 
 
 class ValorBuilder(DatasetBuilder):

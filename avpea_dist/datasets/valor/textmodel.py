@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ... import storage
 from ...errors import ConfigError
 from ...extras import require
 
@@ -24,6 +25,22 @@ if TYPE_CHECKING:
     from torch import nn
 
 SHARDS = "shards"
+
+
+def shards_text_folder(shards_dir: str | Path, manifest: dict[str, Any] | None) -> Path | None:
+    """The local path of the shards' text folder (``manifest['text']['folder']``); None when the manifest
+    names none. Under an ``s3://`` / ``http(s)://`` shards root the folder is fetched once per process into
+    the node cache (``data.folder_cache``), checked against the manifest's ``text.files`` hashes when it
+    records them; tokenizers and ``from_pretrained`` then read that local copy."""
+    text = (manifest or {}).get("text") or {}
+    folder = text.get("folder")
+    if not folder:
+        return None
+    if storage.is_url(shards_dir) and not Path(str(folder)).is_absolute():
+        from ...data.folder_cache import local_folder
+
+        return local_folder(storage.join(shards_dir, str(folder)), text.get("files"))
+    return Path(shards_dir) / str(folder)  # an absolute folder (a run folder's copy) stays itself
 
 
 def resolve_text_model(spec: str, shards_dir: str | Path | None, manifest: dict[str, Any] | None = None,
@@ -36,18 +53,19 @@ def resolve_text_model(spec: str, shards_dir: str | Path | None, manifest: dict[
         if shards_dir is None:
             raise ConfigError(f"{key}='shards' needs the shards folder (data.shards); give a model folder instead")
         if manifest is None:
-            path = Path(shards_dir) / "manifest.json"
-            if not path.is_file():
-                raise FileNotFoundError(f"{key}='shards' but {path} does not exist; build the shards (`avpea shards "
-                                        f"build valor`) or set {key} to a model folder")
-            manifest = json.loads(path.read_text())
-        folder = (manifest.get("text") or {}).get("folder")
-        if not folder:
-            raise ConfigError(f"{key}='shards' but {Path(shards_dir) / 'manifest.json'} names no text model "
-                              f"folder (no 'text.folder': these shards were built without one); set {key} to a "
-                              f"local model folder or a cached hub name such as bert-base-uncased")
-        path = Path(shards_dir) / folder
-        if not path.is_dir():
+            path = storage.join(shards_dir, "manifest.json")
+            try:
+                manifest = json.loads(storage.read_bytes(path))
+            except FileNotFoundError:
+                raise FileNotFoundError(f"{key}='shards' but {storage.redact(path)} does not exist; build the shards "
+                                        f"(`avpea shards build valor`) or set {key} to a model folder") from None
+        if not (manifest.get("text") or {}).get("folder"):
+            raise ConfigError(f"{key}='shards' but {storage.redact(storage.join(shards_dir, 'manifest.json'))} "
+                              f"names no text model folder (no 'text.folder': these shards were built without "
+                              f"one); set {key} to a local model folder or a cached hub name such as "
+                              f"bert-base-uncased")
+        path = shards_text_folder(shards_dir, manifest)
+        if path is None or not path.is_dir():
             raise FileNotFoundError(f"{key}='shards': the text model folder {path} named by the manifest is "
                                     f"missing; copy the whole shards folder again or rebuild it")
         return str(path)
