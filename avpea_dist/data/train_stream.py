@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
+from .. import storage
 from .epoch_plan import _rng, epoch_order, rank_slice, worker_micro_batches
 from .index import INDEX
 from .stream import SampleError, SplitStream
@@ -42,6 +44,17 @@ _REPLACE = 2  # keeps the replacement draws apart from the order's stream
 _ADDRESS = re.compile(r" @ <[^<>]* at 0x[0-9a-f]+>")
 _OFFSETS: dict[tuple, list[int]] = {}  # per process: tar-header walks of shards without (valid) index offsets
 _DISTRUSTED: set[str] = set()  # per process: shards whose index offsets failed a read
+REMOTE_READS = 8
+"""Byte ranges of one micro-batch fetched at once from a URL root: each is a round trip to the store, so a
+worker that fetched them one after another would wait on every one."""
+_POOL: dict[int, ThreadPoolExecutor] = {}  # per process (a forked loader worker makes its own)
+
+
+def _pool() -> ThreadPoolExecutor:
+    pid = os.getpid()
+    if pid not in _POOL:
+        _POOL[pid] = ThreadPoolExecutor(REMOTE_READS, thread_name_prefix="avpea-ranges")
+    return _POOL[pid]
 
 
 def _header_walk(path: str, count: int) -> list[int]:
@@ -148,22 +161,29 @@ class TrainStream(SplitStream):
         where = [self.locate(int(n)) for n in numbers]
         got: dict[tuple[int, int], RawSample] = {}
         problems: list[str] = []
+        runs = []
         for shard in sorted({s for s, _ in where}):
             positions = sorted({p for s, p in where if s == shard})
-            runs, lo = [], positions[0]
+            lo = positions[0]
             for prev, cur in zip(positions, positions[1:] + [None]):
                 if cur != prev + 1:
-                    runs.append((lo, prev + 1))
+                    runs.append((shard, lo, prev + 1))
                     lo = cur
-            for a, b in runs:
-                raws, problem = self._read_run(shard, a, b)
-                if problem and self._indexed(shard):
-                    # The index's offsets no longer fit this shard (rewritten since the build): walk its headers.
-                    _DISTRUSTED.add(self.files[shard])
-                    raws, problem = self._read_run(shard, a, b)
-                got.update({(shard, a + i): raw for i, raw in enumerate(raws)})
-                problems += [problem] if problem else []
+        read = (lambda r: self._read_trusted(*r))
+        # Results are gathered by position, so the order the ranges arrive in changes nothing downstream.
+        done = _pool().map(read, runs) if len(runs) > 1 and storage.is_url(self.files[runs[0][0]]) else map(read, runs)
+        for (shard, a, _), (raws, problem) in zip(runs, done):
+            got.update({(shard, a + i): raw for i, raw in enumerate(raws)})
+            problems += [problem] if problem else []
         return [got.get(w) for w in where], problems
+
+    def _read_trusted(self, shard: int, a: int, b: int) -> tuple[list[RawSample], str | None]:
+        raws, problem = self._read_run(shard, a, b)
+        if problem and self._indexed(shard):
+            # The index's offsets no longer fit this shard (rewritten since the build): walk its headers.
+            _DISTRUSTED.add(self.files[shard])
+            raws, problem = self._read_run(shard, a, b)
+        return raws, problem
 
     def _read_run(self, shard: int, a: int, b: int) -> tuple[list[RawSample], str | None]:
         """Samples ``[a, b)`` of a shard read as one range, and the line of a damaged shard (None if whole)."""
