@@ -98,11 +98,14 @@ class SplitIndex:
 
 def tar_layout(path: str | Path) -> tuple[list[str], list[int], int]:
     """-> (sample keys, offset of each sample's first header, where the last sample's bytes end), from tar
-    headers alone: for shards whose build record predates recorded offsets."""
+    headers alone (a local path or a URL: data is sought over): for shards whose build record predates recorded
+    offsets, and for `shards verify`."""
+    from .tario import ShardFile
+
     keys: list[str] = []
     offsets: list[int] = []
     end = 0
-    with tarfile.open(path, mode="r:") as tar:
+    with ShardFile(str(path)) as f, tarfile.open(fileobj=f, mode="r:") as tar:
         for info in tar:
             key = info.name.split(".", 1)[0]
             if not keys or keys[-1] != key:

@@ -70,29 +70,13 @@ def _check_shard(job: tuple[str, dict[str, Any], int, bool, list[int] | None, in
         faults.append(f"{shown}: {good} readable samples, manifest says {sh['samples']}")
     if offsets is not None and not faults:
         try:
-            _, found, end = _layout(path)
+            _, found, end = tar_layout(path)
         except (tarfile.TarError, OSError):
             found, end = [], -1
         if (found, end) != (offsets, data_end):
             faults.append(f"{shown}: sample offsets differ from {INDEX}'s index (rerun the build command to "
                           f"rewrite the index)")
     return faults, keys
-
-
-def _layout(path: str) -> tuple[list[str], list[int], int]:
-    if not storage.is_url(path):
-        return tar_layout(path)
-    keys: list[str] = []
-    offsets: list[int] = []
-    end = 0
-    with ShardFile(path) as f, tarfile.open(fileobj=f, mode="r:") as tar:  # headers only: data is sought over
-        for info in tar:
-            key = info.name.split(".", 1)[0]
-            if not keys or keys[-1] != key:
-                keys.append(key)
-                offsets.append(info.offset)
-            end = info.offset_data + -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
-    return keys, offsets, end
 
 
 def _walk(f: ShardFile, path: str) -> Iterator[RawSample]:
