@@ -120,6 +120,9 @@ class DataConfig:
     """First wait before a retry; doubled each retry (capped at 20 s) and drawn at random below (jitter)."""
     storage_timeout_s: float = 60.0
     """Connect/read timeout of one request to remote storage: a stalled store counts as a failed attempt."""
+    storage_signed_reads: bool = True
+    """Read s3:// sample ranges as presigned GETs over plain HTTP (a third of botocore's CPU per request, spent
+    in the loader worker beside its decoding; URLs signed in memory, never printed); false: through s3fs."""
     sampling: str = "sequential"
     """Which train samples an epoch reads: 'sequential' (each once, in a seeded order) or 'balanced' (drawn with
     replacement, weighted by the sum of 1 / label frequency over each sample's labels, as AudioSet recipes do;

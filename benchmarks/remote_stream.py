@@ -7,6 +7,12 @@ of the train split, timed after its first batch. Bytes fetched are counted on th
 (``tests/remote/servers.py``) in front of each server: shard bytes, read-ahead, HTTP/XML headers and listings
 included. ``bytes_ratio`` = bytes fetched per delivered clip / the clip's share of the shards' bytes.
 
+The servers run in a process of their own (``--serve``), as a store is not inside its client; they still
+share the machine's cores with the loader, so on a 2-core machine their CPU time (``server_cpu_ms_per_clip``)
+is part of the remote figure. Rates are measured straight against the servers; the bytes in one more pass per
+remote source, in a process of its own (``--count``), through the counting proxies (a relay in Python costs
+the servers' process 1-3 ms of CPU per request, which is the proxy's, not the stream's).
+
     python benchmarks/remote_stream.py --json benchmarks/results/remote_stream.json
 """
 
@@ -47,6 +53,14 @@ def build(root: Path, clips: int, frame_size: int) -> Path:
     return out
 
 
+def cpu_s() -> float:
+    """CPU seconds of this process and its finished children (the loader's workers, once joined)."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def rate(shards: str, size: int, epochs: int) -> tuple[float, int]:
     """-> (clips/s after the first batch, clips delivered in all)."""
     import torch
@@ -75,13 +89,63 @@ def rate(shards: str, size: int, epochs: int) -> tuple[float, int]:
     return timed / seconds, clips
 
 
+def serve(www: str) -> None:
+    """Child: moto, the HTTP server and a counting proxy before each; prints their ports, then answers each
+    line on stdin with the bytes each proxy relayed so far, until stdin closes."""
+    server, port = moto_server()
+    http = RangeServer(Path(www))
+    s3_proxy, http_proxy = FaultProxy(port), FaultProxy(http.port)
+    print(json.dumps({"s3": port, "http": http.port, "s3_proxy": s3_proxy.port, "http_proxy": http_proxy.port}),
+          flush=True)
+    for _ in sys.stdin:
+        print(json.dumps({"s3": s3_proxy.bytes_down, "http": http_proxy.bytes_down}), flush=True)
+    s3_proxy.stop(), http_proxy.stop(), http.stop(), server.stop()
+
+
+class Servers:
+    """The ``--serve`` child, seen from the benchmark."""
+
+    def __init__(self, www: Path) -> None:
+        import subprocess
+
+        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", str(www), "--json", "-"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True)
+        self.ports = json.loads(self.proc.stdout.readline())
+
+    def bytes_down(self) -> dict[str, int]:
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the servers' process has used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except Exception:  # noqa: BLE001 - a child that does not leave is killed
+            self.proc.kill()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--clips", type=int, default=64, help="synthetic clips per shard set")
-    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--clips", type=int, default=128, help="synthetic clips per shard set")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each source per size (the median is kept)")
     ap.add_argument("--json", required=True, help="where to write the figures")
     ap.add_argument("--work", default=None, help="scratch folder (default: a temp folder)")
+    ap.add_argument("--serve", help=argparse.SUPPRESS)
+    ap.add_argument("--count", nargs=2, metavar=("URL", "SIZE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.serve:
+        return serve(args.serve)
+    if args.count:
+        print(json.dumps({"clips": rate(args.count[0], int(args.count[1]), args.epochs)[1]}))
+        return None
 
     import boto3
 
@@ -90,17 +154,30 @@ def main() -> None:
     from avpea_dist.data.remote import upload
 
     start_machine = machine()
-    server, port = moto_server()
+    www = Path(tempfile.mkdtemp(prefix="www-", dir=args.work))
+    servers = Servers(www)
+    port = servers.ports["s3"]
     os.environ.update(s3_env(port))
     boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}").create_bucket(Bucket="bench")
-    www = Path(tempfile.mkdtemp(prefix="www-", dir=args.work))
-    http = RangeServer(www)
-    s3_proxy, http_proxy = FaultProxy(port), FaultProxy(http.port)
+    direct, counted = (f"http://127.0.0.1:{servers.ports[k]}" for k in ("s3", "s3_proxy"))
+    http_url, http_counted = (f"http://127.0.0.1:{servers.ports[k]}" for k in ("http", "http_proxy"))
     # before any worker process starts: forkserver workers keep the environment the server started with
-    os.environ["AWS_ENDPOINT_URL"] = s3_proxy.url
+    os.environ["AWS_ENDPOINT_URL"] = direct
     storage.configure()
+
+    def count(name: str, url: str, size: int) -> tuple[int, int]:
+        """-> (bytes on the wire, clips delivered) of the same epochs read through the counting proxy."""
+        import subprocess
+
+        env = {**os.environ, "AWS_ENDPOINT_URL": counted}
+        before = servers.bytes_down()[name]
+        out = subprocess.run([sys.executable, __file__, "--count", url, str(size), "--epochs", str(args.epochs),
+                              "--json", "-"], env=env, capture_output=True, text=True, check=True)
+        return servers.bytes_down()[name] - before, json.loads(out.stdout.strip().splitlines()[-1])["clips"]
+
     result: dict = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": start_machine,
-                    "clips": args.clips, "epochs": args.epochs, "sizes": {}}
+                    "clips": args.clips, "epochs": args.epochs,
+                    "repeats": args.repeats, "sizes": {}}
     try:
         with tempfile.TemporaryDirectory(dir=args.work) as tmp:
             for size in (64, 224):
@@ -110,24 +187,33 @@ def main() -> None:
                 clip_bytes = sum(sh["bytes"] for sh in train["shards"]) / train["samples"]
                 upload(local, f"s3://bench/shards{size}")
                 shutil.copytree(local, www / f"shards{size}")
-                row = {"clip_bytes": round(clip_bytes)}
-                for name, url, proxy in (("local", str(local), None),
-                                         ("s3", f"s3://bench/shards{size}", s3_proxy),
-                                         ("http", f"{http_proxy.url}/shards{size}", http_proxy)):
-                    before = proxy.bytes_down if proxy else 0
-                    clips_per_s, clips = rate(url, size, args.epochs)
-                    fetched = (proxy.bytes_down - before) if proxy else None
-                    row[name] = {"clips_per_s": round(clips_per_s, 2), "clips": clips,
-                                 "bytes_per_sample": round(fetched / clips) if fetched is not None else None,
-                                 "bytes_ratio": round(fetched / clips / clip_bytes, 3) if fetched is not None else None}
-                    print(f"{size:>3} px {name:<5} {clips_per_s:7.1f} clips/s per worker"
-                          + (f", {fetched / clips / 1e3:.0f} kB fetched per clip ({fetched / clips / clip_bytes:.2f}x)"
-                             if fetched is not None else f", clip {clip_bytes / 1e3:.0f} kB"), flush=True)
+                row: dict = {"clip_bytes": round(clip_bytes)}
+                runs: dict[str, list[dict]] = {"local": [], "s3": [], "http": []}
+                wire: dict[str, dict] = {}
+                for rep in range(args.repeats):  # interleaved, so a burst of load hits every source alike
+                    for name, url in (("local", str(local)), ("s3", f"s3://bench/shards{size}"),
+                                      ("http", f"{http_url}/shards{size}")):
+                        server0 = servers.cpu_s()
+                        clips_per_s, clips = rate(url, size, args.epochs)
+                        runs[name].append({"clips_per_s": round(clips_per_s, 2), "clips": clips,
+                                           "server_cpu_ms_per_clip": round((servers.cpu_s() - server0) / clips
+                                                                           * 1e3, 2)})
+                        print(f"{size:>3} px {name:<5} {clips_per_s:7.1f} clips/s per worker, servers' CPU "
+                              f"{runs[name][-1]['server_cpu_ms_per_clip']} ms per clip", flush=True)
+                for name, url in (("s3", f"s3://bench/shards{size}"), ("http", f"{http_counted}/shards{size}")):
+                    fetched, clips = count(name, url, size)
+                    wire[name] = {"bytes_per_sample": round(fetched / clips),
+                                  "bytes_ratio": round(fetched / clips / clip_bytes, 3)}
+                    print(f"{size:>3} px {name:<5} {fetched / clips / 1e3:.0f} kB fetched per clip "
+                          f"({fetched / clips / clip_bytes:.2f}x)", flush=True)
+                for name, rs in runs.items():
+                    mid = sorted(rs, key=lambda r: r["clips_per_s"])[len(rs) // 2]  # the median run
+                    row[name] = {**mid, **wire.get(name, {}), "runs": [r["clips_per_s"] for r in rs]}
                 row["ratio_to_local"] = {k: round(row[k]["clips_per_s"] / row["local"]["clips_per_s"], 3)
                                          for k in ("s3", "http")}
                 result["sizes"][str(size)] = row
     finally:
-        s3_proxy.stop(), http_proxy.stop(), http.stop(), server.stop()
+        servers.stop()
         shutil.rmtree(www, ignore_errors=True)
     top = result["sizes"]["224"]
     result["ratio_to_local"] = top["ratio_to_local"]

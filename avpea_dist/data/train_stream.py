@@ -47,14 +47,18 @@ _DISTRUSTED: set[str] = set()  # per process: shards whose index offsets failed 
 REMOTE_READS = 8
 """Byte ranges of one micro-batch fetched at once from a URL root: each is a round trip to the store, so a
 worker that fetched them one after another would wait on every one."""
-_POOL: dict[int, ThreadPoolExecutor] = {}  # per process (a forked loader worker makes its own)
+REMOTE_AHEAD = 4
+"""Micro-batches whose ranges a worker fetches from a URL root while it decodes the current one: decoding and
+the store's round trips then overlap instead of adding up. Memory: this many micro-batches of raw bytes."""
+_POOLS: dict[tuple[int, str], ThreadPoolExecutor] = {}  # per process (a forked loader worker makes its own)
 
 
-def _pool() -> ThreadPoolExecutor:
-    pid = os.getpid()
-    if pid not in _POOL:
-        _POOL[pid] = ThreadPoolExecutor(REMOTE_READS, thread_name_prefix="avpea-ranges")
-    return _POOL[pid]
+def _pool(kind: str = "ranges", threads: int = REMOTE_READS) -> ThreadPoolExecutor:
+    # Two pools: a prefetch job waits on range reads, so they must not share (and exhaust) one pool.
+    key = (os.getpid(), kind)
+    if key not in _POOLS:
+        _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix=f"avpea-{kind}")
+    return _POOLS[key]
 
 
 def _header_walk(path: str, count: int) -> list[int]:
@@ -209,10 +213,11 @@ class TrainStream(SplitStream):
         raise RuntimeError(f"no readable training sample in {_MAX_REPLACEMENT_DRAWS} random draws from "
                            f"{self.dir}: the shards are badly damaged; run `avpea shards verify {self.dir}`")
 
-    def micro_batch(self, j: int) -> dict[str, Any]:
-        """This rank's micro-batch ``j`` of the epoch, decoded and collated; replacements by (batch, slot)."""
+    def micro_batch(self, j: int, read: tuple[list[RawSample | None], list[str]] | None = None) -> dict[str, Any]:
+        """This rank's micro-batch ``j`` of the epoch, decoded and collated; replacements by (batch, slot).
+        ``read``: its samples as ``read_samples`` returned them, when they were fetched ahead."""
         batch, first, numbers = self.micro_samples(j)
-        raws, problems = self.read_samples(numbers)
+        raws, problems = read if read is not None else self.read_samples(numbers)
         samples, skipped = [], 0
         for i, raw in enumerate(raws):
             if raw is not None:
@@ -228,5 +233,17 @@ class TrainStream(SplitStream):
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         i, workers = self.slot()
-        for j in self.worker_micro_batches(i, workers):
-            yield self.micro_batch(j)
+        mine = list(self.worker_micro_batches(i, workers))
+        if not storage.is_url(str(self.dir)):  # a local read costs less than handing it to a thread
+            for j in mine:
+                yield self.micro_batch(j)
+            return
+        # From a store: the next REMOTE_AHEAD micro-batches' ranges are in flight while this one decodes. The
+        # batches are the same; a fetch's error is raised where the batch is taken, as without the read-ahead.
+        ahead = _pool("ahead", REMOTE_AHEAD)
+        pending = {j: ahead.submit(self.read_samples, self.micro_samples(j)[2]) for j in mine[:REMOTE_AHEAD]}
+        for k, j in enumerate(mine):
+            if k + REMOTE_AHEAD < len(mine):
+                nxt = mine[k + REMOTE_AHEAD]
+                pending[nxt] = ahead.submit(self.read_samples, self.micro_samples(nxt)[2])
+            yield self.micro_batch(j, pending.pop(j).result())

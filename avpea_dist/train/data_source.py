@@ -50,7 +50,8 @@ class ShardData:
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         d = cfg.data
         storage.configure(retries=d.storage_retries, backoff_s=d.storage_backoff_s, timeout_s=d.storage_timeout_s,
-                          cache_dir=d.cache_dir, cache_bytes=d.cache_bytes)  # loader workers inherit it
+                          cache_dir=d.cache_dir, cache_bytes=d.cache_bytes,
+                          signed_reads=d.storage_signed_reads)  # the loader workers get them with the stream
         self.dir = d.shards if storage.is_url(d.shards) else Path(d.shards)
         if not d.shards or not (storage.is_url(d.shards) or self.dir.is_dir()):
             raise FileNotFoundError(missing_shards(cfg.data.shards))

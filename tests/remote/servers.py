@@ -2,8 +2,9 @@
 fault proxy between a client and either of them.
 
 ``FaultProxy`` forwards TCP connections to an upstream port; ``arm(mode, n)`` makes the next ``n`` connections
-fail: 'reset' (closed with RST before any answer), '503' (answers one ``503 SlowDown`` in S3's XML), 'stall'
-(accepts and never answers; released when the proxy stops). ``connections`` counts what it saw.
+fail: 'reset' (closed with RST before any answer), '503' (answers one ``503 SlowDown`` in S3's XML), '403'
+(answers one ``403 AccessDenied``, as S3 does to an expired signature), 'stall' (accepts and never answers;
+released when the proxy stops). ``connections`` counts what it saw.
 """
 
 from __future__ import annotations
@@ -49,24 +50,26 @@ class RangeHandler(BaseHTTPRequestHandler):
         path = self._file()
         if path is None:
             return
-        data = path.read_bytes()
+        size = path.stat().st_size
         m = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
         self.server.requests.append((self.path, self.headers.get("Range")))  # type: ignore[attr-defined]
-        if m:
-            a = int(m.group(1))
-            b = min(int(m.group(2)) if m.group(2) else len(data) - 1, len(data) - 1)
-            if a >= len(data):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(data)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            body = data[a:b + 1]
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {a}-{b}/{len(data)}")
-        else:
-            body = data
-            self.send_response(200)
+        with open(path, "rb") as f:  # only the range is read, as nginx does
+            if m:
+                a = int(m.group(1))
+                b = min(int(m.group(2)) if m.group(2) else size - 1, size - 1)
+                if a >= size:
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{size}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                f.seek(a)
+                body = f.read(b + 1 - a)
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {a}-{b}/{size}")
+            else:
+                body = f.read()
+                self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
@@ -99,6 +102,8 @@ class RangeServer:
 
 SLOWDOWN = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request '
             b'rate.</Message><RequestId>1</RequestId></Error>')
+DENIED = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code><Message>Request has expired'
+          b'</Message><RequestId>1</RequestId></Error>')
 
 
 class FaultProxy:
@@ -123,7 +128,7 @@ class FaultProxy:
     def arm(self, mode: str, n: int) -> None:
         """The next ``n`` connections fail with ``mode``; open keep-alive connections are cut first, so the
         client's next request opens a new connection and meets the fault."""
-        assert mode in ("reset", "503", "stall")
+        assert mode in ("reset", "503", "403", "stall")
         with self.lock:
             self.plan += [mode] * n
             for s in self.open:
@@ -158,10 +163,11 @@ class FaultProxy:
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 conn.close()
                 return
-            if mode == "503":
+            if mode in ("503", "403"):
                 _read_request_head(conn)
-                conn.sendall(b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nConnection: close\r\n"
-                             + f"Content-Length: {len(SLOWDOWN)}\r\n\r\n".encode() + SLOWDOWN)
+                status, body = (b"503 Slow Down", SLOWDOWN) if mode == "503" else (b"403 Forbidden", DENIED)
+                conn.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Type: application/xml\r\nConnection: close\r\n"
+                             + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
                 conn.close()
                 return
             if mode == "stall":

@@ -282,3 +282,30 @@ def _read_whole_and_count(arg):
     end = list(tario.read_piece(url, 0, count, count, sha))[-1]
     assert end.problem is None
     return tario.bytes_fetched() - before
+
+
+def test_signed_reads_match_s3fs_and_never_show_the_signature(s3, moto, proxy_to, monkeypatch):
+    """S3 ranges are read by presigned GETs (storage.read_range): the same bytes as through s3fs; a 503 is
+    retried; a refused signature (403) falls back to s3fs; a vanished object names the s3:// URL only."""
+    import os
+
+    client, bucket = _client(s3)
+    data = os.urandom(100_000)
+    client.put_object(Bucket=bucket, Key="x.bin", Body=data)
+    url = f"{s3}/x.bin"
+    storage.configure(signed_reads=False)
+    assert storage.read_range(url, 10, 90_000) == data[10:90_000] and not storage._SIGNED
+    proxy = proxy_to(moto)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    storage.configure(retries=3, backoff_s=0.01, timeout_s=5, signed_reads=True)
+    proxy.arm("503", 2)
+    assert storage.read_range(url, 10, 90_000) == data[10:90_000] and proxy.faults == 2
+    (key, (signed, _)), = storage._SIGNED.items()
+    assert key[1] == url and "Signature" in signed and signed.startswith(proxy.url)
+    proxy.arm("403", 1)  # the store refuses the signature (expired, or the credentials changed)
+    assert storage.read_range(url, 0, 50) == data[:50]  # read through s3fs instead
+    assert key not in storage._SIGNED and proxy.faults == 3
+    client.delete_object(Bucket=bucket, Key="x.bin")
+    with pytest.raises(FileNotFoundError) as e:
+        storage.read_range(url, 0, 50)
+    assert url in str(e.value) and "Signature" not in str(e.value) and "testing" not in str(e.value)
