@@ -28,14 +28,14 @@ def count_params(cfg: Any) -> dict[str, Any]:
     ``head_sized_by`` ('shards at DIR' or 'the task's example manifest (no shards at DIR)')."""
     import torch
 
-    from ..data.manifest import MANIFEST, read_manifest
+    from ..data.manifest import MANIFEST, read_description
     from ..models.model import build_model, param_counts
     from ..tasks.registry import build_task, get_task
 
     shards = Path(cfg.data.shards)
     with tempfile.TemporaryDirectory(prefix="avpea-model-info-") as folder:
         if (shards / MANIFEST).is_file():
-            manifest, source = read_manifest(shards), f"shards at {shards}"
+            manifest, source = read_description(shards), f"shards at {shards}"
         else:
             # May write a small text model under ``folder`` (retrieval, captioning): read before it goes.
             before = cfg.to_dict()

@@ -53,7 +53,7 @@ def check_shards(shards: str, split: str) -> Path | str:
     """-> the manifest file of ``--shards``, once it is known to hold samples of the schema a retrieval
     run reads in ``split``; else one line naming what was found and what is needed."""
     from .. import plugins
-    from ..data.manifest import LEGACY_SCHEMA, MANIFEST, read_manifest
+    from ..data.manifest import LEGACY_SCHEMA, MANIFEST, read_description
 
     need = plugins.task_spec("retrieval").schema
     builds = " or ".join(f"`avpea shards build {d.name}`" for d in plugins.dataset_specs().values()
@@ -67,7 +67,7 @@ def check_shards(shards: str, split: str) -> Path | str:
                                 f"writes them")
     else:
         folder = Path(shards)
-    manifest = read_manifest(folder)
+    manifest = read_description(folder)
     found = manifest.get("schema", LEGACY_SCHEMA)
     if found != need:
         readers = ", ".join(f"task {n}" for n in plugins.schema_readers(found)) or "no installed task"
@@ -217,11 +217,11 @@ def search(run: str | Path | None, query: str, *, videos: str | None = None, sha
     loaded = load_model(run, model, which=which, task="retrieval")
     cfg, task, net = loaded.cfg, loaded.task, loaded.model
     if shards is not None and getattr(net, "exported", None) is not None:
-        from ..data.manifest import read_manifest
+        from ..data.manifest import read_description
         from ..models.pretrained import check_compatible
 
         check_compatible(net.exported.config, str(model), other=f"the shards {shards}",
-                         preprocessing=read_manifest(shards).get("preprocessing") or {})
+                         preprocessing=read_description(shards).get("preprocessing") or {})
     net.eval()
     model_hash = sha256_file(loaded.weights)
     path = index_path(index_home(loaded, model_hash), source)

@@ -6,8 +6,9 @@ process: per split the shard names, sample counts, sizes and hashes, the byte of
 reader can fetch exactly one sample's bytes, locally or by a ranged request) and, when the release gives
 labels, each sample's class indices (CSR, for balanced sampling).
 
-A finished build writes ``index/<split>.npz`` for every split, then ``manifest.json``, then ``index.json``
-LAST: ``index.json`` is the readers' "build complete" marker, and a build that starts rebuilding shards
+``index.json`` also carries the manifest's described form (``describe``; ``"manifest"``: what training ranks and tasks
+read of it, a few kB at any size). A finished build writes ``index/<split>.npz`` for every split, then
+``manifest.json``, then ``index.json`` LAST: ``index.json`` is the readers' "build complete" marker, and a build that starts rebuilding shards
 removes it first. ``index.json`` names each split's npz with its size and sha256: a reader checks the size
 (and the zip's CRC-32 of every array as it reads it), ``shards verify`` the sha256. Folders built before the index existed have no ``index.json``: readers then fall
 back to ``manifest.json`` (without per-sample offsets; the caller walks tar headers).
@@ -35,7 +36,8 @@ import numpy as np
 
 from .. import plugins, storage
 from ..fileio import atomic_open
-from .manifest import FIX, INDEX, INDEX_DIR, LEGACY_SCHEMA, MANIFEST, RECORD_KEYS, read_manifest, split_entry  # noqa: F401
+from .manifest import (FIX, INDEX, INDEX_DIR, LEGACY_SCHEMA, MANIFEST, RECORD_KEYS, describe,  # noqa: F401
+                       read_manifest, split_entry)
 
 FORMAT = "avpea-index"
 VERSION = 1
@@ -169,7 +171,7 @@ def write_split_indexes(out: Path, manifest: dict[str, Any], records: dict[str, 
     ``index.json``, for the caller to write after the manifest."""
     by_file = {rec["file"]: rec for rec in records.values() if rec.get("file")}
     body: dict[str, Any] = {"format": FORMAT, "version": VERSION, "schema": manifest.get("schema", LEGACY_SCHEMA),
-                            "preprocessing": manifest["preprocessing"]}
+                            "preprocessing": manifest["preprocessing"], "manifest": describe(manifest)}
     if "classes" in manifest:
         body["classes"] = manifest["classes"]
     body["splits"] = {}

@@ -8,10 +8,17 @@ schema), ``classes`` (schemas with class labels, e.g. AVE's: ``labels`` index in
 key, reason}], ...}`` with ``records == samples + len(skipped)`` (each dataset adds its own fields, e.g. AVE's
 ``notes`` and ``segment_histogram``), and ``build`` (the resume records).
 Shards written before per-record keys lack ``records``, ``order_seed`` and ``notes``; readers need none.
+
+At 2 million records the per-shard and per-skip lists make the manifest ~100 MB: training ranks, the tasks
+and run folders read its described form (``describe``) instead (a few kB), which a build writes into ``index.json``
+(``read_description``): the same document with each split's ``shards`` and ``skipped`` lists replaced by their
+lengths, ``first_skip`` (the first skipped record, for error messages) and no ``build`` records. The lists
+themselves are the readers' index's (shards) and ``avpea shards inspect``'s (skips).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -59,6 +66,12 @@ def read_manifest(shards_dir: str | Path) -> dict[str, Any]:
         m = json.loads(text)
     except (ValueError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not valid JSON ({e}); {FIX}") from None
+    return check(m, path)
+
+
+def check(m: Any, path: str, described: bool = False) -> dict[str, Any]:
+    """``m`` if it is a complete manifest this code reads (``described``: its ``describe`` form), else a
+    ValueError naming ``path`` and the fix."""
     if not isinstance(m, dict) or m.get("format") != FORMAT:
         raise ValueError(f"{path} is not an avpea shard manifest (no \"format\": \"{FORMAT}\"); {FIX}")
     if m.get("version") != VERSION:
@@ -80,6 +93,11 @@ def read_manifest(shards_dir: str | Path) -> dict[str, Any]:
     if not isinstance(splits, dict):
         raise ValueError(f"{path}: 'splits' is missing; {FIX}")
     for name, s in splits.items():
+        if described:
+            if not (isinstance(s, dict) and isinstance(s.get("samples"), int) and isinstance(s.get("shards"), int)
+                    and (s["samples"] > 0) == (s["shards"] > 0)):
+                raise ValueError(f"{path}: split '{name}' needs 'samples' and 'shards' counts; {FIX}")
+            continue
         try:
             counts = [int(sh["samples"]) for sh in s["shards"]]
             files = [str(sh["file"]) for sh in s["shards"]]
@@ -90,6 +108,50 @@ def read_manifest(shards_dir: str | Path) -> dict[str, Any]:
         if sum(counts) != total or any(c < 1 for c in counts) or any("/" in f or f.startswith(".") for f in files):
             raise ValueError(f"{path}: split '{name}' has inconsistent sample counts or file names; {FIX}")
     return m
+
+
+def shards_fingerprint(manifest: dict[str, Any]) -> str:
+    """A short hash of every shard's split, name and sha256: the data, wherever the folder lies (a resumed run
+    checks it); a description carries it as ``data_fingerprint``."""
+    if "data_fingerprint" in manifest:
+        return str(manifest["data_fingerprint"])
+    entries = sorted((split, s.get("file"), s.get("sha256")) for split, info in manifest.get("splits", {}).items()
+                     for s in info.get("shards", []))
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:16]
+
+
+def describe(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest as readers need it: without ``build``, with each split's ``shards`` and ``skipped`` lists
+    as counts (``first_skip``: the first skipped record or None) and the shards' ``data_fingerprint``. A
+    description describes itself."""
+    out = {k: v for k, v in manifest.items() if k not in ("build", "splits")}
+    out["data_fingerprint"] = shards_fingerprint(manifest)
+    out["splits"] = {}
+    for name, s in (manifest.get("splits") or {}).items():
+        d = {k: v for k, v in s.items() if k not in ("shards", "skipped")}
+        shards, skipped = s.get("shards", []), s.get("skipped", [])
+        d["shards"] = len(shards) if isinstance(shards, list) else int(shards)
+        d["skipped"] = len(skipped) if isinstance(skipped, list) else int(skipped)
+        d["first_skip"] = (skipped[0] if skipped else None) if isinstance(skipped, list) else s.get("first_skip")
+        out["splits"][name] = d
+    return out
+
+
+def read_description(shards_dir: str | Path) -> dict[str, Any]:
+    """``describe(manifest)`` of a shard folder or URL prefix: from ``index.json``, where a build since the
+    description existed put it (one small read), else from ``manifest.json`` (older folders)."""
+    index = storage.join(shards_dir, INDEX)
+    try:
+        text = storage.read_bytes(index)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return describe(read_manifest(shards_dir))
+    try:
+        m = json.loads(text).get("manifest")
+    except (ValueError, UnicodeDecodeError, AttributeError) as e:
+        raise ValueError(f"{storage.redact(index)} is not valid JSON ({e}); {FIX}") from None
+    if m is None:  # an index written before it carried the description
+        return describe(read_manifest(shards_dir))
+    return check(m, storage.redact(index), described=True)
 
 
 def split_entry(manifest: dict[str, Any], split: str, where: str | Path = MANIFEST) -> dict[str, Any]:

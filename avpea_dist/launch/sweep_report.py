@@ -27,12 +27,12 @@ def _param_counts(cfg: Any) -> dict[str, Any]:
     """The model's counts with the task's head, built on the meta device (the task from the shards' manifest)."""
     import torch
 
-    from ..data.manifest import read_manifest
+    from ..data.manifest import read_description
     from ..models.model import AVPEAModel, param_counts
     from ..tasks.registry import build_task
 
     try:
-        manifest = read_manifest(cfg.data.shards)
+        manifest = read_description(cfg.data.shards)
     except (OSError, ValueError):  # the shards are not reachable from the driver: AVEL's head needs none
         manifest = None
     task = build_task(cfg, manifest)

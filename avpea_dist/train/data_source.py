@@ -1,7 +1,8 @@
 """What the loop needs from the data: train batches from a position, eval batches, the task's codecs.
 
 ``ShardData`` binds the config and the task to the streaming loaders of ``avpea_dist.data.loaders``: it reads
-the shard manifest, builds the run's task from it (``tasks.registry.build_task``: the schema and the task's
+the shards' description (``data.manifest.read_description``: the manifest without its per-shard and per-skip
+lists, from ``index.json``), builds the run's task from it (``tasks.registry.build_task``: the schema and the task's
 own checks), resolves the global batch into this rank's micro-batch and accumulation (``batching``), and
 hands ``task.codec(split, epoch)`` to the loaders. Anything with ``epoch_batches`` (global batches per
 epoch), ``train_batches`` and ``eval_batches`` can stand in (the tests of the loop's arithmetic use in-memory
@@ -44,7 +45,7 @@ class ShardData:
     def __init__(self, cfg: Config, rank: int, world_size: int, task: "Task | None" = None,
                  splits: tuple[str, ...] | None = None) -> None:
         from ..data.epoch_plan import epoch_global_batches
-        from ..data.manifest import read_manifest
+        from ..data.manifest import read_description
         from ..tasks.registry import build_task
 
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
@@ -55,7 +56,7 @@ class ShardData:
         self.dir = d.shards if storage.is_url(d.shards) else Path(d.shards)
         if not d.shards or not (storage.is_url(d.shards) or self.dir.is_dir()):
             raise FileNotFoundError(missing_shards(cfg.data.shards))
-        self.manifest = read_manifest(self.dir)
+        self.manifest = read_description(self.dir)  # a few kB at any size (the manifest: ~100 MB at 2M)
         self.task = task or build_task(cfg, self.manifest)
         if splits is None:
             splits = ("train", "val") + (() if cfg.eval.final_split == "none" else (cfg.eval.final_split,))
@@ -121,7 +122,8 @@ def missing_shards(shards: str) -> str:
 
 
 def split_problem(manifest: dict[str, Any], split: str, shards: Path) -> str:
-    """One line when ``split`` of the shards holds no sample (why, and the fix); '' when it has samples."""
+    """One line when ``split`` of the shards holds no sample (why, and the fix); '' when it has samples.
+    ``manifest``: the manifest or its description (``data.manifest.describe``)."""
     s = manifest["splits"].get(split)
     if s is not None and s.get("shards"):
         return ""
@@ -130,9 +132,9 @@ def split_problem(manifest: dict[str, Any], split: str, shards: Path) -> str:
     elif not s.get("records"):
         why = f"the release lists no {split} record"
     else:
-        skipped = s.get("skipped") or [{}]
+        first = (s.get("first_skip") if "first_skip" in s else (s.get("skipped") or [None])[0]) or {}
         why = (f"all {s['records']} of its records were skipped, the first because: "
-               f"{str(skipped[0].get('reason', '?'))[:200]}")
+               f"{str(first.get('reason', '?'))[:200]}")
     use = _USES.get(split, "the run evaluates it once at the end (eval.final_split)")
     fix = ("rebuild the shards so that it holds samples (every skip reason: `avpea shards inspect "
            f"{shards}`)")

@@ -222,7 +222,7 @@ def evaluate_model_folder(model: str | Path, shards: str | Path, split: str,
     """``avpea eval --model DIR --shards SHARDS``: an exported model on a split of ``shards`` (any ranks of
     the environment). The shards' preprocessing must be the model's (one error naming both otherwise); the
     task is rebuilt from the shards' manifest, so a model trained on other classes is refused by its checks."""
-    from ..data.manifest import read_manifest
+    from ..data.manifest import read_description
     from ..models.model import AVPEAModel
     from ..models.pretrained import TEXT_DIR, check_compatible, read_config, resolve_folder
     from ..runtime import world as avdist
@@ -232,7 +232,7 @@ def evaluate_model_folder(model: str | Path, shards: str | Path, split: str,
 
     folder = resolve_folder(str(model))
     saved = read_config(folder)
-    manifest = read_manifest(shards)
+    manifest = read_description(shards)
     check_compatible(saved, str(model), preprocessing=manifest.get("preprocessing") or {},
                      other=f"the shards {shards}")
     if manifest.get("text") and (folder / TEXT_DIR).is_dir():  # the model's own tokenizer, the shards' captions

@@ -19,8 +19,6 @@ compares them with the current config before any file is written:
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +38,11 @@ MODEL_FIXED = ("backbone", "modalities", "adapters", "bottleneck", "adapter_plac
 
 
 def data_fingerprint(manifest: dict[str, Any] | None) -> str | None:
-    """A short hash of every shard's name and sha256 in the manifest: the data, wherever the folder lies."""
-    if not manifest:
-        return None
-    entries = sorted((split, s.get("file"), s.get("sha256")) for split, info in manifest.get("splits", {}).items()
-                     for s in info.get("shards", []))
-    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:16]
+    """A short hash of every shard's name and sha256 (``data.manifest.shards_fingerprint``; a description
+    carries it): the data, wherever the folder lies."""
+    from ..data.manifest import shards_fingerprint
+
+    return shards_fingerprint(manifest) if manifest else None
 
 
 def _setting(cfg: Config, name: str) -> Any:

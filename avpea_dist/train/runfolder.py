@@ -1,6 +1,7 @@
 """What a run folder keeps of its shards, so the run stays usable when they are gone (``apps.runmodel.load_run``).
 
-Rank 0 copies the shards' manifest to ``RUN/shards_manifest.json`` and their text folder (tokenizer + small
+Rank 0 copies the shards' description (``data.manifest.describe``: the manifest without its per-shard and
+per-skip lists) to ``RUN/shards_manifest.json`` and their text folder (tokenizer + small
 text model, for retrieval and captioning shards) to ``RUN/shards_text`` at the start of a run.
 """
 
@@ -39,15 +40,16 @@ def copy_text_folder(shards: str | Path, manifest: dict[str, Any], run_dir: str 
 
 
 def read_run_manifest(run_dir: str | Path | None, shards: str | Path | None) -> tuple[dict[str, Any] | None, str]:
-    """The training shards' manifest as the run saw it, and where it came from: the run folder's copy
-    (``RUN/shards_manifest.json``; its text folder then ``RUN/shards_text``, absolute), else the shards' own
+    """The training shards' description (``data.manifest.describe``) as the run saw it, and where it came
+    from: the run folder's copy (``RUN/shards_manifest.json``; its text folder then ``RUN/shards_text``,
+    absolute), else the shards' own
     (``data.shards``, when reachable from here); ``(None, why)`` when neither is there (a run trained on
     in-memory batches, or a run folder moved without its copy). A damaged copy is an error, never skipped:
     the shards may since have been rebuilt with other classes. The one reader of predict, search, caption,
     eval and export."""
     import json
 
-    from ..data.manifest import read_manifest
+    from ..data.manifest import describe, read_description
 
     copy = Path(run_dir) / RUN_MANIFEST if run_dir is not None else None
     if copy is not None and copy.is_file():
@@ -58,6 +60,7 @@ def read_run_manifest(run_dir: str | Path | None, shards: str | Path | None) -> 
                              f"from where it was trained") from None
         if not isinstance(manifest, dict):
             raise ValueError(f"{copy} does not hold a manifest (a JSON object); copy the run folder again")
+        manifest = describe(manifest)  # runs before the description existed copied the whole manifest
         text = Path(run_dir) / RUN_TEXT
         if manifest.get("text") and text.is_dir():  # an absolute folder wins over the shards folder's
             manifest["text"] = {**manifest["text"], "folder": str(text.resolve())}
@@ -66,6 +69,6 @@ def read_run_manifest(run_dir: str | Path | None, shards: str | Path | None) -> 
     if shards is None or str(shards) == "":
         return None, f"{where}no data.shards"
     try:
-        return read_manifest(shards), str(shards)
+        return read_description(shards), str(shards)
     except (OSError, ValueError) as e:
         return None, f"{where}{str(e).split(';')[0]}"

@@ -300,3 +300,23 @@ def test_verify_workers_give_the_same_faults_in_the_same_order(tmp_path: Path, n
     out = _damaged(tmp_path)
     one = verify(out, workers=1)
     assert len(one[0]) >= 3 and verify(out, workers=3) == one
+
+
+def test_readers_take_the_manifest_description_from_the_index(tmp_path: Path, no_decoding) -> None:
+    """Ranks, tasks and run folders read the manifest's description from index.json (its lists as counts,
+    the first skip, the data fingerprint): manifest.json, ~100 MB at 2M records, is not read by them."""
+    from avpea_dist.data.manifest import describe, read_description, shards_fingerprint
+
+    out = tmp_path / "shards"
+    manifest = build(out, ToyRelease(SIZES, bad=(4,)))["manifest"]
+    head = json.loads((out / INDEX).read_text())
+    d = head["manifest"]
+    assert d == describe(manifest) == describe(d) and "build" not in d
+    assert d["splits"]["train"]["shards"] == len(manifest["splits"]["train"]["shards"]) == 4
+    assert d["splits"]["train"]["skipped"] == 1 and d["splits"]["train"]["first_skip"]["key"]
+    assert d["data_fingerprint"] == shards_fingerprint(manifest) and d["classes"] == manifest["classes"]
+    (out / "manifest.json").write_text("not read by a reader")
+    assert read_description(out) == d
+    (out / INDEX).unlink()  # a folder built before the index: described from its manifest
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert read_description(out) == d

@@ -146,6 +146,21 @@ def _eval(run: Path, shards: str, port: int, tmp_path: Path) -> dict:
     return json.loads(ev.stdout.strip().splitlines()[-1])
 
 
+def _train_from_s3(task: str, url: str, moto: int, tmp_path: Path, *extra: str) -> tuple[Path, dict]:
+    """Two steps of ``configs/<task>_tiny.yaml`` on one rank from ``url``, through a node cache."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "1", "--master-port",
+           str(_free_port()), "-m", "avpea_dist.train.entry", f"configs/{task}_tiny.yaml", f"data.shards={url}",
+           f"train.out={run}", f"data.cache_dir={tmp_path / 'node-cache'}", "model.img_size=32", "data.batch_size=2",
+           "train.steps=2", "train.eval_every=2", "train.ckpt_every=2", "optim.warmup_steps=1",
+           "train.progress=false", "eval.batch_size=4", "data.num_workers=0", *extra]
+    proc = subprocess.run(cmd, cwd=REPO, env=_env(moto, tmp_path), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((run / "result.json").read_text())
+    assert result["status"] == "finished" and result["test_metrics"]["skipped"] == 0
+    return run, result
+
+
 @pytest.mark.slow
 def test_retrieval_trains_evaluates_and_searches_from_s3(s3, moto, caption_shards, tmp_path):
     from avpea_dist.apps.search import search
@@ -154,16 +169,7 @@ def test_retrieval_trains_evaluates_and_searches_from_s3(s3, moto, caption_shard
 
     url = f"{s3}/valor"
     remote.upload(caption_shards, url)
-    run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "1", "--master-port",
-           str(_free_port()), "-m", "avpea_dist.train.entry", "configs/retrieval_tiny.yaml", f"data.shards={url}",
-           f"train.out={run}", f"data.cache_dir={tmp_path / 'node-cache'}", "model.img_size=32", "data.batch_size=2",
-           "train.steps=2", "train.eval_every=2", "train.ckpt_every=2", "optim.warmup_steps=1",
-           "train.progress=false", "eval.batch_size=4", "data.num_workers=0"]
-    proc = subprocess.run(cmd, cwd=REPO, env=_env(moto, tmp_path), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    result = json.loads((run / "result.json").read_text())
-    assert result["status"] == "finished" and result["test_metrics"]["skipped"] == 0
+    run, result = _train_from_s3("retrieval", url, moto, tmp_path)
     # the text folder came through the node cache (data.cache_dir) and was copied into the run folder
     assert list((tmp_path / "node-cache" / "folders").iterdir())
     assert _same_files(run / RUN_TEXT, caption_shards / "text")
@@ -187,3 +193,17 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
+
+
+@pytest.mark.slow
+def test_captioning_trains_and_evaluates_from_s3_as_from_the_local_folder(s3, moto, caption_shards, tmp_path):
+    """Captioning reads its decoder's text folder and every test clip's reference captions (``split_references``,
+    through the readers' index) from s3:// too: the captions and scores equal those from the local folder."""
+    from avpea_dist.data import remote
+
+    url = f"{s3}/valor"
+    remote.upload(caption_shards, url)
+    run, result = _train_from_s3("captioning", url, moto, tmp_path, "captioning.max_len=8")
+    remote_metrics = _eval(run, url, moto, tmp_path)
+    local_metrics = _eval(run, str(caption_shards), moto, tmp_path)
+    assert remote_metrics == local_metrics and remote_metrics["samples"] == result["test_metrics"]["samples"]

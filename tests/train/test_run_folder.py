@@ -66,6 +66,10 @@ def _empty_split(shards, split):
     s["skipped"] = [{"id": f"v{i}", "key": f"v{i}", "reason": "missing file"} for i in range(s["records"])]
     s.update(samples=0, shards=[])
     path.write_text(json.dumps(m))
+    index = shards / "index.json"  # what readers take the manifest's facts from, as a build writes it
+    from avpea_dist.data.manifest import describe
+
+    index.write_text(json.dumps({**json.loads(index.read_text()), "manifest": describe(m)}))
 
 
 def test_an_empty_val_split_stops_the_run_before_the_model_is_built(shards_copy, tmp_path):

@@ -136,7 +136,7 @@ class CaptioningTask(Task):
         caption = (self.manifest or {}).get("most_frequent_caption")
         if not caption:
             return {}
-        refs = split_references(Path(self.cfg.data.shards), self.manifest, split)
+        refs = split_references(self.cfg.data.shards, self.manifest, split)
         scores = score_captions(refs, {k: caption for k in refs})
         return {**scores, "samples": len(refs), "caption": caption}
 
@@ -166,15 +166,17 @@ def score_records(records: list[tuple[str, str, list[str]]]) -> dict[str, Any]:
     return {**{k: v for k, v in scores.items() if k != "clips"}, "examples": outputs[:EXAMPLES], "outputs": outputs}
 
 
-def split_references(shards: Path, manifest: dict[str, Any] | None, split: str) -> dict[str, list[str]]:
+def split_references(shards: str | Path, manifest: dict[str, Any] | None, split: str) -> dict[str, list[str]]:
     """{clip id: captions} of every sample of ``split`` as written in the shards' json members."""
+    from ...data.index import load_index
     from ...data.tario import iter_raw_samples
 
     if manifest is None or split not in manifest.get("splits", {}):
         raise ValueError(f"split {split!r} is not in the manifest of {shards}")
     refs: dict[str, list[str]] = {}
-    for shard in manifest["splits"][split]["shards"]:
-        for raw in iter_raw_samples(str(shards / shard["file"])):
+    index = load_index(shards, split)  # the shard list is the readers' index's (the manifest's at 2M is large)
+    for shard in range(len(index.files)):
+        for raw in iter_raw_samples(index.url(shard)):
             if raw.error or "json" not in raw.members:
                 continue
             meta = json.loads(raw.members["json"])
