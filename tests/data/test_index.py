@@ -317,6 +317,8 @@ def test_readers_take_the_manifest_description_from_the_index(tmp_path: Path, no
     assert d["data_fingerprint"] == shards_fingerprint(manifest) and d["classes"] == manifest["classes"]
     (out / "manifest.json").write_text("not read by a reader")
     assert read_description(out) == d
-    (out / INDEX).unlink()  # a folder built before the index: described from its manifest
     (out / "manifest.json").write_text(json.dumps(manifest))
+    (out / INDEX).write_text(json.dumps({k: v for k, v in head.items() if k != "manifest"}))
+    assert read_description(out) == d  # an index written before it carried the description
+    (out / INDEX).unlink()  # a folder built before the index: described from its manifest
     assert read_description(out) == d
