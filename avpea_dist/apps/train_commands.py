@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "visual-only ablations, and print the test table against the baseline. Exit 0: "
                                    "the demo's bar is met; 1: it is not; 3: interrupted (rerun to continue).")
     p.add_argument("--task", required=True, help="a registered task with a demo (avel, avqa, retrieval, "
-                   "captioning, and any plug-in task whose spec names demo settings)")
+                   "captioning, classification, and any plug-in task whose spec names demo settings)")
     p.add_argument("--out", default=None, help="folder for data, runs and summary.json (default: the task's own, "
                    "runs/demo for avel, runs/demo_<task> for the others)")
     p.add_argument("--config", default=None, help="config to train (default: the task's shipped tiny config)")
