@@ -115,7 +115,9 @@ def deepspeed_config(cfg: Config, trainable_params: int = 50_000_000, world_size
 
 def build_engine(model: nn.Module, cfg: Config) -> tuple[Any, torch.optim.lr_scheduler.LambdaLR]:
     """Wrap ``model`` in a DeepSpeed engine with AdamW and the warm-up + cosine schedule."""
-    import deepspeed
+    from ..compat.deepspeed import load
+
+    deepspeed = load()
     import torch.distributed as dist
 
     precision = resolve_precision(cfg.dist.precision)

@@ -133,7 +133,9 @@ def write_run_files(cfg: Config, run_dir: Path, world: avdist.WorldInfo, backend
         log.warning("the config differs from the one this run folder was started with (kept as "
                     "config.previous.yaml); a resumed run is exact only with the same config")
     atomic_write_text(old, text)
-    import deepspeed
+    from ..compat.deepspeed import load
+
+    deepspeed = load()
     atomic_write_json(run_dir / "run.json", {
         "git": git_revision(), "world_size": world.world_size, "backend": backend,
         "precision": resolve_precision(cfg.dist.precision), "torch": torch.__version__,
