@@ -36,6 +36,25 @@ def synth_shards(tmp_path_factory: pytest.TempPathFactory):
     return base / "shards"
 
 
+@pytest.fixture(scope="session")
+def valor_synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic VALOR-layout set and its caption shards, made once per session through the real
+    ``make_valor`` + ``build_valor``: BASE/raw (clips.json, videos/*.mp4; 16 clips, seed 1, 32 px) and BASE/shards
+    (shards of <= 4 clips at 32 px, evenly sampled frames, with their text folder). Read only: the retrieval
+    tests (tests/tasks/test_retrieval_run.py, tests/remote/test_remote_text.py, tests/test_model_folder.py)
+    train and search on it; a test that deletes shards copies them first."""
+    from avpea_dist.data.build import BuildOptions
+    from avpea_dist.datasets.ave.synth import SynthSpec
+    from avpea_dist.datasets.valor.build import build_valor
+    from avpea_dist.datasets.valor.synth import make_valor
+
+    base = tmp_path_factory.mktemp("valor16")
+    make_valor(base / "raw", clips=16, seed=1, spec=SynthSpec(size=32))
+    build_valor(base / "raw", base / "raw" / "videos", base / "shards",
+                BuildOptions(workers=2, shard_size=4, frame_size=32, sampling="even"), progress=False)
+    return base
+
+
 TWO_RANK_STEPS = 6
 _REPO = Path(__file__).resolve().parents[1]
 
