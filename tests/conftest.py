@@ -1,6 +1,10 @@
 """Suite-wide settings: CPU only, offline, few threads (CI has 2 cores)."""
 
 import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -30,6 +34,78 @@ def synth_shards(tmp_path_factory: pytest.TempPathFactory):
     builder = plugins.load(plugins.dataset_spec("ave").builder)
     builder.build(base / "shards", BuildOptions(workers=2, shard_size=8), progress=False, root=base / "ave")
     return base / "shards"
+
+
+@pytest.fixture(scope="session")
+def valor_synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic VALOR-layout set and its caption shards, made once per session through the real
+    ``make_valor`` + ``build_valor``: BASE/raw (clips.json, videos/*.mp4; 16 clips, seed 1, 32 px) and BASE/shards
+    (shards of <= 4 clips at 32 px, evenly sampled frames, with their text folder). Read only: the retrieval
+    tests (tests/tasks/test_retrieval_run.py, tests/remote/test_remote_text.py, tests/test_model_folder.py)
+    train and search on it; a test that deletes shards copies them first."""
+    from avpea_dist.data.build import BuildOptions
+    from avpea_dist.datasets.ave.synth import SynthSpec
+    from avpea_dist.datasets.valor.build import build_valor
+    from avpea_dist.datasets.valor.synth import make_valor
+
+    base = tmp_path_factory.mktemp("valor16")
+    make_valor(base / "raw", clips=16, seed=1, spec=SynthSpec(size=32))
+    build_valor(base / "raw", base / "raw" / "videos", base / "shards",
+                BuildOptions(workers=2, shard_size=4, frame_size=32, sampling="even"), progress=False)
+    return base
+
+
+TWO_RANK_STEPS = 6
+_REPO = Path(__file__).resolve().parents[1]
+
+
+def two_rank_tiny_cmd(shards, out, *extra: str) -> list[str]:
+    """The 2-rank tiny run under torchrun of tests/train/test_resume_2rank.py and tests/remote/test_remote_train.py
+    (one loader worker a rank, 4 batches an epoch, 6 steps, eval every 3, checkpoints every 2)."""
+    from avpea_dist.runtime.ports import free_port
+
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+            str(free_port()), "-m", "avpea_dist.train.entry", str(_REPO / "configs" / "avel_tiny.yaml"),
+            f"data.shards={shards}", f"train.out={out}", "model.img_size=32", "data.batch_size=2",
+            "data.num_workers=1", "data.epoch_batches=4", f"train.steps={TWO_RANK_STEPS}", "train.eval_every=3",
+            "train.ckpt_every=2", "train.log_every=1", "train.deterministic=true", "train.progress=false",
+            "eval.batch_size=4", "optim.warmup_steps=2", "dist.timeout_s=60", *extra]
+
+
+@pytest.fixture(scope="session")
+def two_rank_cmd():
+    """``two_rank_cmd(shards, out, *extra)``: the command line of ``two_rank_reference`` for another run."""
+    return two_rank_tiny_cmd
+
+
+@pytest.fixture(scope="session")
+def two_rank_reference(synth_shards, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The uninterrupted 2-rank tiny run on the local ``synth_shards`` (run folder), made once per session: the
+    reference that test_resume_2rank.py's killed and preempted run and test_remote_train.py's run from s3:// must
+    match step for step. Tests only read it."""
+    out = tmp_path_factory.mktemp("two_rank") / "a"
+    log = out.parent / "a.log"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(_REPO)}
+    with open(log, "ab") as f:
+        proc = subprocess.Popen(two_rank_tiny_cmd(synth_shards, out), cwd=_REPO, env=env, stdout=f,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        rc = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:  # timed out: torchrun and its ranks (each in its own session) go
+            for pid in _children(proc.pid) + [proc.pid]:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            proc.wait()
+    assert rc == 0, log.read_text()[-3000:]
+    return out
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
 
 
 # Tests that change the machine they run on (the real Slurm cluster installs slurm-wlm and munge with apt and

@@ -41,6 +41,27 @@ def _avpea(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return proc
 
 
+def _avpea_here(*args: str, cwd: Path, rc: int = 0) -> subprocess.CompletedProcess:
+    """The real CLI entry point (``avpea_dist.cli.main``) in this process, in ``cwd``: the commands that run
+    while the run folder and the shards still exist share this process's torch instead of importing it each
+    (~10 s a process on 2 cores). What runs after they are deleted runs in a fresh process (``_avpea``), so
+    nothing this process cached can stand in for a deleted file."""
+    import contextlib
+    import io
+
+    from avpea_dist import cli
+
+    out, err, here = io.StringIO(), io.StringIO(), os.getcwd()
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli.main(list(args))
+    finally:
+        os.chdir(here)
+    assert code == rc, out.getvalue()[-3000:] + err.getvalue()[-3000:]
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
 def _clip(path: Path, seconds: int, seed: int) -> Path:
     from avpea_dist.datasets.ave.synth import SynthSpec, write_mp4
 
@@ -133,9 +154,9 @@ def test_avel_predict_from_the_exported_model_equals_the_run(synth_shards, tmp_p
     assert (run / "model" / "config.json").is_file()  # written at the end of training
 
     video = _clip(tmp_path / "clip.mp4", 12, 1)
-    _avpea("predict", "--run", str(run), str(video), "--device", "cpu", cwd=tmp_path)
+    _avpea_here("predict", "--run", str(run), str(video), "--device", "cpu", cwd=tmp_path)
     by_run = json.loads((run / "predictions" / "clip.json").read_text())
-    _avpea("export", "--run", str(run), "--out", str(model), cwd=tmp_path)
+    _avpea_here("export", "--run", str(run), "--out", str(model), cwd=tmp_path)
     assert {p.name for p in model.iterdir()} >= {"config.json", "model.safetensors", "README.md", "train_config.yaml"}
     config = json.loads((model / "config.json").read_text())
     assert config["task"] == "avel" and config["labels"] == json.loads((shards / "manifest.json").read_text())["classes"]
@@ -144,16 +165,15 @@ def test_avel_predict_from_the_exported_model_equals_the_run(synth_shards, tmp_p
     assert "library_name: avpea-dist" in card and f"seed: {config['trained']['seed']}" in card
     assert "accuracy" in card and "- torch " in card
 
-    evaluated = json.loads(_avpea("eval", "--model", str(model), "--shards", str(shards), "--json",
-                                  cwd=tmp_path).stdout.strip().splitlines()[-1])
+    evaluated = json.loads(_avpea_here("eval", "--model", str(model), "--shards", str(shards), "--json",
+                                       cwd=tmp_path).stdout.strip().splitlines()[-1])
     assert evaluated["accuracy"] == pytest.approx(result["test_score"], abs=1e-9)
     other = tmp_path / "other_shards"
     shutil.copytree(shards, other)
     manifest = json.loads((other / "manifest.json").read_text())
     manifest["preprocessing"]["frame_size"] = 2 * manifest["preprocessing"]["frame_size"]
     (other / "manifest.json").write_text(json.dumps(manifest))
-    proc = subprocess.run([sys.executable, "-m", "avpea_dist.cli", "eval", "--model", str(model), "--shards",
-                           str(other)], capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=600)
+    proc = _avpea_here("eval", "--model", str(model), "--shards", str(other), cwd=tmp_path, rc=2)
     assert proc.returncode == 2 and "preprocessing.frame_size" in proc.stderr and str(other) in proc.stderr
 
     shutil.rmtree(run)
@@ -175,26 +195,20 @@ def test_avel_predict_from_the_exported_model_equals_the_run(synth_shards, tmp_p
 
 
 @pytest.mark.slow
-def test_retrieval_search_from_the_exported_model_with_its_tokenizer_equals_the_run(tmp_path):
+def test_retrieval_search_from_the_exported_model_with_its_tokenizer_equals_the_run(valor_synth, tmp_path):
     """A text task: the export carries the shards' text folder (tokenizer + text model); after the run and
-    the shards are deleted, search --model ranks the same clips with the same scores as search --run."""
-    from avpea_dist.data.build import BuildOptions
-    from avpea_dist.datasets.ave.synth import SynthSpec
-    from avpea_dist.datasets.valor.build import build_valor
-    from avpea_dist.datasets.valor.synth import make_valor
-
-    raw, shards, run, model = tmp_path / "raw", tmp_path / "shards", tmp_path / "run", tmp_path / "exported"
-    make_valor(raw, clips=12, seed=1, spec=SynthSpec(size=32))
-    build_valor(raw, raw / "videos", shards, BuildOptions(workers=2, shard_size=4, frame_size=32, sampling="even"),
-                progress=False)
+    the shards are deleted, search --model ranks the same clips with the same scores as search --run.
+    The shards are a copy of the session's synthetic VALOR shards (tests/conftest.py), deleted here."""
+    raw, shards, run, model = valor_synth / "raw", tmp_path / "shards", tmp_path / "run", tmp_path / "exported"
+    shutil.copytree(valor_synth / "shards", shards)
     _train("retrieval_tiny.yaml", shards, run)
     videos = tmp_path / "videos"
     videos.mkdir()
     for v in sorted((raw / "videos").iterdir())[:4]:
         shutil.copy(v, videos / v.name)
     query = ["search", "--videos", str(videos), "--query", "a red square while a chord plays", "--json"]
-    by_run = json.loads(_avpea(*query, "--run", str(run), cwd=tmp_path).stdout)
-    _avpea("export", "--run", str(run), "--out", str(model), cwd=tmp_path)
+    by_run = json.loads(_avpea_here(*query, "--run", str(run), cwd=tmp_path).stdout)
+    _avpea_here("export", "--run", str(run), "--out", str(model), cwd=tmp_path)
     assert (model / "text" / "tokenizer.json").is_file() or any((model / "text").glob("tokenizer*"))
     shutil.rmtree(run)
     shutil.rmtree(shards)

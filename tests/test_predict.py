@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -130,11 +129,20 @@ def test_predict_matches_the_model_on_the_shard_path(run_dir, videos, tmp_path):
 
 
 @pytest.mark.slow
-def test_predict_command_one_line_per_video(run_dir, videos, tmp_path):
-    cmd = [sys.executable, "-m", "avpea_dist.cli", "predict", "--run", str(run_dir), str(videos["short"]),
-           str(tmp_path / "gone.mp4"), "--batch-size", "1"]
-    p = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                       env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+def test_predict_command_one_line_per_video(run_dir, videos, tmp_path, monkeypatch):
+    """`avpea predict` through the real CLI entry point, in this process (a fresh one would spend ~10 s on 2
+    cores importing torch again; the console script itself is tested in test_cli.py and test_install.py)."""
+    import contextlib
+    import io
+
+    from avpea_dist import cli
+
+    monkeypatch.chdir(tmp_path)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = cli.main(["predict", "--run", str(run_dir), str(videos["short"]), str(tmp_path / "gone.mp4"),
+                         "--batch-size", "1"])
+    p = subprocess.CompletedProcess([], code, stdout.getvalue(), stderr.getvalue())
     assert p.returncode == 1, p.stderr[-2000:]
     out = [line for line in p.stdout.splitlines() if line.strip()]
     assert len(out) == 1 and out[0].startswith(str(videos["short"])) and ": 10 s;" in out[0]

@@ -16,6 +16,7 @@ import pytest
 from avpea_dist import storage
 from avpea_dist.data import folder_cache
 from avpea_dist.data.folder_cache import folder_hashes, local_folder
+from clirun import avpea_commands
 from servers import s3_env
 
 REPO = str(Path(__file__).resolve().parents[2])
@@ -95,17 +96,9 @@ def test_http_needs_the_manifest_hashes_and_then_works(http_server, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def caption_shards(tmp_path_factory):
-    from avpea_dist.data.build import BuildOptions
-    from avpea_dist.datasets.ave.synth import SynthSpec
-    from avpea_dist.datasets.valor.build import build_valor
-    from avpea_dist.datasets.valor.synth import make_valor
-
-    base = tmp_path_factory.mktemp("valor")
-    make_valor(base / "raw", clips=16, seed=1, spec=SynthSpec(size=32))
-    build_valor(base / "raw", base / "raw" / "videos", base / "shards",
-                BuildOptions(workers=1, shard_size=4, frame_size=32, sampling="even"), progress=False)
-    return base / "shards"
+def caption_shards(valor_synth):
+    """The session's synthetic VALOR caption shards (tests/conftest.py: 16 clips, <= 4 a shard), read only."""
+    return valor_synth / "shards"
 
 
 @pytest.mark.slow
@@ -137,13 +130,12 @@ def _env(port: int, tmp_path: Path) -> dict[str, str]:
             "XDG_CACHE_HOME": str(tmp_path / "xdg")}
 
 
-def _eval(run: Path, shards: str, port: int, tmp_path: Path) -> dict:
-    ev = subprocess.run([sys.executable, "-m", "avpea_dist.cli", "eval", str(run / "config.yaml"),
-                         f"data.shards={shards}", "--checkpoint", str(run / "best" / "adapters.safetensors"),
-                         "--split", "test", "--json"],
-                        cwd=REPO, env=_env(port, tmp_path), capture_output=True, text=True, timeout=300)
-    assert ev.returncode == 0, ev.stderr[-3000:]
-    return json.loads(ev.stdout.strip().splitlines()[-1])
+def _evals(run: Path, shards: list[str], port: int, tmp_path: Path) -> list[dict]:
+    """`avpea eval --json` of the run's best adapters on each shards root, in one fresh process (clirun.py)."""
+    outs = avpea_commands([["eval", str(run / "config.yaml"), f"data.shards={root}", "--checkpoint",
+                            str(run / "best" / "adapters.safetensors"), "--split", "test", "--json"]
+                           for root in shards], _env(port, tmp_path), REPO, timeout=600)
+    return [json.loads(out.strip().splitlines()[-1]) for out in outs]
 
 
 def _train_from_s3(task: str, url: str, moto: int, tmp_path: Path, *extra: str) -> tuple[Path, dict]:
@@ -174,8 +166,7 @@ def test_retrieval_trains_evaluates_and_searches_from_s3(s3, moto, caption_shard
     assert list((tmp_path / "node-cache" / "folders").iterdir())
     assert _same_files(run / RUN_TEXT, caption_shards / "text")
 
-    remote_metrics = _eval(run, url, moto, tmp_path)
-    local_metrics = _eval(run, str(caption_shards), moto, tmp_path)
+    remote_metrics, local_metrics = _evals(run, [url, str(caption_shards)], moto, tmp_path)
     assert remote_metrics == local_metrics and remote_metrics["samples"] == result["test_metrics"]["samples"]
 
     query = "a red square on the left while a low chord plays"

@@ -1,7 +1,7 @@
 """Training with 2 real ranks from s3:// (moto on loopback, behind the fault proxy): a SIGTERM mid-epoch, then a
 stalled store that stops the job with the named error, then a resume to the end: the same per-step losses and
 sample digests as the same run from the local folder. The exported model then evaluates to the same accuracy
-from s3:// and from the HTTP server."""
+from s3:// and from the HTTP server (both `avpea eval` commands in one process)."""
 
 from __future__ import annotations
 
@@ -10,37 +10,22 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from clirun import avpea_commands
 from servers import s3_env
 
 REPO = str(Path(__file__).resolve().parents[2])
-TINY = str(Path(REPO) / "configs" / "avel_tiny.yaml")
-STEPS = 6
+STEPS = 6  # tests/conftest.py's TWO_RANK_STEPS: every run here is its ``two_rank_cmd``
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _cmd(shards: str, out: Path) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-            str(_free_port()), "-m", "avpea_dist.train.entry", TINY, f"data.shards={shards}", f"train.out={out}",
-            "model.img_size=32", "data.batch_size=2", "data.num_workers=1", "data.epoch_batches=4",
-            f"train.steps={STEPS}", "train.eval_every=3", "train.ckpt_every=2", "train.log_every=1",
-            "train.deterministic=true", "train.progress=false", "eval.batch_size=4", "optim.warmup_steps=2",
-            "dist.timeout_s=60", "data.storage_timeout_s=1", "data.storage_retries=1",
-            "data.storage_backoff_s=0.05"]
+# Storage settings of the remote runs: a stalled read times out after 1 s and is retried once.
+STORAGE = ["data.storage_timeout_s=1", "data.storage_retries=1", "data.storage_backoff_s=0.05"]
 
 
 def _env(endpoint_port: int) -> dict[str, str]:
@@ -88,9 +73,9 @@ def _kill_tree(proc: subprocess.Popen) -> None:
 
 
 class Launch:
-    def __init__(self, shards: str, out: Path, log: Path, port: int) -> None:
+    def __init__(self, cmd: list[str], out: Path, log: Path, port: int) -> None:
         self.out, self.log, self.since = out, log, time.time()
-        self.proc = subprocess.Popen(_cmd(shards, out), cwd=REPO, env=_env(port), stdout=open(log, "ab"),
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=_env(port), stdout=open(log, "ab"),
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_for_step(self, step: int, timeout: float = 240) -> None:
@@ -111,26 +96,28 @@ class Launch:
             _kill_tree(self.proc)
 
 
-def _eval(config: Path, shards: str, export: Path, port: int) -> float:
-    ev = subprocess.run([sys.executable, "-m", "avpea_dist.cli", "eval", str(config), f"data.shards={shards}",
-                         "--checkpoint", str(export), "--split", "test", "--json"],
-                        cwd=REPO, env=_env(port), capture_output=True, text=True, timeout=240)
-    assert ev.returncode == 0, ev.stderr[-3000:]
-    return json.loads(ev.stdout.strip().splitlines()[-1])["accuracy"]
+def _evals(config: Path, shards: list[str], export: Path, port: int) -> list[float]:
+    """`avpea eval --json` of the export on each shards root, in one fresh process (tests/remote/clirun.py)."""
+    outs = avpea_commands([["eval", str(config), f"data.shards={root}", "--checkpoint", str(export), "--split",
+                            "test", "--json"] for root in shards], _env(port), REPO, timeout=480)
+    return [json.loads(out.strip().splitlines()[-1])["accuracy"] for out in outs]
 
 
 def test_two_ranks_from_s3_sigterm_stall_and_resume_match_the_local_run(s3, moto, proxy_to, synth_shards,
-                                                                        http_server, tmp_path):
+                                                                        http_server, two_rank_reference,
+                                                                        two_rank_cmd, tmp_path):
     from avpea_dist.data import remote
 
     url = f"{s3}/ave"
     remote.upload(synth_shards, url)
     proxy = proxy_to(moto)
-    a, b = tmp_path / "a", tmp_path / "b"
-    log_a, log_b = tmp_path / "a.log", tmp_path / "b.log"
-    assert Launch(str(synth_shards), a, log_a, moto).wait() == 0, log_a.read_text()[-3000:]
+    a, b = two_rank_reference, tmp_path / "b"  # a: the same run from the local folder (tests/conftest.py)
+    log_b = tmp_path / "b.log"
 
-    run = Launch(url, b, log_b, proxy.port)  # every byte through the proxy
+    def cmd() -> list[str]:  # from s3://, a fresh rendezvous port each launch
+        return two_rank_cmd(url, b, *STORAGE)
+
+    run = Launch(cmd(), b, log_b, proxy.port)  # every byte through the proxy
     try:
         run.wait_for_step(3)
         ranks = _children(run.proc.pid)
@@ -141,7 +128,7 @@ def test_two_ranks_from_s3_sigterm_stall_and_resume_match_the_local_run(s3, moto
         rc = run.wait()
     assert rc != 0 and "checkpoint saved, rerun the same command to resume" in log_b.read_text()
 
-    run = Launch(url, b, log_b, proxy.port)
+    run = Launch(cmd(), b, log_b, proxy.port)
     try:
         run.wait_for_step(4)
         t0 = time.monotonic()
@@ -154,7 +141,7 @@ def test_two_ranks_from_s3_sigterm_stall_and_resume_match_the_local_run(s3, moto
     assert stopped_after < 120, stopped_after
     proxy.disarm()
 
-    assert Launch(url, b, log_b, proxy.port).wait() == 0, log_b.read_text()[-3000:]
+    assert Launch(cmd(), b, log_b, proxy.port).wait() == 0, log_b.read_text()[-3000:]
     la, lb = _train_lines(a), _train_lines(b)
     assert [r["step"] for r in lb] == list(range(1, STEPS + 1))
     assert [r["loss"] for r in la] == [r["loss"] for r in lb]
@@ -165,5 +152,5 @@ def test_two_ranks_from_s3_sigterm_stall_and_resume_match_the_local_run(s3, moto
 
     shutil.copytree(synth_shards, http_server.httpd.root / "ave")
     export = b / "best" / "adapters.safetensors"
-    assert _eval(b / "config.yaml", url, export, moto) == rb["test_accuracy"]
-    assert _eval(b / "config.yaml", f"{http_server.url}/ave", export, moto) == rb["test_accuracy"]
+    from_s3, from_http = _evals(b / "config.yaml", [url, f"{http_server.url}/ave"], export, moto)
+    assert from_s3 == rb["test_accuracy"] and from_http == rb["test_accuracy"]

@@ -16,17 +16,9 @@ TINY = ["model.img_size=32", "data.batch_size=2", "train.steps=2", "train.eval_e
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    from avpea_dist.data.build import BuildOptions
-    from avpea_dist.datasets.ave.synth import SynthSpec
-    from avpea_dist.datasets.valor.build import build_valor
-    from avpea_dist.datasets.valor.synth import make_valor
-
-    base = tmp_path_factory.mktemp("retrieval")
-    make_valor(base / "raw", clips=16, seed=1, spec=SynthSpec(size=32))
-    build_valor(base / "raw", base / "raw" / "videos", base / "shards",
-                BuildOptions(workers=2, shard_size=4, frame_size=32, sampling="even"), progress=False)
-    run = base / "run"
+def tiny_run(valor_synth, tmp_path_factory):
+    base = valor_synth  # the session's synthetic VALOR set and shards (tests/conftest.py), read only
+    run = tmp_path_factory.mktemp("retrieval") / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
            str(startup.free_port()), "-m", "avpea_dist.train.entry", "configs/retrieval_tiny.yaml",
            f"data.shards={base / 'shards'}", f"train.out={run}", *TINY]

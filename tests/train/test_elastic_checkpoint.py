@@ -10,6 +10,7 @@ and only the order of float sums differs (the gradient all-reduce and the loss m
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -101,9 +102,16 @@ def _close(a: dict, b: dict) -> None:
         assert diff < STATE_RTOL, f"{k} differs by {diff:.2e} (relative)"
 
 
-def test_resume_at_other_world_sizes_and_zero_stages(tmp_path):
-    root = str(tmp_path / "checkpoints")
-    base = run_ranks(_phase, 2, 2, root, False, world=2, timeout=600)[0]  # 2 ranks at ZeRO 2, checkpoint at step 2
+@pytest.fixture(scope="module")
+def zero2_run(tmp_path_factory) -> tuple[str, dict]:
+    """2 ranks at ZeRO 2 to STEPS, checkpoint at SAVE_AT: (checkpoints root, rank 0's record). Both tests here
+    read it (the second one edits a copy of the checkpoint)."""
+    root = str(tmp_path_factory.mktemp("zero2") / "checkpoints")
+    return root, run_ranks(_phase, 2, 2, root, False, world=2, timeout=600)[0]
+
+
+def test_resume_at_other_world_sizes_and_zero_stages(zero2_run):
+    root, base = zero2_run  # 2 ranks at ZeRO 2, checkpoint at step 2
     saved = base["saved"]
     assert any(k.startswith("exp_avg_sq/") for k in saved) and saved[next(k for k in saved if k.startswith("step/"))] == 2
     for world, stage in ((1, 0), (3, 1)):
@@ -124,34 +132,24 @@ def test_resume_at_other_world_sizes_and_zero_stages(tmp_path):
         _close(got["final"], base["final"])
 
 
-def test_a_checkpoint_without_the_consolidated_state_is_refused_at_another_world(tmp_path):
-    """Older checkpoints (no trainable.safetensors) stay resumable at their own world size only."""
-    from avpea_dist.train.checkpoint import MANIFEST
+def test_a_checkpoint_without_the_consolidated_state_is_refused_at_another_world(zero2_run, tmp_path):
+    """Older checkpoints (no trainable.safetensors) stay resumable at their own world size only: the 2-rank
+    ZeRO-2 checkpoint without it is refused on 1 rank at ZeRO 0."""
+    from avpea_dist.train.checkpoint import MANIFEST, tag_for
     from avpea_dist.fileio import sha256_file
 
     import json
+    import shutil
 
-    root = tmp_path / "checkpoints"
-    run_ranks(_save_only, str(root), world=1, timeout=600)
-    folder = next(root.glob("step_*"))
+    folder = tmp_path / "checkpoints" / tag_for(SAVE_AT)
+    shutil.copytree(Path(zero2_run[0]) / tag_for(SAVE_AT), folder)
     (folder / "trainable.safetensors").unlink()
     manifest = json.loads((folder / MANIFEST).read_text())
     del manifest["files"]["trainable.safetensors"]
     manifest["files"] = {n: sha256_file(folder / n) for n in manifest["files"]}
     (folder / MANIFEST).write_text(json.dumps(manifest))
-    results = run_ranks(_load_error, str(folder), world=2, timeout=600)
-    assert "holds no trainable.safetensors" in results[0] and "relaunch with 1 ranks" in results[0]
-
-
-def _save_only(rank: int, root: str) -> None:
-    from pathlib import Path
-
-    from avpea_dist.runtime import world as avdist
-    from avpea_dist.train.checkpoint import save_checkpoint
-
-    _, _, engine, _ = _engine(1, 0)
-    save_checkpoint(engine, Path(root), 1, {"step": 1}, keep=1)
-    avdist.teardown()
+    results = run_ranks(_load_error, str(folder), world=1, timeout=600)
+    assert "holds no trainable.safetensors" in results[0] and "relaunch with 2 ranks" in results[0], results[0]
 
 
 def _load_error(rank: int, folder: str) -> str:
@@ -160,7 +158,7 @@ def _load_error(rank: int, folder: str) -> str:
     from avpea_dist.runtime import world as avdist
     from avpea_dist.train.checkpoint import CheckpointError, load_checkpoint
 
-    _, _, engine, _ = _engine(2, 0)
+    _, _, engine, _ = _engine(1, 0)
     try:
         load_checkpoint(engine, Path(folder))
     except CheckpointError as e:

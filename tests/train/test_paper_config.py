@@ -2,16 +2,15 @@
 
 Its structure is the paper's (ViT-L/16, 24 blocks, bottleneck 128, the 512-wide head: 13,800,525 trainable
 parameters, an odd count that once broke DeepSpeed's ZeRO bucket alignment); only the inputs are small
-(32x32 frames and spectrograms) and the backbone random-init, so a CPU step takes seconds.
+(32x32 frames and spectrograms) and the backbone random-init, so a CPU step takes seconds. The runs train on
+in-memory batches (``elastic_rank.py``: shards carry 128x102 spectrograms, minutes per ViT-L step on CPU).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,13 +18,9 @@ import pytest
 import torch
 
 from test_resume_2rank import _kill_tree
-from trainkit import REPO, TINY, fake_batch, free_port, model_and_task, run_ranks
+from trainkit import PAPER_STEPS, SMALL, TINY, VITL, fake_batch, model_and_task, paper_start, run_ranks
 
 pytestmark = [pytest.mark.distributed]
-
-VITL = os.path.join(REPO, "configs", "avel_vitl.yaml")
-SMALL = ["model.pretrained=none", "model.img_size=32", "model.mel_bins=32", "model.audio_frames=32",
-         "data.batch_size=1", "data.num_workers=0", "train.progress=false", "dist.timeout_s=120"]
 
 
 def _one_step_per_stage(rank: int) -> dict:
@@ -71,24 +66,15 @@ def test_one_optimizer_step_at_every_zero_stage_for_both_shipped_configs():
 
 
 # ------------------------------------------------------------------------------------------------
-# 2 ranks under torchrun, ZeRO 2: an uninterrupted run A, and a run B killed (SIGKILL) after step 3 and
-# resumed from its step-2 checkpoint. Both must log the same losses and sample digests, step for step.
+# 2 ranks under torchrun, ZeRO 2: an uninterrupted run A (the session's ``paper_run``, tests/train/conftest.py;
+# test_paper_elastic.py resumes the same run elsewhere), and a run B killed (SIGKILL) after step 3 and resumed
+# from its step-2 checkpoint. Both must log the same losses and sample digests, step for step.
 
-STEPS = 4
-
-
-def _cmd(out: Path) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-            str(free_port()), os.path.join(REPO, "tests", "train", "paper_rank.py"), VITL, *SMALL,
-            f"train.out={out}", f"train.steps={STEPS}", "train.ckpt_every=2", f"train.eval_every={STEPS}",
-            "train.log_every=1", "train.deterministic=true", "eval.final_split=none", "optim.warmup_steps=1",
-            "dist.zero_stage=2"]
+STEPS = PAPER_STEPS
 
 
 def _start(out: Path, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": REPO}
-    return subprocess.Popen(_cmd(out), cwd=REPO, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return paper_start(out, log, 2, "dist.zero_stage=2", "train.deterministic=true")
 
 
 def _train_lines(out: Path) -> list[dict]:
@@ -108,15 +94,9 @@ def _train_lines(out: Path) -> list[dict]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_paper_configuration_zero2_two_ranks_kill_and_resume_exactly(tmp_path):
-    a, b = tmp_path / "a", tmp_path / "b"
-    log_a, log_b = tmp_path / "a.log", tmp_path / "b.log"
-    proc = _start(a, log_a)
-    try:
-        assert proc.wait(timeout=400) == 0, log_a.read_text()[-3000:]
-    finally:
-        _kill_tree(proc)
-
+def test_paper_configuration_zero2_two_ranks_kill_and_resume_exactly(paper_run, tmp_path):
+    a, _ = paper_run
+    b, log_b = tmp_path / "b", tmp_path / "b.log"
     proc = _start(b, log_b)
     try:
         deadline = time.time() + 400

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -15,6 +18,11 @@ from avpea_dist.config_load import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(REPO, "configs", "avel_tiny.yaml")
+VITL = os.path.join(REPO, "configs", "avel_vitl.yaml")
+# The paper configuration's structure at inputs a CPU steps through in seconds (tests/train/test_paper_*.py).
+SMALL = ["model.pretrained=none", "model.img_size=32", "model.mel_bins=32", "model.audio_frames=32",
+         "data.batch_size=1", "data.num_workers=0", "train.progress=false", "dist.timeout_s=120"]
+PAPER_STEPS = 4
 
 
 def tiny_config(*overrides: str) -> Config:
@@ -114,3 +122,15 @@ def run_ranks(fn: Callable, *args: Any, world: int = 2, timeout: float = 240) ->
     if errors:
         raise AssertionError("; ".join(errors))
     return results
+
+
+def paper_start(out: Path, log: Path, ranks: int, *extra: str) -> subprocess.Popen:
+    """``ranks`` ranks of configs/avel_vitl.yaml (SMALL inputs) under torchrun on ``elastic_rank.py``'s
+    world-independent data (global batch 2): PAPER_STEPS steps, checkpoints every 2, the newest 2 kept."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks), "--master-port",
+           str(free_port()), os.path.join(REPO, "tests", "train", "elastic_rank.py"), "2", VITL, *SMALL,
+           f"train.out={out}", f"train.steps={PAPER_STEPS}", "train.ckpt_every=2", f"train.eval_every={PAPER_STEPS}",
+           "train.log_every=1", "train.keep_checkpoints=2", "eval.final_split=none", "optim.warmup_steps=1", *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": REPO}
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
