@@ -185,8 +185,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-
-
 @pytest.mark.slow
 def test_captioning_references_read_from_s3_equal_the_local_ones(s3, caption_shards):
     """Captioning scores each test clip against its reference captions, read from the shards through the
