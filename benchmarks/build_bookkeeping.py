@@ -231,6 +231,7 @@ def main() -> int:
             b["peak_mb_per_1000_shards"] = round(b["peak_rss_mb"] / (b["shards"] / 1000), 1)
             b["build_mb_per_1000_shards"] = round((b["peak_rss_mb"] - b["rss_before_build_mb"]) / (b["shards"] / 1000), 1)
             b["load_average_1m_after"] = round(os.getloadavg()[0], 2)
+            b["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())  # kept by a later --reuse
             done.write_text(json.dumps(b))
             print(f"{label(n)}: {b}", file=sys.stderr, flush=True)
         large = label(a.records[1])
