@@ -56,6 +56,10 @@ def test_two_tasks_equal_one_task(one_task, tmp_path: Path) -> None:
     assert m["source"] == str(tmp_path / "data")
     m["source"] = str(data)  # the one difference: where the videos were written
     (out / "manifest.json").write_text(json.dumps(m, indent=2) + "\n")
+    index = json.loads((out / "index.json").read_text())  # it carries the manifest's description, source too
+    assert index["manifest"]["source"] == str(tmp_path / "data")
+    index["manifest"]["source"] = str(data)
+    (out / "index.json").write_text(json.dumps(index, indent=2) + "\n")
     _same_build(out, one)
 
 
