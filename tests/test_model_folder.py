@@ -173,6 +173,9 @@ def test_avel_predict_from_the_exported_model_equals_the_run(synth_shards, tmp_p
     manifest = json.loads((other / "manifest.json").read_text())
     manifest["preprocessing"]["frame_size"] = 2 * manifest["preprocessing"]["frame_size"]
     (other / "manifest.json").write_text(json.dumps(manifest))
+    index = json.loads((other / "index.json").read_text())  # readers take the manifest's facts from here
+    index["preprocessing"] = index["manifest"]["preprocessing"] = manifest["preprocessing"]
+    (other / "index.json").write_text(json.dumps(index))
     proc = _avpea_here("eval", "--model", str(model), "--shards", str(other), cwd=tmp_path, rc=2)
     assert proc.returncode == 2 and "preprocessing.frame_size" in proc.stderr and str(other) in proc.stderr
 
