@@ -1,7 +1,6 @@
 """Suite-wide settings: CPU only, offline, few threads (CI has 2 cores)."""
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ torch.set_num_threads(1)
 
 
 import pytest  # noqa: E402
+from proctree import kill_tree  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -92,20 +92,9 @@ def two_rank_reference(synth_shards, tmp_path_factory: pytest.TempPathFactory) -
     try:
         rc = proc.wait(timeout=300)
     finally:
-        if proc.poll() is None:  # timed out: torchrun and its ranks (each in its own session) go
-            for pid in _children(proc.pid) + [proc.pid]:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            proc.wait()
+        kill_tree(proc)  # timed out: torchrun and its ranks (each in its own session) go
     assert rc == 0, log.read_text()[-3000:]
     return out
-
-
-def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(c) for c in path.read_text().split()] if path.exists() else []
 
 
 # Tests that change the machine they run on (the real Slurm cluster installs slurm-wlm and munge with apt and

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from proctree import children, kill_tree
 
 from clirun import avpea_commands
 from servers import s3_env
@@ -49,29 +50,6 @@ def _train_lines(out: Path) -> list[dict]:
     return lines
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry))
-    return out
-
-
-def _kill_tree(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        for pid in _children(proc.pid) + [proc.pid]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        proc.wait()
-
-
 class Launch:
     def __init__(self, cmd: list[str], out: Path, log: Path, port: int) -> None:
         self.out, self.log, self.since = out, log, time.time()
@@ -93,7 +71,7 @@ class Launch:
         try:
             return self.proc.wait(timeout=timeout)
         finally:
-            _kill_tree(self.proc)
+            kill_tree(self.proc)
 
 
 def _evals(config: Path, shards: list[str], export: Path, port: int) -> list[float]:
@@ -120,7 +98,7 @@ def test_two_ranks_from_s3_sigterm_stall_and_resume_match_the_local_run(s3, moto
     run = Launch(cmd(), b, log_b, proxy.port)  # every byte through the proxy
     try:
         run.wait_for_step(3)
-        ranks = _children(run.proc.pid)
+        ranks = children(run.proc.pid)
         assert len(ranks) == 2, ranks
         for pid in ranks:
             os.kill(pid, signal.SIGTERM)  # as Slurm preempts: mid-epoch (4 batches an epoch)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from test_resume_2rank import _kill_tree
+from proctree import kill_tree
 from trainkit import paper_start
 
 
@@ -25,5 +25,5 @@ def paper_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     try:
         assert proc.wait(timeout=500) == 0, log.read_text()[-3000:]
     finally:
-        _kill_tree(proc)
+        kill_tree(proc)
     return out, log

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_resume_2rank import _kill_tree
+from proctree import kill_tree
 from trainkit import PAPER_STEPS, SMALL, TINY, VITL, fake_batch, model_and_task, paper_start, run_ranks
 
 pytestmark = [pytest.mark.distributed]
@@ -105,14 +105,14 @@ def test_paper_configuration_zero2_two_ranks_kill_and_resume_exactly(paper_run, 
             assert time.time() < deadline, f"run B logged no step 3:\n{log_b.read_text()[-3000:]}"
             time.sleep(0.2)
     finally:
-        _kill_tree(proc)  # SIGKILL, torchrun and each rank: the step-2 checkpoint is what survives
+        kill_tree(proc)  # SIGKILL, torchrun and each rank: the step-2 checkpoint is what survives
     assert (b / "checkpoints" / "step_00000002" / "manifest.json").is_file()
 
     proc = _start(b, log_b)
     try:
         assert proc.wait(timeout=400) == 0, log_b.read_text()[-3000:]
     finally:
-        _kill_tree(proc)
+        kill_tree(proc)
     assert "resumed from" in log_b.read_text() and "(step 2)" in log_b.read_text()
     la, lb = _train_lines(a), _train_lines(b)
     assert [r["step"] for r in la] == list(range(1, STEPS + 1))

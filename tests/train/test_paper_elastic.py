@@ -17,7 +17,7 @@ import shutil
 import pytest
 
 from test_paper_config import _train_lines
-from test_resume_2rank import _kill_tree
+from proctree import kill_tree
 from trainkit import PAPER_STEPS, paper_start
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
@@ -37,7 +37,7 @@ def test_paper_configuration_resumes_from_two_ranks_zero2_on_one_rank_zero0(pape
     try:
         assert proc.wait(timeout=500) == 0, log_b.read_text()[-3000:]
     finally:
-        _kill_tree(proc)
+        kill_tree(proc)
     assert "resumed at step 2 with another world: 2 ranks at ZeRO 2 -> 1 ranks at ZeRO 0" in log_b.read_text()
     la, lb = {r["step"]: r for r in _train_lines(a)}, {r["step"]: r for r in _train_lines(b)}
     assert sorted(lb) == list(range(1, STEPS + 1))

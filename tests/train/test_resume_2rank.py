@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from proctree import children, kill_tree
 
 from trainkit import REPO
 
@@ -64,36 +65,12 @@ def _wait_for_step(proc: subprocess.Popen, out: Path, step: int, log: Path, time
     raise AssertionError(f"no step {step} within {timeout} s:\n{log.read_text()[-3000:]}")
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry))
-    return out
-
-
 def _run_to_end(cmd, shards: Path, out: Path, log: Path) -> int:
     proc = _start(cmd, shards, out, log)
     try:
         return proc.wait(timeout=300)
     finally:
-        _kill_tree(proc)
-
-
-def _kill_tree(proc: subprocess.Popen) -> None:
-    """Leave no rank behind when a test fails half-way."""
-    if proc.poll() is None:
-        for pid in _children(proc.pid) + [proc.pid]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        proc.wait()
+        kill_tree(proc)
 
 
 def test_kill_preempt_resume_is_bit_exact(synth_shards, two_rank_reference, two_rank_cmd, tmp_path):
@@ -104,9 +81,9 @@ def test_kill_preempt_resume_is_bit_exact(synth_shards, two_rank_reference, two_
     try:
         _wait_for_step(proc, b, 3, log_b)
     except BaseException:
-        _kill_tree(proc)
+        kill_tree(proc)
         raise  # checkpoints at 2 and 3 (eval) exist or are being written
-    for pid in _children(proc.pid) + [proc.pid]:  # torchrun starts each rank in its own session
+    for pid in children(proc.pid) + [proc.pid]:  # torchrun starts each rank in its own session
         os.kill(pid, signal.SIGKILL)
     proc.wait()
     killed_at = max(r["step"] for r in _train_lines(b))
@@ -114,12 +91,12 @@ def test_kill_preempt_resume_is_bit_exact(synth_shards, two_rank_reference, two_
     proc = _start(two_rank_cmd, synth_shards, b, log_b)
     try:
         _wait_for_step(proc, b, 4, log_b)
-        ranks = _children(proc.pid)
+        ranks = children(proc.pid)
         assert len(ranks) == 2, f"expected 2 rank processes under torchrun, found {ranks}"
         os.kill(ranks[1], signal.SIGUSR1)  # one rank only: the flag must reach both through the all-reduce
         rc = proc.wait(timeout=240)
     finally:
-        _kill_tree(proc)
+        kill_tree(proc)
     assert rc != 0, "a preempted run must not report success"
     text = log_b.read_text()
     assert "checkpoint saved, rerun the same command to resume" in text
